@@ -1,0 +1,1 @@
+"""The `modelgate` command: runs the system locally and talks to its services."""

@@ -1,0 +1,167 @@
+"""Starting and stopping the whole system as local processes: LocalStack, the bus, the four services."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from modelgate.runenv import service_env
+from shared import infra, topology
+from shared.settings import REPO_ROOT
+
+LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
+DEFAULT_ENDPOINT = "http://127.0.0.1:4566"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class Stack:
+    """Where the processes of one running system keep their pids and logs."""
+
+    namespace: str = "modelgate"
+    endpoint: str = DEFAULT_ENDPOINT
+    run_dir: Path = REPO_ROOT / "var"
+    ports: dict[str, int] = field(default_factory=lambda: dict(topology.DEFAULT_PORTS))
+    extra_env: dict[str, str] = field(default_factory=dict)
+    database_urls: dict[str, str] = field(default_factory=dict)
+
+    def pidfile(self, service: str) -> Path:
+        return self.run_dir / "run" / f"{self.namespace}-{service}.pid"
+
+    def logfile(self, service: str) -> Path:
+        return self.run_dir / "log" / f"{self.namespace}-{service}.log"
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def env(self, service: str) -> dict[str, str]:
+        env = {**os.environ, **service_env(service, endpoint=self.endpoint, namespace=self.namespace)}
+        env["MODELGATE_HTTP_PORT"] = str(self.ports[service])
+        if service in self.database_urls:
+            env["MODELGATE_DATABASE_URL"] = self.database_urls[service]
+        env.update(self.extra_env)
+        return env
+
+
+def start_localstack() -> None:
+    for step in ("install", "start"):
+        done = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), step], cwd=REPO_ROOT)
+        if done.returncode != 0:
+            raise StackError(f"LocalStack {step} failed; see var/log/localstack.log")
+
+
+def stop_localstack() -> None:
+    subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "stop"], cwd=REPO_ROOT, check=False)
+
+
+def provision(stack: Stack) -> infra.Provisioned:
+    return infra.provision(stack.namespace, endpoint_url=stack.endpoint)
+
+
+def start_service(stack: Stack, service: str) -> int:
+    """Starts one service in the background, detached from this terminal; returns its pid."""
+    stack.logfile(service).parent.mkdir(parents=True, exist_ok=True)
+    stack.pidfile(service).parent.mkdir(parents=True, exist_ok=True)
+    if (pid := running_pid(stack, service)) is not None:
+        return pid
+    with stack.logfile(service).open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            cwd=REPO_ROOT,
+            env=stack.env(service),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    stack.pidfile(service).write_text(str(process.pid))
+    return process.pid
+
+
+def running_pid(stack: Stack, service: str) -> int | None:
+    try:
+        pid = int(stack.pidfile(service).read_text())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    return pid
+
+
+def wait_ready(stack: Stack, service: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if running_pid(stack, service) is None:
+            raise StackError(f"{service} exited during start-up; see {stack.logfile(service)}")
+        try:
+            response = httpx.get(f"{stack.url(service)}/readyz", timeout=2)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise StackError(f"{service} not ready after {timeout:.0f}s ({last}); see {stack.logfile(service)}")
+
+
+def stop_service(stack: Stack, service: str, timeout: float = 35.0, sig: int = signal.SIGTERM) -> bool:
+    """SIGTERM (the service drains its in-flight work), then SIGKILL after `timeout`. True if it was running."""
+    pid = running_pid(stack, service)
+    if pid is None:
+        stack.pidfile(service).unlink(missing_ok=True)
+        return False
+    os.kill(pid, sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    stack.pidfile(service).unlink(missing_ok=True)
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def up(stack: Stack, with_localstack: bool = True, progress: Callable[[str], None] = print) -> None:
+    if with_localstack:
+        progress("starting LocalStack")
+        start_localstack()
+    progress("provisioning the bus")
+    provision(stack)
+    for service in topology.SERVICES:
+        progress(f"starting {service}")
+        start_service(stack, service)
+    for service in topology.SERVICES:
+        wait_ready(stack, service)
+        progress(f"{service} ready at {stack.url(service)}")
+
+
+def down(stack: Stack, with_localstack: bool = True, progress: Callable[[str], None] = print) -> None:
+    for service in topology.SERVICES:
+        if stop_service(stack, service):
+            progress(f"stopped {service}")
+    if with_localstack:
+        stop_localstack()

@@ -1,0 +1,1 @@
+"""The approver: approval requests per stage, policies, decisions and their audit trail."""

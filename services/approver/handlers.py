@@ -1,0 +1,58 @@
+"""The approver opens the first stage when a version is registered, and the next one after each deployment."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from services.approver.approvals import open_stage
+from services.approver.models import KnownVersion, LiveVersion
+from services.approver.policy import Policy
+from shared.bus import Handler, Skip
+from shared.db import UnitOfWork
+from shared.events import Deployed, ModelRegistered
+
+
+async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: Policy, public_url: str) -> None:
+    p = event.payload
+    version = await uow.session.get(KnownVersion, p.model_version_id)
+    if version is None:
+        version = KnownVersion(
+            model_version_id=p.model_version_id,
+            group_name=p.group,
+            version=p.version,
+            registered_by=p.registered_by,
+            artifact_uri=p.artifact_uri,
+            metrics=p.metrics,
+            lineage=p.lineage,
+            model_card_summary=p.model_card_summary,
+        )
+        uow.session.add(version)
+    await open_stage(uow, version, policy.stages[0], event, public_url)
+
+
+async def on_deployed(event: Deployed, uow: UnitOfWork, policy: Policy, public_url: str) -> None:
+    p = event.payload
+    live = await uow.session.get(LiveVersion, (p.group, p.stage))
+    if live is None:
+        uow.session.add(LiveVersion(group_name=p.group, stage=p.stage, model_version_id=p.model_version_id, deployed_at=p.deployed_at))
+    elif live.deployed_at <= p.deployed_at:
+        live.model_version_id, live.deployed_at = p.model_version_id, p.deployed_at
+    if p.rollback:
+        return
+    try:
+        next_stage = policy.next_stage(p.stage)
+    except ValueError:
+        raise Skip(f"stage {p.stage} is not in the policy") from None
+    if next_stage is None:
+        return
+    version = await uow.session.get(KnownVersion, p.model_version_id)
+    if version is None:
+        raise LookupError(f"Deployed arrived before ModelRegistered for {p.model_version_id}")
+    await open_stage(uow, version, next_stage, event, public_url)
+
+
+def build_handlers(policy: Policy, public_url: str) -> dict[str, Handler]:
+    return {
+        "ModelRegistered": partial(on_model_registered, policy=policy, public_url=public_url),
+        "Deployed": partial(on_deployed, policy=policy, public_url=public_url),
+    }

@@ -1,0 +1,1 @@
+"""The deployer: deployments per stage, the Parameter Store pointers, rollback history."""

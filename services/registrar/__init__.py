@@ -1,0 +1,1 @@
+"""The registrar: the catalog of model groups and versions, their metadata, lineage and per-stage status."""

@@ -1,0 +1,58 @@
+"""The registrar reflects each step of a version's journey in its record and history."""
+
+from __future__ import annotations
+
+from services.registrar.catalog import approval_status, record_history, set_stage
+from services.registrar.models import ModelVersion
+from shared.bus import Handler
+from shared.db import UnitOfWork
+from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
+
+
+class VersionNotFound(Exception):
+    """The event is about a version this registrar has not stored (yet): retried, then dead-lettered."""
+
+
+async def _version(uow: UnitOfWork, event: Envelope) -> ModelVersion:
+    version = await uow.session.get(ModelVersion, event.payload.model_version_id)
+    if version is None:
+        raise VersionNotFound(event.payload.model_version_id)
+    return version
+
+
+async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    set_stage(version, event.payload.stage, "PendingApproval", event, approval_id=event.payload.approval_id)
+    version.approval_status = approval_status(version.stages)
+    record_history(uow, event)
+
+
+async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    set_stage(version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
+    version.approval_status = approval_status(version.stages)
+    record_history(uow, event)
+
+
+async def on_deployed(event: Deployed, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    set_stage(version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
+    version.approval_status = approval_status(version.stages)
+    record_history(uow, event)
+
+
+async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    set_stage(version, event.payload.stage, "DeploymentFailed", event, reason=event.payload.reason)
+    version.approval_status = approval_status(version.stages)
+    record_history(uow, event)
+
+
+HANDLERS: dict[str, Handler] = {
+    "ApprovalRequested": on_approval_requested,
+    "ApprovalDecided": on_approval_decided,
+    "Deployed": on_deployed,
+    "DeploymentFailed": on_deployment_failed,
+}

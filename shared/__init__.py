@@ -1,0 +1,1 @@
+"""Code every modelgate service shares: event models, bus, settings, logging, storage."""

@@ -1,0 +1,60 @@
+"""AWS clients: one aiobotocore session per process, one long-lived client per AWS service."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from shared.settings import ServiceSettings
+
+
+def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"region_name": settings.aws_region}
+    if settings.aws_endpoint_url:
+        kwargs["endpoint_url"] = settings.aws_endpoint_url
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):  # LocalStack accepts any credentials
+            kwargs.update(aws_access_key_id="test", aws_secret_access_key="test")
+    return kwargs
+
+
+class AwsClients:
+    """Opens each requested client once and keeps it for the life of the process."""
+
+    def __init__(self, settings: ServiceSettings, services: tuple[str, ...]):
+        self._settings = settings
+        self._services = services
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+
+    async def __aenter__(self) -> AwsClients:
+        session = get_session()
+        config = AioConfig(
+            connect_timeout=5,
+            read_timeout=self._settings.poll_wait_seconds + 10,
+            retries={"max_attempts": 3, "mode": "standard"},
+            max_pool_connections=50,
+        )
+        for name in self._services:
+            self._clients[name] = await self._stack.enter_async_context(
+                session.create_client(name, config=config, **client_kwargs(self._settings))
+            )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    def __getitem__(self, name: str) -> Any:
+        return self._clients[name]
+
+
+async def topic_arn(clients: AwsClients, settings: ServiceSettings) -> str:
+    identity = await clients["sts"].get_caller_identity()
+    return f"arn:aws:sns:{settings.aws_region}:{identity['Account']}:{settings.topic_name}"
+
+
+async def queue_url(clients: AwsClients, name: str) -> str:
+    return (await clients["sqs"].get_queue_url(QueueName=name))["QueueUrl"]

@@ -1,0 +1,185 @@
+"""The events modelgate's services exchange, each inside the same envelope.
+
+Producers build events in code: an unknown field is a bug and raises. Consumers parse JSON from the bus:
+unknown fields are ignored, so a newer producer never breaks an older consumer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
+
+Producer = Literal["registrar", "approver", "deployer", "notifier"]
+ApprovalStatus = Literal["PendingManualApproval", "Approved", "Rejected"]
+Decision = Literal["Approved", "Rejected"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Model(BaseModel):
+    """Tolerant when parsed (extra fields ignored), strict when constructed in code (extra fields refused)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_fields(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and not (info.context or {}).get("tolerant"):
+            unknown = set(data) - set(cls.model_fields)
+            if unknown:
+                raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        return data
+
+
+class VersionRef(Model):
+    """Which model version an event is about."""
+
+    group: str
+    version: int
+    model_version_id: str
+
+
+class MetricCheck(Model):
+    metric: str
+    op: Literal[">=", ">", "<=", "<", "=="]
+    threshold: float
+    value: float | None
+    passed: bool
+
+
+class ModelRegisteredPayload(VersionRef):
+    artifact_uri: str
+    registered_by: str
+    source: str = "manual"
+    framework: str | None = None
+    metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
+    lineage: dict[str, Any] = {}
+    model_card_summary: str | None = None
+
+
+class ApprovalRequestedPayload(VersionRef):
+    approval_id: str
+    stage: str
+    registered_by: str
+    artifact_uri: str
+    policy_rule: str
+    required_approvals: int
+    approver_group: str | None = None
+    checks: list[MetricCheck] = []
+    metrics: dict[str, float] = {}
+    live_model_version_id: str | None = None
+    model_card_summary: str | None = None
+    lineage: dict[str, Any] = {}
+    expires_at: AwareDatetime | None = None
+    decide_url: str | None = None
+    decide_command: str | None = None
+
+
+class ApprovalDecidedPayload(VersionRef):
+    approval_id: str
+    stage: str
+    decision: Decision
+    decided_by: list[str]
+    automatic: bool
+    policy_rule: str
+    artifact_uri: str
+    comment: str | None = None
+    rollback: bool = False
+
+
+class DeployedPayload(VersionRef):
+    deployment_id: str
+    stage: str
+    target: str
+    artifact_uri: str
+    parameter_name: str
+    endpoint_url: str | None = None
+    previous_model_version_id: str | None = None
+    previous_version: int | None = None
+    rollback: bool = False
+    deployed_at: AwareDatetime
+
+
+class DeploymentFailedPayload(VersionRef):
+    deployment_id: str
+    stage: str
+    target: str
+    reason: str
+    attempts: int
+
+
+E = TypeVar("E", bound="Envelope")
+
+
+class Envelope(Model):
+    event_type: str
+    event_id: str = Field(default_factory=new_id)
+    schema_version: int = 1
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+    producer: Producer
+    correlation_id: str
+    causation_id: str | None = None
+
+    def caused(self, event_cls: type[E], producer: Producer, payload: Any) -> E:
+        """A new event of the same journey, caused by this one."""
+        return event_cls(
+            producer=producer,
+            correlation_id=self.correlation_id,
+            causation_id=self.event_id,
+            payload=payload,
+        )
+
+
+class ModelRegistered(Envelope):
+    event_type: Literal["ModelRegistered"] = "ModelRegistered"
+    payload: ModelRegisteredPayload
+
+
+class ApprovalRequested(Envelope):
+    event_type: Literal["ApprovalRequested"] = "ApprovalRequested"
+    payload: ApprovalRequestedPayload
+
+
+class ApprovalDecided(Envelope):
+    event_type: Literal["ApprovalDecided"] = "ApprovalDecided"
+    payload: ApprovalDecidedPayload
+
+
+class Deployed(Envelope):
+    event_type: Literal["Deployed"] = "Deployed"
+    payload: DeployedPayload
+
+
+class DeploymentFailed(Envelope):
+    event_type: Literal["DeploymentFailed"] = "DeploymentFailed"
+    payload: DeploymentFailedPayload
+
+
+Event = Annotated[
+    ModelRegistered | ApprovalRequested | ApprovalDecided | Deployed | DeploymentFailed,
+    Field(discriminator="event_type"),
+]
+
+EVENT_CLASSES: dict[str, type[Envelope]] = {
+    cls.__name__: cls for cls in (ModelRegistered, ApprovalRequested, ApprovalDecided, Deployed, DeploymentFailed)
+}
+_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(body: str | bytes) -> Envelope:
+    """Parse one event from its JSON; raises pydantic.ValidationError when it is not a known, valid event."""
+    return _adapter.validate_json(body, context={"tolerant": True})
+
+
+def model_version_id(group: str, version: int) -> str:
+    return f"{group}/{version}"

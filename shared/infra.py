@@ -1,0 +1,163 @@
+"""Creates the bus and the artifact bucket, idempotently: running it twice changes nothing.
+
+    python -m shared.infra            # provision the namespace in $MODELGATE_NAMESPACE (default modelgate)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import structlog
+from botocore.exceptions import ClientError
+
+from shared import topology
+
+log = structlog.get_logger()
+
+VISIBILITY_TIMEOUT = 60
+DLQ_RETENTION = 14 * 24 * 3600
+
+
+@dataclass
+class Provisioned:
+    topic_arn: str
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    dlq_urls: dict[str, str] = field(default_factory=dict)
+    bucket: str = ""
+    created: list[str] = field(default_factory=list)
+
+
+def boto_client(service: str, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+        if not os.environ.get("AWS_ACCESS_KEY_ID"):
+            kwargs.update(aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client(service, **kwargs)
+
+
+def provision(
+    namespace: str = "modelgate",
+    endpoint_url: str | None = None,
+    max_receive_count: int = 5,
+    services: tuple[str, ...] = topology.SERVICES,
+) -> Provisioned:
+    sns, sqs, s3 = (boto_client(name, endpoint_url) for name in ("sns", "sqs", "s3"))
+    topic_arn = sns.create_topic(Name=topology.topic_name(namespace))["TopicArn"]
+    result = Provisioned(topic_arn=topic_arn)
+    for service in services:
+        dlq_url, dlq_arn = _queue(
+            sqs, topology.dlq_name(namespace, service), lambda arn: {"MessageRetentionPeriod": str(DLQ_RETENTION)}, result
+        )
+        queue_url, queue_arn = _queue(
+            sqs,
+            topology.queue_name(namespace, service),
+            lambda arn: {
+                "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+                "Policy": _allow_topic(arn, topic_arn),
+            },
+            result,
+        )
+        _subscribe(sns, topic_arn, queue_arn, topology.filter_policy(service), result)
+        result.queue_urls[service] = queue_url
+        result.dlq_urls[service] = dlq_url
+    result.bucket = _bucket(s3, topology.bucket_name(namespace), result)
+    return result
+
+
+def _queue(
+    sqs: Any, name: str, attributes_for: Callable[[str], dict[str, str]], result: Provisioned
+) -> tuple[str, str]:
+    """Creates the queue if missing, then brings its attributes to what `attributes_for(arn)` says."""
+    try:
+        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        existed = True
+    except ClientError as exc:
+        if "NonExistentQueue" not in str(exc) and "QueueDoesNotExist" not in str(exc):
+            raise
+        url = sqs.create_queue(QueueName=name)["QueueUrl"]
+        existed = False
+        result.created.append(f"queue {name}")
+    current = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    wanted = attributes_for(current["QueueArn"])
+    changed = {k: v for k, v in wanted.items() if not _same(current.get(k), v)}
+    if changed:
+        sqs.set_queue_attributes(QueueUrl=url, Attributes=changed)
+        if existed:
+            result.created.append(f"updated queue {name}: {sorted(changed)}")
+    return url, current["QueueArn"]
+
+
+def _same(current: str | None, wanted: str) -> bool:
+    if current is None:
+        return False
+    try:
+        return json.loads(current) == json.loads(wanted)
+    except ValueError:
+        return current == wanted
+
+
+def _allow_topic(queue_arn: str, topic_arn: str) -> str:
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                }
+            ],
+        }
+    )
+
+
+def _subscribe(sns: Any, topic_arn: str, queue_arn: str, policy: dict[str, list[str]], result: Provisioned) -> None:
+    existing = [
+        s
+        for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn)
+        for s in page["Subscriptions"]
+        if s["Endpoint"] == queue_arn
+    ]
+    if existing:
+        arn = existing[0]["SubscriptionArn"]
+        attributes = sns.get_subscription_attributes(SubscriptionArn=arn)["Attributes"]
+        if not _same(attributes.get("FilterPolicy"), json.dumps(policy)):
+            sns.set_subscription_attributes(SubscriptionArn=arn, AttributeName="FilterPolicy", AttributeValue=json.dumps(policy))
+            result.created.append(f"updated filter policy of {queue_arn}")
+        return
+    sns.subscribe(
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=queue_arn,
+        Attributes={"RawMessageDelivery": "true", "FilterPolicy": json.dumps(policy)},
+    )
+    result.created.append(f"subscription {queue_arn}")
+
+
+def _bucket(s3: Any, name: str, result: Provisioned) -> str:
+    try:
+        s3.head_bucket(Bucket=name)
+    except ClientError:
+        s3.create_bucket(Bucket=name)
+        result.created.append(f"bucket {name}")
+    return name
+
+
+def main() -> None:
+    namespace = os.environ.get("MODELGATE_NAMESPACE", "modelgate")
+    result = provision(namespace, max_receive_count=int(os.environ.get("MODELGATE_MAX_RECEIVE_COUNT", "5")))
+    print(json.dumps({"topic_arn": result.topic_arn, "queues": result.queue_urls, "created": result.created}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+"""Prometheus metrics every service exposes at /metrics."""
+
+from prometheus_client import Counter, Gauge
+
+EVENTS_HANDLED = Counter(
+    "modelgate_events_handled_total", "Events taken off the queue, by type and outcome", ["event_type", "outcome"]
+)
+EVENTS_PUBLISHED = Counter("modelgate_events_published_total", "Events published to the topic")
+OUTBOX_PENDING = Gauge("modelgate_outbox_pending", "Events written to the outbox and not yet published")

@@ -1,0 +1,63 @@
+"""Configuration from the environment (12-factor): one base class, one subclass per service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import topology
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Env vars are `MODELGATE_<FIELD>` unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="ignore")
+
+    service: str = ""
+    namespace: str = Field("modelgate", description="Prefix of the topic, queue and bucket names.")
+    aws_endpoint_url: str | None = Field(
+        None, validation_alias="AWS_ENDPOINT_URL", description="LocalStack's URL locally; unset on AWS."
+    )
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    database_url: str = Field("", description="SQLAlchemy async URL; default: SQLite file var/<service>.db.")
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    log_level: str = "INFO"
+    log_format: str = Field("json", description="json, or console for people.")
+    public_url: str = Field("", description="How people reach this service; default http://<host>:<port>.")
+    max_receive_count: int = Field(5, description="Receives before a failing message goes to the DLQ.")
+    poll_wait_seconds: int = Field(20, description="SQS long-poll wait.")
+    batch_size: int = Field(10, ge=1, le=10)
+    max_in_flight_batches: int = Field(4, ge=1)
+    drain_seconds: float = Field(25.0, description="How long SIGTERM waits for in-flight work.")
+    outbox_poll_seconds: float = Field(1.0, description="Outbox relay's idle poll interval.")
+
+    def model_post_init(self, __context: object) -> None:
+        if not self.database_url:
+            path = REPO_ROOT / "var" / f"{self.namespace}-{self.service}.db"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.database_url = f"sqlite+aiosqlite:///{path}"
+        if not self.http_port:
+            self.http_port = topology.DEFAULT_PORTS[self.service]
+        if not self.public_url:
+            self.public_url = f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def topic_name(self) -> str:
+        return topology.topic_name(self.namespace)
+
+    @property
+    def queue_name(self) -> str:
+        return topology.queue_name(self.namespace, self.service)
+
+    @property
+    def dlq_name(self) -> str:
+        return topology.dlq_name(self.namespace, self.service)
+
+    @property
+    def bucket(self) -> str:
+        return topology.bucket_name(self.namespace)

@@ -1,0 +1,91 @@
+"""Ready-made events for tests."""
+
+from __future__ import annotations
+
+from shared.events import (
+    ApprovalDecided,
+    ApprovalDecidedPayload,
+    ApprovalRequested,
+    ApprovalRequestedPayload,
+    Deployed,
+    DeployedPayload,
+    DeploymentFailed,
+    DeploymentFailedPayload,
+    Envelope,
+    MetricCheck,
+    ModelRegistered,
+    ModelRegisteredPayload,
+    utcnow,
+)
+
+
+def ref(group: str = "fraud", version: int = 1) -> dict:
+    return {"group": group, "version": version, "model_version_id": f"{group}/{version}"}
+
+
+def model_registered(group: str = "fraud", version: int = 1, auc: float = 0.91, by: str = "ana") -> ModelRegistered:
+    return ModelRegistered(
+        producer="registrar",
+        correlation_id=f"{group}/{version}",
+        payload=ModelRegisteredPayload(
+            **ref(group, version), artifact_uri="s3://b/model.bin", registered_by=by, metrics={"auc": auc}
+        ),
+    )
+
+
+def approval_decided(group: str = "fraud", version: int = 1, stage: str = "dev", decision: str = "Approved", approval_id: str = "a1") -> ApprovalDecided:
+    return ApprovalDecided(
+        producer="approver",
+        correlation_id=f"{group}/{version}",
+        payload=ApprovalDecidedPayload(
+            **ref(group, version),
+            approval_id=approval_id,
+            stage=stage,
+            decision=decision,
+            decided_by=["policy"],
+            automatic=True,
+            policy_rule="dev: automatic when auc >= 0.8",
+            artifact_uri="s3://b/model.bin",
+        ),
+    )
+
+
+def sample_events() -> list[Envelope]:
+    now = utcnow()
+    return [
+        model_registered(),
+        ApprovalRequested(
+            producer="approver",
+            correlation_id="fraud/1",
+            payload=ApprovalRequestedPayload(
+                **ref(),
+                approval_id="a2",
+                stage="test",
+                registered_by="ana",
+                artifact_uri="s3://b/model.bin",
+                policy_rule="test: 1 approver",
+                required_approvals=1,
+                checks=[MetricCheck(metric="auc", op=">=", threshold=0.8, value=0.91, passed=True)],
+                expires_at=now,
+            ),
+        ),
+        approval_decided(),
+        Deployed(
+            producer="deployer",
+            correlation_id="fraud/1",
+            payload=DeployedPayload(
+                **ref(),
+                deployment_id="d1",
+                stage="dev",
+                target="parameter-store",
+                artifact_uri="s3://b/model.bin",
+                parameter_name="/modelgate/fraud/dev/current",
+                deployed_at=now,
+            ),
+        ),
+        DeploymentFailed(
+            producer="deployer",
+            correlation_id="fraud/1",
+            payload=DeploymentFailedPayload(**ref(), deployment_id="d2", stage="dev", target="local", reason="boom", attempts=3),
+        ),
+    ]
