@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
 
 
@@ -36,8 +36,8 @@ class ApprovalRequest(Base):
     policy_rule: Mapped[str] = mapped_column(Text)
     required_approvals: Mapped[int] = mapped_column(Integer, default=0)
     approver_group: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Vote(Base):
@@ -48,7 +48,7 @@ class Vote(Base):
     approver: Mapped[str] = mapped_column(String(200))
     decision: Mapped[str] = mapped_column(String(20))
     comment: Mapped[str | None] = mapped_column(Text)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class LiveVersion(Base):
@@ -58,4 +58,4 @@ class LiveVersion(Base):
     group_name: Mapped[str] = mapped_column(String(200), primary_key=True)
     stage: Mapped[str] = mapped_column(String(40), primary_key=True)
     model_version_id: Mapped[str] = mapped_column(String(220))
-    deployed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)

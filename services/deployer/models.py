@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Integer, String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
 
 
@@ -25,4 +25,4 @@ class Deployment(Base):
     previous_model_version_id: Mapped[str | None] = mapped_column(String(220))
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

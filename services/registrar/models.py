@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.db import Base
+from shared.db import Base, UTCDateTime
 from shared.events import utcnow
 
 
@@ -17,7 +17,7 @@ class ModelGroup(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     description: Mapped[str] = mapped_column(Text, default="")
     latest_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ModelVersion(Base):
@@ -37,7 +37,7 @@ class ModelVersion(Base):
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     approval_status: Mapped[str] = mapped_column(String(40), default="PendingManualApproval")
     stages: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)  # stage -> {status, at, ...}
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class HistoryEntry(Base):
@@ -48,6 +48,6 @@ class HistoryEntry(Base):
     model_version_id: Mapped[str] = mapped_column(String(220), index=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     event_type: Mapped[str] = mapped_column(String(40))
-    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     producer: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,52 @@
+# modelgate: `make demo` runs the whole journey on LocalStack; `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install localstack localstack-stop up down demo test test-unit schemas lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv with modelgate and its test tools
+
+localstack:  ## install LocalStack into its own venv and start it on 127.0.0.1:4566
+	bash scripts/localstack.sh install
+	bash scripts/localstack.sh start
+
+localstack-stop:  ## stop LocalStack if this repo started it
+	bash scripts/localstack.sh stop
+
+up: $(STAMP)  ## start LocalStack and the four services in the background
+	bash scripts/localstack.sh install
+	$(BIN)/modelgate up
+
+down: $(STAMP)  ## stop what `make up` started
+	$(BIN)/modelgate down
+
+demo: $(STAMP)  ## the whole journey on LocalStack, printed; stops everything it started
+	bash scripts/localstack.sh install
+	$(BIN)/modelgate demo
+
+test: $(STAMP)  ## unit, integration (LocalStack, PostgreSQL) and end-to-end tests
+	bash scripts/localstack.sh install
+	bash scripts/test.sh
+
+test-unit: $(STAMP)  ## the fast tests only (no network)
+	$(BIN)/pytest tests/unit -q
+
+schemas: $(STAMP)  ## regenerate the committed JSON Schemas of the events
+	$(BIN)/python -m shared.schemas
+
+lint: $(STAMP)
+	$(BIN)/ruff check shared services modelgate tests
+
+clean:  ## remove local state (databases, logs)
+	rm -rf var

@@ -1,0 +1,79 @@
+"""The four services as real processes on a real LocalStack, each test system in its own namespace."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from modelgate import stack as stack_mod
+from modelgate.stack import Stack
+from shared.topology import SERVICES
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WebhookReceiver:
+    """A Slack-style incoming webhook on loopback that remembers what it was sent."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posts.append(json.loads(body))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/team"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def webhook():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def system(localstack_endpoint, tmp_path, webhook):
+    tokens = {"lee": "lee-token", "kim": "kim-token", "raj": "raj-token", "ana": "ana-token"}
+    groups = {"lee": ["ml-leads"], "kim": ["model-risk"], "raj": ["model-risk"], "ana": ["ml-leads", "model-risk"]}
+    stack = Stack(
+        namespace=f"e2e{uuid.uuid4().hex[:8]}",
+        endpoint=localstack_endpoint,
+        run_dir=tmp_path,
+        ports={service: free_port() for service in SERVICES},
+        database_urls={service: f"sqlite+aiosqlite:///{tmp_path}/{service}.db" for service in SERVICES},
+        extra_env={
+            "MODELGATE_WEBHOOK_URL": webhook.url,
+            "MODELGATE_APPROVER_TOKENS": json.dumps(tokens),
+            "MODELGATE_APPROVER_GROUPS": json.dumps(groups),
+            "MODELGATE_POLL_WAIT_SECONDS": "5",
+        },
+    )
+    stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
+    yield stack
+    stack_mod.down(stack, with_localstack=False, progress=lambda message: None)
+    for service in SERVICES:  # make failures readable: the tail of each service's log
+        print(f"--- {service} log (tail) ---")
+        print("".join(stack.logfile(service).read_text().splitlines(keepends=True)[-20:]))
