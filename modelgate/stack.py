@@ -42,6 +42,9 @@ class Stack:
     def logfile(self, service: str) -> Path:
         return self.run_dir / "log" / f"{self.namespace}-{service}.log"
 
+    def owner_marker(self) -> Path:
+        return self.run_dir / "run" / "localstack.started-by-modelgate"
+
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
@@ -54,15 +57,28 @@ class Stack:
         return env
 
 
-def start_localstack() -> None:
-    for step in ("install", "start"):
-        done = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), step], cwd=REPO_ROOT)
-        if done.returncode != 0:
-            raise StackError(f"LocalStack {step} failed; see var/log/localstack.log")
+def _localstack(step: str, check: bool = True) -> bool:
+    done = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), step], cwd=REPO_ROOT, capture_output=step == "status")
+    if check and done.returncode != 0:
+        raise StackError(f"LocalStack {step} failed; see var/log/localstack.log")
+    return done.returncode == 0
 
 
-def stop_localstack() -> None:
-    subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "stop"], cwd=REPO_ROOT, check=False)
+def start_localstack(stack: Stack) -> None:
+    """Starts LocalStack unless one already answers; remembers whether `down` should stop it."""
+    if _localstack("status", check=False):
+        return
+    _localstack("install")
+    _localstack("start")
+    stack.owner_marker().parent.mkdir(parents=True, exist_ok=True)
+    stack.owner_marker().touch()
+
+
+def stop_localstack(stack: Stack) -> None:
+    """Stops LocalStack only if `up` started it: a LocalStack someone else runs is left alone."""
+    if stack.owner_marker().exists():
+        _localstack("stop", check=False)
+        stack.owner_marker().unlink()
 
 
 def provision(stack: Stack) -> infra.Provisioned:
@@ -148,7 +164,7 @@ def _alive(pid: int) -> bool:
 def up(stack: Stack, with_localstack: bool = True, progress: Callable[[str], None] = print) -> None:
     if with_localstack:
         progress("starting LocalStack")
-        start_localstack()
+        start_localstack(stack)
     progress("provisioning the bus")
     provision(stack)
     for service in topology.SERVICES:
@@ -164,4 +180,4 @@ def down(stack: Stack, with_localstack: bool = True, progress: Callable[[str], N
         if stop_service(stack, service):
             progress(f"stopped {service}")
     if with_localstack:
-        stop_localstack()
+        stop_localstack(stack)
