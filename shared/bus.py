@@ -91,7 +91,7 @@ class Consumer:
     wait_seconds: int = 20
     batch_size: int = 10
     max_in_flight_batches: int = 4
-    last_poll_ok: bool = field(default=False, init=False)
+    last_poll_ok: bool = field(default=True, init=False)  # the queue URL resolved at start-up
 
     async def run(self, stop: asyncio.Event, drain_seconds: float = 25.0) -> None:
         """Poll until `stop` is set, then let in-flight batches finish (up to `drain_seconds`)."""
