@@ -1,0 +1,423 @@
+"""Register model versions from Comet experiments: offline archives and the online API.
+
+Offline: `parse_offline_archive` reads the zip a `comet_ml.OfflineExperiment` writes (experiment.json +
+messages.json + the files of logged assets) without any network access.
+Online: `fetch_online` reads the same facts through `comet_ml.API`; the server comes from
+`COMET_URL_OVERRIDE` (or `server_url=`), the key from `COMET_API_KEY` (or `api_key=`).
+
+Dataset lineage. Comet artifacts (`log_artifact`) exist only online, so lineage travels as an asset:
+the training script calls `log_dataset_lineage(experiment, datasets)`, which logs `modelgate-lineage.json`,
+a JSON list of `{name, version, aliases, uri, metadata}`. It works the same on an `OfflineExperiment` and an
+online `Experiment`. Online, each entry is also looked up as a Comet artifact (`API.get_artifact`, by name and
+version) and, when found, its version, aliases and metadata come from Comet, so aliases moved since training
+show up. See docs/comet.md.
+
+`comet_ml` is imported lazily (it patches imports and hooks at import time) and with
+`COMET_ERROR_TRACKING_ENABLE=false` defaulted, so importing it never reaches Comet's error tracker (Sentry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+LINEAGE_ASSET = "modelgate-lineage.json"
+PLOT_TYPES = {"confusion-matrix", "curve"}  # small JSON assets kept inline for the console's plots
+MAX_INLINE_BYTES = 1_000_000
+AUTO_METRICS = {"process duration"}  # logged by comet_ml itself, not by the training script
+SKIPPED_ASSET_TYPES = {"source_code"}
+
+
+class CometArchiveError(ValueError):
+    """The archive cannot be registered; the message says what to fix (the registrar answers 4xx)."""
+
+
+class CometFetchError(LookupError):
+    """The experiment or registry model asked for is not in Comet, or has no usable model."""
+
+
+class DatasetVersion(BaseModel):
+    name: str
+    version: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    uri: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CometModel(BaseModel):
+    name: str
+    uri: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CometAsset(BaseModel):
+    name: str
+    type: str
+    step: int | None = None
+    asset_id: str | None = None
+    uri: str | None = None  # remote assets only
+    data: Any = None  # parsed JSON of confusion matrices and curves
+
+
+class CometRegistration(BaseModel):
+    experiment_key: str
+    experiment_name: str | None = None
+    project: str | None = None
+    workspace: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    others: dict[str, Any] = Field(default_factory=dict)
+    model: CometModel
+    assets: list[CometAsset] = Field(default_factory=list)
+    datasets: list[DatasetVersion] = Field(default_factory=list)
+    registry_model: str | None = None
+    registry_version: str | None = None
+
+    def registration_fields(self) -> dict[str, Any]:
+        """The parts of a registrar registration body this experiment provides."""
+        comet = self.model_dump(exclude={"params", "metrics", "datasets"})
+        return {
+            "artifact_uri": self.model.uri,
+            "metrics": self.metrics,
+            "params": self.params,
+            "lineage": {
+                "source": "comet",
+                "comet": comet,
+                "datasets": [d.model_dump() for d in self.datasets],
+            },
+        }
+
+
+def import_comet() -> Any:
+    """Import comet_ml with its error tracking off unless the environment says otherwise."""
+    os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")
+    import comet_ml
+
+    return comet_ml
+
+
+def log_dataset_lineage(
+    experiment: Any, datasets: list[DatasetVersion | dict[str, Any]]
+) -> list[DatasetVersion]:
+    """Log the datasets an experiment used as the `modelgate-lineage.json` asset (offline or online)."""
+    entries = [d if isinstance(d, DatasetVersion) else DatasetVersion.model_validate(d) for d in datasets]
+    body = json.dumps([e.model_dump() for e in entries], indent=2, default=str)
+    experiment.log_asset_data(body, name=LINEAGE_ASSET, overwrite=True)
+    return entries
+
+
+def _datasets_from_json(raw: bytes | str, where: str) -> list[DatasetVersion]:
+    try:
+        items = json.loads(raw)
+        if not isinstance(items, list):
+            raise TypeError("expected a JSON list")
+        return [DatasetVersion.model_validate(item) for item in items]
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise CometArchiveError(
+            f"{LINEAGE_ASSET} in {where} is not a list of {{name, version, aliases, uri, metadata}}: {exc}"
+        ) from exc
+
+
+def _json_or_none(raw: bytes) -> Any:
+    if len(raw) > MAX_INLINE_BYTES:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {"value": value}
+    return value if isinstance(value, dict) else {}
+
+
+def _pick_model(models: dict[str, Any], wanted: str | None, where: str) -> str:
+    if wanted is not None:
+        if wanted not in models:
+            raise CometArchiveError(
+                f"{where} has no model named {wanted!r}; it has {sorted(models) or 'none'}"
+            )
+        return wanted
+    if not models:
+        raise CometArchiveError(
+            f"{where} has no model logged: call experiment.log_remote_model(name, uri, metadata=...) "
+            "with the model's storage URI (e.g. s3://bucket/key) before ending the experiment"
+        )
+    if len(models) > 1:
+        raise CometArchiveError(f"{where} has several models {sorted(models)}: say which one to register")
+    return next(iter(models))
+
+
+# ---------------------------------------------------------------- offline
+
+
+def parse_offline_archive(source: str | Path | bytes, model_name: str | None = None) -> CometRegistration:
+    """Read an OfflineExperiment zip (a path or its bytes) into a CometRegistration."""
+    where = "the archive" if isinstance(source, bytes) else f"archive {str(source)!r}"
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise CometArchiveError(
+            f"{where} is not a zip file ({exc}); upload the .zip that comet_ml.OfflineExperiment wrote"
+        ) from exc
+    with archive:
+        names = set(archive.namelist())
+        for required in ("experiment.json", "messages.json"):
+            if required not in names:
+                raise CometArchiveError(
+                    f"{where} has no {required}: it is not an OfflineExperiment archive "
+                    "(upload the .zip from the experiment's offline_directory, unchanged)"
+                )
+        try:
+            experiment = json.loads(archive.read("experiment.json"))
+            lines = archive.read("messages.json").decode().splitlines()
+            messages = [json.loads(line) for line in lines if line.strip()]
+        except ValueError as exc:
+            raise CometArchiveError(f"{where} has malformed experiment.json or messages.json: {exc}") from exc
+
+        name: str | None = None
+        params: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        others: dict[str, Any] = {}
+        models: dict[str, list[dict[str, Any]]] = {}
+        assets: list[CometAsset] = []
+        datasets: list[DatasetVersion] = []
+        try:
+            for message in messages:
+                kind, payload = message.get("type"), message.get("payload") or {}
+                if kind == "parameter_msg":
+                    param = payload["param"]
+                    if param.get("source") != "auto-logged":
+                        params[param["paramName"]] = param["paramValue"]
+                elif kind == "metric_msg":
+                    metric = payload["metric"]
+                    try:
+                        value = float(metric["metricValue"])
+                    except (TypeError, ValueError):
+                        continue
+                    if metric["metricName"] not in AUTO_METRICS:
+                        metrics[metric["metricName"]] = value
+                elif kind == "log_other":
+                    if payload["key"] == "Name":
+                        name = payload["value"]
+                    elif payload["key"] != "offline_experiment":
+                        others[payload["key"]] = payload["value"]
+                elif kind == "remote_model":
+                    models.setdefault(payload["model_name"], []).extend(payload.get("remote_assets") or [])
+                elif kind in ("file_upload", "remote_file"):
+                    extra = payload.get("additional_params") or {}
+                    asset_type = extra.get("type") or payload.get("upload_type") or "asset"
+                    file_name = extra.get("fileName") or ""
+                    if asset_type in SKIPPED_ASSET_TYPES:
+                        continue
+                    asset = CometAsset(
+                        name=file_name,
+                        type=asset_type,
+                        step=extra.get("step"),
+                        asset_id=extra.get("assetId"),
+                        uri=payload.get("remote_uri"),
+                    )
+                    member = payload.get("file_path")
+                    if kind == "file_upload" and member in names:
+                        if file_name == LINEAGE_ASSET:
+                            datasets = _datasets_from_json(archive.read(member), where)
+                        elif asset_type in PLOT_TYPES:
+                            asset.data = _json_or_none(archive.read(member))
+                    assets.append(asset)
+        except (KeyError, TypeError, AttributeError, ValidationError) as exc:
+            raise CometArchiveError(f"{where} has a malformed messages.json entry ({exc!r})") from exc
+
+    chosen = _pick_model(models, model_name, where)
+    remote = models[chosen]
+    if not remote or not remote[0].get("remoteUrl"):
+        raise CometArchiveError(
+            f"model {chosen!r} in {where} has no remote URI; log it with log_remote_model"
+        )
+    return CometRegistration(
+        experiment_key=experiment.get("offline_id") or experiment.get("experiment_key") or "",
+        experiment_name=name,
+        project=experiment.get("project_name"),
+        workspace=experiment.get("workspace"),
+        tags=list(experiment.get("tags") or []),
+        params=params,
+        metrics=metrics,
+        others=others,
+        model=CometModel(
+            name=chosen, uri=remote[0]["remoteUrl"], metadata=_metadata(remote[0].get("metadata"))
+        ),
+        assets=assets,
+        datasets=datasets,
+    )
+
+
+# ---------------------------------------------------------------- online
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextmanager
+def comet_server(server_url: str | None) -> Iterator[None]:
+    """Point comet_ml objects created inside at `server_url` (comet_ml reads COMET_URL_OVERRIDE when it
+    builds its REST client, so this sets it for that moment, under a lock). None: leave the environment."""
+    if not server_url:
+        yield
+        return
+    with _ENV_LOCK:
+        previous = os.environ.get("COMET_URL_OVERRIDE")
+        os.environ["COMET_URL_OVERRIDE"] = server_url
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("COMET_URL_OVERRIDE", None)
+            else:
+                os.environ["COMET_URL_OVERRIDE"] = previous
+
+
+def comet_api(api_key: str | None = None, server_url: str | None = None) -> Any:
+    """A `comet_ml.API` without caching, talking to `server_url` or else COMET_URL_OVERRIDE."""
+    comet_ml = import_comet()
+    with comet_server(server_url):
+        return comet_ml.API(api_key=api_key, cache=False)
+
+
+def _value(raw: Any) -> Any:
+    """Comet's REST summaries return values as strings; give numbers back their type."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
+def _semver_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in version.split("-")[0].split("."))
+
+
+def _resolve_dataset(api: Any, workspace: str, entry: DatasetVersion) -> DatasetVersion:
+    """Refresh a lineage entry from the Comet artifact of the same name and version, when there is one."""
+    from comet_ml.exceptions import ArtifactNotFound, GetArtifactException
+
+    try:
+        artifact = api.get_artifact(workspace, entry.name, version=entry.version)
+    except (ArtifactNotFound, GetArtifactException):
+        return entry
+    uri = entry.uri or next((a.link for a in artifact.remote_assets if a.link), None)
+    return DatasetVersion(
+        name=artifact.name,
+        version=str(artifact.version),
+        aliases=sorted(artifact.aliases),
+        uri=uri,
+        metadata={**entry.metadata, **dict(artifact.metadata or {})},
+    )
+
+
+def fetch_online(
+    workspace: str,
+    project: str,
+    experiment_key: str | None = None,
+    registry_model: str | None = None,
+    version: str | None = None,
+    *,
+    api_key: str | None = None,
+    server_url: str | None = None,
+) -> CometRegistration:
+    """Read an experiment from Comet: by key (or name), or through a registry model version (latest when
+    `version` is None). Raises CometFetchError when it or its remote model is missing."""
+    api = comet_api(api_key, server_url)
+    model_name = None
+    if registry_model is not None:
+        details = api.get_registry_model_details(workspace, registry_model)
+        versions = (details or {}).get("versions") or []
+        if version is None and versions:
+            version = max((v["version"] for v in versions), key=_semver_key)
+        chosen = next((v for v in versions if v["version"] == version), None)
+        if chosen is None:
+            raise CometFetchError(f"registry model {workspace}/{registry_model} has no version {version!r}")
+        experiment_key = chosen["experimentModel"]["experimentKey"]
+        model_name = chosen["experimentModel"]["experimentModelName"]
+    if not experiment_key:
+        raise ValueError("give experiment_key or registry_model")
+
+    experiment = api.get_experiment(workspace, project, experiment_key)
+    if experiment is None:
+        raise CometFetchError(f"no experiment {experiment_key!r} in {workspace}/{project}")
+    where = f"experiment {experiment.id}"
+    models = {name: None for name in experiment.get_model_names()}
+    try:
+        model_name = _pick_model(models, model_name, where)
+    except CometArchiveError as exc:
+        raise CometFetchError(str(exc)) from exc
+    remote = [
+        a for a in experiment.get_model_asset_list(model_name) or [] if a.get("remote") and a.get("link")
+    ]
+    if not remote:
+        raise CometFetchError(
+            f"model {model_name!r} of {where} has no remote asset: log it with log_remote_model"
+        )
+
+    others = {o["name"]: o["valueCurrent"] for o in experiment.get_others_summary()}
+    assets: list[CometAsset] = []
+    datasets: list[DatasetVersion] = []
+    for raw in experiment.get_asset_list():
+        asset = CometAsset(
+            name=raw["fileName"],
+            type=raw.get("type") or "asset",
+            step=raw.get("step"),
+            asset_id=raw.get("assetId"),
+            uri=raw.get("link") if raw.get("remote") else None,
+        )
+        if asset.type in SKIPPED_ASSET_TYPES:
+            continue
+        if asset.name == LINEAGE_ASSET:
+            datasets = _datasets_from_json(experiment.get_asset(asset.asset_id), where)
+        elif asset.type in PLOT_TYPES and (raw.get("fileSize") or 0) <= MAX_INLINE_BYTES:
+            asset.data = _json_or_none(experiment.get_asset(asset.asset_id))
+        assets.append(asset)
+
+    metrics: dict[str, float] = {}
+    for m in experiment.get_metrics_summary():
+        try:
+            if m["name"] not in AUTO_METRICS:
+                metrics[m["name"]] = float(m["valueCurrent"])
+        except (TypeError, ValueError):
+            continue
+    return CometRegistration(
+        experiment_key=experiment.id,
+        experiment_name=experiment.name,
+        project=experiment.project_name or project,
+        workspace=experiment.workspace or workspace,
+        params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
+        metrics=metrics,
+        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment")},
+        model=CometModel(
+            name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata"))
+        ),
+        assets=assets,
+        datasets=[_resolve_dataset(api, workspace, d) for d in datasets],
+        registry_model=registry_model,
+        registry_version=version if registry_model else None,
+    )
+
+
+async def fetch_online_async(*args: Any, **kwargs: Any) -> CometRegistration:
+    """`fetch_online` in a worker thread (comet_ml is synchronous)."""
+    return await asyncio.to_thread(fetch_online, *args, **kwargs)
