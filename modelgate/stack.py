@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from modelgate.runenv import service_env
+from modelgate.runenv import service_command, service_env
 from shared import infra, topology
 from shared.settings import REPO_ROOT
 
@@ -51,6 +51,7 @@ class Stack:
     def env(self, service: str) -> dict[str, str]:
         env = {**os.environ, **service_env(service, endpoint=self.endpoint, namespace=self.namespace)}
         env["MODELGATE_HTTP_PORT"] = str(self.ports[service])
+        env.update({f"MODELGATE_{other.upper()}_URL": self.url(other) for other in self.ports})  # for the console
         if service in self.database_urls:
             env["MODELGATE_DATABASE_URL"] = self.database_urls[service]
         env.update(self.extra_env)
@@ -93,7 +94,7 @@ def start_service(stack: Stack, service: str) -> int:
         return pid
     with stack.logfile(service).open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", f"services.{service}"],
+            [sys.executable, *service_command(service)[1:]],
             cwd=REPO_ROOT,
             env=stack.env(service),
             stdout=log,

@@ -1,4 +1,4 @@
-"""Creates the bus and the artifact bucket, idempotently: running it twice changes nothing.
+"""Creates the bus, the notifications topic and the artifact bucket, idempotently (twice changes nothing).
 
     python -m shared.infra            # provision the namespace in $MODELGATE_NAMESPACE (default modelgate)
 """
@@ -29,6 +29,7 @@ class Provisioned:
     queue_urls: dict[str, str] = field(default_factory=dict)
     dlq_urls: dict[str, str] = field(default_factory=dict)
     bucket: str = ""
+    notifications_topic_arn: str = ""
     created: list[str] = field(default_factory=list)
 
 
@@ -51,6 +52,7 @@ def provision(
     sns, sqs, s3 = (boto_client(name, endpoint_url) for name in ("sns", "sqs", "s3"))
     topic_arn = sns.create_topic(Name=topology.topic_name(namespace))["TopicArn"]
     result = Provisioned(topic_arn=topic_arn)
+    result.notifications_topic_arn = sns.create_topic(Name=topology.notifications_topic_name(namespace))["TopicArn"]
     for service in services:
         dlq_url, dlq_arn = _queue(
             sqs, topology.dlq_name(namespace, service), lambda arn: {"MessageRetentionPeriod": str(DLQ_RETENTION)}, result
@@ -96,12 +98,21 @@ def _queue(
 
 
 def _same(current: str | None, wanted: str) -> bool:
+    """Equal as JSON, where 5 and "5" count as the same (CloudFormation and the API disagree on such types)."""
     if current is None:
         return False
     try:
-        return json.loads(current) == json.loads(wanted)
+        return _as_strings(json.loads(current)) == _as_strings(json.loads(wanted))
     except ValueError:
         return current == wanted
+
+
+def _as_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _as_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_strings(v) for v in value]
+    return str(value)
 
 
 def _allow_topic(queue_arn: str, topic_arn: str) -> str:

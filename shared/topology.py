@@ -15,6 +15,11 @@ def topic_name(namespace: str) -> str:
     return f"{namespace}-events"
 
 
+def notifications_topic_name(namespace: str) -> str:
+    """Where the notifier publishes notifications for people (email/SMS subscribers), not events."""
+    return f"{namespace}-notifications"
+
+
 def queue_name(namespace: str, service: str) -> str:
     return f"{namespace}-{service}"
 
