@@ -216,8 +216,8 @@ def parse_offline_archive(source: str | Path | bytes, model_name: str | None = N
                 elif kind == "log_other":
                     if payload["key"] == "Name":
                         name = payload["value"]
-                    elif payload["key"] != "offline_experiment":
-                        others[payload["key"]] = payload["value"]
+                    elif payload["key"] != "offline_experiment" and not payload["key"].startswith("sys."):
+                        others[payload["key"]] = payload["value"]  # "sys.*" are comet_ml's own notes
                 elif kind == "remote_model":
                     models.setdefault(payload["model_name"], []).extend(payload.get("remote_assets") or [])
                 elif kind in ("file_upload", "remote_file"):
@@ -407,7 +407,7 @@ def fetch_online(
         workspace=experiment.workspace or workspace,
         params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
         metrics=metrics,
-        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment")},
+        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment") and not k.startswith("sys.")},
         model=CometModel(
             name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata"))
         ),
