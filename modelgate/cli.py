@@ -1,4 +1,4 @@
-"""The `modelgate` command line."""
+"""The `modelgate` command line: `up`, `down`, `demo` here; the others in modelgate/commands/."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
+from modelgate.commands import catalog, decisions, deployments, dlq, events
 from modelgate.stack import Stack, StackError
 
-app = typer.Typer(help="modelgate: register, approve and deploy model versions.", no_args_is_help=True)
+app = typer.Typer(
+    help="modelgate: register, approve and deploy model versions.\n\n"
+    "Services are found at $MODELGATE_<SERVICE>_URL (default 127.0.0.1:8081-8084), AWS at $AWS_ENDPOINT_URL "
+    "(default LocalStack, 127.0.0.1:4566), names under $MODELGATE_NAMESPACE. Exit codes: docs/cli.md.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
 console = Console()
 
 
@@ -57,6 +64,22 @@ def demo(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     raise typer.Exit(0 if ok else 1)
+
+
+for command in (
+    catalog.register,
+    catalog.versions,
+    catalog.show,
+    decisions.approvals,
+    decisions.approve,
+    decisions.reject,
+    decisions.promote,
+    deployments.rollback,
+    decisions.gate,
+):
+    app.command()(command)
+app.add_typer(events.app, name="events")
+app.add_typer(dlq.app, name="dlq")
 
 
 if __name__ == "__main__":

@@ -1,89 +1,387 @@
-"""`modelgate demo`: one model version's whole journey on LocalStack, printed as it happens."""
+"""`modelgate demo`: the fraud-detection story, end to end on LocalStack, printed as it happens.
+
+Synthetic card transactions (0.17% fraud) -> raw and preprocessed dataset versions in S3 -> two XGBoost runs
+logged to Comet offline -> the better one registered from its archive -> approved for dev by policy ->
+deployed to dev on the local inference target -> the held-out test set scored through the endpoint -> the
+pending test approval, and how to give it. The ML parts are in modelgate/fraud/.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import time
-import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import httpx
+import joblib
 from rich.console import Console
 from rich.table import Table
 
 from modelgate import stack as stack_mod
+from modelgate.fraud import data, score, tracking, train
 from modelgate.stack import Stack
+from services.registrar.comet import DatasetVersion
 from shared.infra import boto_client
 from shared.topology import bucket_name, parameter_name
 
 console = Console()
 
+GROUP = "fraud-detector"
+REGISTRANT = "ana@example.com"
+DEMO_APPROVER, DEMO_APPROVER_GROUP, DEMO_TOKEN = "lee", "ml-leads", "lee-demo-token"
+DATASET = "creditcard-transactions"
 
-def run_demo(stack: Stack, keep_running: bool = False, timeout: float = 60.0) -> bool:
+
+class DemoFailed(RuntimeError):
+    """The story could not go on; the message says where it stopped."""
+
+
+@dataclass
+class DemoResult:
+    """What the story showed; true when it completed."""
+
+    completed: bool = False
+    model_version_id: str | None = None
+    endpoint_url: str | None = None
+    runs: dict[str, dict[str, float]] = field(default_factory=dict)  # run -> validation metrics
+    test_metrics: dict[str, float] = field(default_factory=dict)  # scored through the endpoint
+    pending_approval_id: str | None = None
+    seconds: float = 0.0
+
+    def __bool__(self) -> bool:
+        return self.completed
+
+
+def run_demo(stack: Stack, keep_running: bool = False, timeout: float = 120.0, group: str = GROUP) -> DemoResult:
+    """Tells the story on `stack`, starting it first (and stopping it after) unless it is already up.
+
+    `group` is the model group; the Parameter Store pointers are per group, so stories told at the same time
+    against one LocalStack need different groups."""
     started = time.monotonic()
+    result = DemoResult()
+    run_dir = stack.run_dir / "demo" / datetime.now().strftime("%Y%m%d-%H%M%S")
     already_up = all(stack_mod.running_pid(stack, s) for s in stack.ports)
-    if not already_up:
-        stack_mod.up(stack, progress=lambda m: console.print(f"[dim]•[/] {m}"))
     try:
-        return _journey(stack, timeout)
+        if not already_up:
+            _configure(stack, run_dir)
+            with step("starting LocalStack and the four services"):
+                stack_mod.up(stack, progress=lambda m: console.print(f"  [dim]•[/] {m}"))
+        approver_token = None if already_up else DEMO_TOKEN
+        _Story(stack, group, run_dir, result, timeout, already_up or keep_running, approver_token).tell()
+        result.completed = True
+    except DemoFailed as exc:
+        console.print(f"[red]✗ {exc}[/]")
+    except httpx.HTTPError as exc:
+        console.print(f"[red]✗ a service did not answer as expected ({exc!r}); see {stack.run_dir / 'log'}[/]")
     finally:
         if not already_up and not keep_running:
-            stack_mod.down(stack, progress=lambda m: console.print(f"[dim]•[/] {m}"))
-        console.print(f"total {time.monotonic() - started:.1f}s")
+            with step("stopping everything the demo started"):
+                stack_mod.down(stack, progress=lambda m: console.print(f"  [dim]•[/] {m}"))
+        result.seconds = time.monotonic() - started
+        outcome = "[green]the story completed[/]" if result.completed else "[red]the story did not complete[/]"
+        console.print(f"\n{outcome}; total {result.seconds:.1f}s")
+    return result
 
 
-def _journey(stack: Stack, timeout: float) -> bool:
-    group = f"fraud-detector-{uuid.uuid4().hex[:6]}"
-    key = f"{group}/model.bin"
-    s3 = boto_client("s3", stack.endpoint)
-    s3.put_object(Bucket=bucket_name(stack.namespace), Key=key, Body=b"demo model artifact")
-    body = {
-        "artifact_uri": f"s3://{bucket_name(stack.namespace)}/{key}",
-        "registered_by": "ana@example.com",
-        "metrics": {"auc": 0.93, "precision": 0.88, "recall": 0.81},
-        "params": {"learning_rate": 0.15, "num_round": 100},
-        "framework": "xgboost",
+def _configure(stack: Stack, run_dir: Path) -> None:
+    """The demo's system: dev deploys to the local inference target, one demo approver for test, and fresh
+    databases (a system the demo starts holds only its own story). Settings already given are kept."""
+    env = {
+        "MODELGATE_TARGETS": json.dumps({"dev": "local"}),
+        "MODELGATE_LOCAL_RUN_DIR": str(run_dir / "inference"),
+        "MODELGATE_APPROVER_TOKENS": json.dumps({DEMO_APPROVER: DEMO_TOKEN}),
+        "MODELGATE_APPROVER_GROUPS": json.dumps({DEMO_APPROVER: [DEMO_APPROVER_GROUP]}),
+        "MODELGATE_POLL_WAIT_SECONDS": "2",
     }
-    registrar = stack.url("registrar")
-    response = httpx.post(f"{registrar}/v1/groups/{group}/versions", json=body, timeout=10)
-    response.raise_for_status()
-    version = response.json()
-    console.print(f"registered [bold]{version['model_version_id']}[/] (auc 0.93)")
-    history = _wait_for_deployed(registrar, group, version["version"], timeout)
-    _print_journey(history)
-    if not any(e["event_type"] == "Deployed" for e in history):
-        console.print(f"[red]the journey did not reach Deployed(dev) within {timeout:.0f}s[/]")
-        return False
-    pointer = boto_client("ssm", stack.endpoint).get_parameter(Name=parameter_name(group, "dev"))["Parameter"]
-    console.print(f"Parameter Store {pointer['Name']} = {json.dumps(json.loads(pointer['Value']), indent=2)}")
-    final = httpx.get(f"{registrar}/v1/groups/{group}/versions/{version['version']}", timeout=10).json()
-    console.print(f"approval status {final['approval_status']}, stages {final['stages']}")
-    return True
+    stack.extra_env = {**env, **stack.extra_env}
+    if not stack.database_urls:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        stack.database_urls = {s: f"sqlite+aiosqlite:///{run_dir}/{s}.db" for s in stack.ports}
 
 
-def _wait_for_deployed(registrar: str, group: str, version: int, timeout: float) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    history: list[dict] = []
-    while time.monotonic() < deadline:
-        history = httpx.get(f"{registrar}/v1/groups/{group}/versions/{version}/history", timeout=10).json()
-        types = [e["event_type"] for e in history]
-        if "Deployed" in types and "ApprovalRequested" in types:
-            return history
-        time.sleep(0.1)
-    return history
+@contextmanager
+def step(title: str) -> Iterator[None]:
+    """Shows a spinner while the step runs, then the step with its time."""
+    started = time.monotonic()
+    with console.status(f"{title} ..."):
+        yield
+    console.print(f"[green]✓[/] {title} [dim]({time.monotonic() - started:.1f}s)[/]")
+
+
+class _Story:
+    def __init__(
+        self,
+        stack: Stack,
+        group: str,
+        run_dir: Path,
+        result: DemoResult,
+        timeout: float,
+        stays_up: bool,
+        approver_token: str | None,
+    ):
+        self.stack = stack
+        self.group = group
+        self.run_dir = run_dir
+        self.result = result
+        self.timeout = timeout
+        self.stays_up = stays_up  # whether the system is still up after the story, for the approval command
+        self.approver_token = approver_token  # the demo approver's, when the demo configured the system
+        self.bucket = bucket_name(stack.namespace)
+        self.s3 = boto_client("s3", stack.endpoint)
+        self.http = httpx.Client(timeout=30)
+
+    def tell(self) -> None:
+        with self.http:
+            datasets, prepared = self.datasets()
+            runs, archives = self.experiments(prepared, datasets)
+            chosen = train.best(runs)
+            self.compare(runs, chosen)
+            version = self.register(archives[chosen.name], chosen)
+            self.journey(version)
+            self.parameter_store()
+            endpoint = self.endpoint(version)
+            self.evaluate(endpoint, prepared, chosen)
+            self.pending_approval(version)
+
+    # ------------------------------------------------------------ data
+
+    def upload(self, key: str, content: bytes) -> str:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=content)
+        return f"s3://{self.bucket}/{key}"
+
+    def datasets(self) -> tuple[list[DatasetVersion], data.Prepared]:
+        with step("generating card transactions (synthetic, 0.17% fraud)"):
+            raw = data.generate()
+            csv = raw.to_csv()
+            raw_version = DatasetVersion(
+                name=DATASET,
+                version="1.0.0",
+                aliases=["raw"],
+                uri=self.upload(f"datasets/{DATASET}/1.0.0/transactions.csv", csv),
+                metadata={
+                    "rows": raw.rows,
+                    "frauds": raw.frauds,
+                    "fraud_rate": round(raw.frauds / raw.rows, 5),
+                    "columns": raw.columns,
+                    "sha256": data.sha256(csv),
+                    "generator": "modelgate.fraud.data.generate(seed=7)",
+                },
+            )
+        console.print(
+            f"  {raw.rows:,} transactions, {raw.frauds} frauds ({raw.frauds / raw.rows:.2%}) "
+            f"-> [bold]{DATASET}:1.0.0[/] (raw) {raw_version.uri}"
+        )
+        with step("preprocessing: duplicates, unneeded columns, split, StandardScaler"):
+            prepared = data.preprocess(raw)
+            npz = prepared.to_npz()
+            scaler_buffer = _joblib_bytes(prepared.scaler)
+            prefix = f"datasets/{DATASET}/2.0.0"
+            preprocessed_version = DatasetVersion(
+                name=DATASET,
+                version="2.0.0",
+                aliases=["preprocessed"],
+                uri=self.upload(f"{prefix}/splits.npz", npz),
+                metadata={
+                    "derived_from": f"{DATASET}:1.0.0",
+                    "duplicates_removed": prepared.duplicates_removed,
+                    "dropped_columns": prepared.dropped_columns,
+                    "features": len(prepared.features),
+                    "split": prepared.sizes(),
+                    "frauds": prepared.frauds(),
+                    "scaler": "StandardScaler (fitted on train)",
+                    "scaler_uri": self.upload(f"{prefix}/scaler.joblib", scaler_buffer),
+                    "sha256": data.sha256(npz),
+                },
+            )
+        sizes = ", ".join(f"{name} {n:,}" for name, n in prepared.sizes().items())
+        console.print(
+            f"  {prepared.duplicates_removed} duplicates removed, {', '.join(prepared.dropped_columns)} dropped, "
+            f"{sizes} -> [bold]{DATASET}:2.0.0[/] (preprocessed) {preprocessed_version.uri}"
+        )
+        return [raw_version, preprocessed_version], prepared
+
+    # ------------------------------------------------------------ experiments
+
+    def experiments(
+        self, prepared: data.Prepared, datasets: list[DatasetVersion]
+    ) -> tuple[list[train.Run], dict[str, Path]]:
+        runs: list[train.Run] = []
+        archives: dict[str, Path] = {}
+        for name, params in train.RUNS.items():
+            with step(f"training {name} (booster {params['booster']}) and logging it to Comet offline"):
+                run = train.train(name, params, prepared)
+                model = run.to_joblib()
+                key, archive = tracking.log_offline(
+                    run,
+                    datasets,
+                    lambda key, model=model: self.upload(f"models/{self.group}/{key}/model.joblib", model),
+                    self.run_dir / "comet",
+                )
+            runs.append(run)
+            archives[name] = archive
+            self.result.runs[name] = run.validation.metrics()
+            console.print(f"  validation auc {run.validation.auc:.4f}; Comet experiment {key} -> {archive}")
+        return runs, archives
+
+    def compare(self, runs: list[train.Run], chosen: train.Run) -> None:
+        table = Table(title="the two runs, on the validation split", caption=f"both: {_pairs(train.BASE)}")
+        for column in ("run", "booster", "max_depth", "AUC", "precision", "recall", "F1", "train"):
+            table.add_column(column)
+        for run in runs:
+            v = run.validation
+            table.add_row(
+                f"[bold]{run.name}[/] ✓" if run is chosen else run.name,
+                run.params["booster"],
+                str(run.params.get("max_depth", "-")),
+                f"{v.auc:.4f}",
+                f"{v.precision:.3f}",
+                f"{v.recall:.3f}",
+                f"{v.f1:.3f}",
+                f"{run.seconds:.1f}s",
+            )
+        console.print(table)
+        console.print(f"  registering the better run: [bold]{chosen.name}[/] (higher validation AUC)")
+
+    # ------------------------------------------------------------ the journey
+
+    def register(self, archive: Path, run: train.Run) -> dict[str, Any]:
+        card = {
+            "summary": "Scores card transactions for fraud (XGBoost)",
+            "intended_use": "Flag transactions for a fraud analyst's review; not for blocking cards automatically",
+            "limitations": "Trained on synthetic transactions; the threshold 0.5 favours precision over recall",
+            "training_data": f"{DATASET}:2.0.0 (preprocessed from {DATASET}:1.0.0), train split",
+            "evaluation": f"validation split: AUC {run.validation.auc:.4f}, precision {run.validation.precision:.3f}, "
+            f"recall {run.validation.recall:.3f}",
+            "risk_rating": "Medium",
+        }
+        with step(f"registering {run.name} from its Comet archive"):
+            response = self.http.post(
+                f"{self.stack.url('registrar')}/v1/groups/{self.group}/versions/comet-archive",
+                files={"archive": (archive.name, archive.read_bytes(), "application/zip")},
+                data={"registered_by": REGISTRANT, "model_card": json.dumps(card)},
+            )
+            if response.status_code != 201:
+                raise DemoFailed(f"the registrar refused the archive ({response.status_code}): {response.text}")
+            version = response.json()
+        self.result.model_version_id = version["model_version_id"]
+        datasets = ", ".join(f"{d['name']}:{d['version']} ({', '.join(d['aliases'])})" for d in version["lineage"]["datasets"])
+        console.print(
+            f"  [bold]{version['model_version_id']}[/] by {version['registered_by']}, source {version['source']}, "
+            f"experiment {version['lineage']['experiment_key']}\n  artifact {version['artifact_uri']}\n"
+            f"  datasets {datasets}"
+        )
+        return version
+
+    def journey(self, version: dict[str, Any]) -> None:
+        url = f"{self.stack.url('registrar')}/v1/groups/{self.group}/versions/{version['version']}/history"
+        with step("waiting for approval (dev policy: auc >= 0.8) and deployment to dev"):
+            deadline = time.monotonic() + self.timeout
+            history: list[dict[str, Any]] = []
+            while time.monotonic() < deadline:
+                history = self.http.get(url).json()
+                seen = {(e["event_type"], e["payload"].get("stage"), e["payload"].get("decision")) for e in history}
+                if {("Deployed", "dev", None), ("ApprovalRequested", "test", None)} <= seen:
+                    break
+                if seen & {("DeploymentFailed", "dev", None), ("ApprovalDecided", "dev", "Rejected")}:
+                    break
+                time.sleep(0.2)
+        _print_journey(history)
+        dev = [e for e in history if e["payload"].get("stage") == "dev"]
+        if not any(e["event_type"] == "Deployed" for e in dev):
+            last = dev[-1]["payload"] if dev else {}
+            why = last.get("reason") or last.get("comment") or f"no Deployed(dev) within {self.timeout:.0f}s"
+            raise DemoFailed(f"the version did not reach dev: {why} (logs in {self.stack.run_dir / 'log'})")
+
+    def parameter_store(self) -> None:
+        name = parameter_name(self.group, "dev")
+        pointer = boto_client("ssm", self.stack.endpoint).get_parameter(Name=name)["Parameter"]
+        console.print(f"Parameter Store [bold]{name}[/] = {json.dumps(json.loads(pointer['Value']), indent=2)}")
+
+    def endpoint(self, version: dict[str, Any]) -> str:
+        deployments = self.http.get(f"{self.stack.url('deployer')}/v1/deployments", params={"group": self.group}).json()
+        live = [
+            d for d in deployments
+            if d["stage"] == "dev" and d["model_version_id"] == version["model_version_id"] and d["status"] == "Deployed"
+        ]
+        if not live or not live[-1].get("endpoint_url"):
+            target = live[-1]["target"] if live else "unknown"
+            raise DemoFailed(
+                f"dev has no inference endpoint (its target is {target}); the demo needs the deployer's dev stage on "
+                "the local target: stop the running system (modelgate down) and run the demo again, or start it with "
+                """MODELGATE_TARGETS='{"dev": "local"}'"""
+            )
+        self.result.endpoint_url = live[-1]["endpoint_url"]
+        return self.result.endpoint_url
+
+    def evaluate(self, endpoint: str, prepared: data.Prepared, run: train.Run) -> None:
+        X_test, y_test = prepared.splits["test"]
+        with step(f"scoring the held-out test set ({len(y_test):,} transactions) through {endpoint}/invocations"):
+            try:
+                scored = train.evaluate(y_test, score.fraud_probabilities(endpoint, X_test))
+            except httpx.HTTPError as exc:
+                raise DemoFailed(f"the deployed endpoint did not answer: {exc}") from None
+        self.result.test_metrics = scored.metrics()
+        table = Table(title=f"{self.result.model_version_id} in dev: test set through the endpoint")
+        for column in ("set", "AUC", "precision", "recall", "F1", "confusion [[TN FP] [FN TP]]"):
+            table.add_column(column)
+        for label, e in (("validation (at training)", run.validation), ("test (deployed endpoint)", scored)):
+            table.add_row(label, f"{e.auc:.4f}", f"{e.precision:.3f}", f"{e.recall:.3f}", f"{e.f1:.3f}", str(e.confusion))
+        console.print(table)
+
+    def pending_approval(self, version: dict[str, Any]) -> None:
+        pending = self.http.get(f"{self.stack.url('approver')}/v1/approvals", params={"status": "pending"}).json()
+        ours = [a for a in pending if a["model_version_id"] == version["model_version_id"]]
+        if not ours:
+            raise DemoFailed(f"no pending approval for {version['model_version_id']} after dev")
+        request = ours[0]
+        self.result.pending_approval_id = request["approval_id"]
+        checks = ", ".join(
+            f"{c['metric']} {c['value']:.4f} {c['op']} {c['threshold']} {'✓' if c['passed'] else '✗'}"
+            for c in request["checks"]
+        )
+        console.print(
+            f"\n[yellow]pending[/]: {request['stage']} approval [bold]{request['approval_id']}[/] for "
+            f"{request['model_version_id']}: {request['required_approvals']} approver(s) from "
+            f"'{request['approver_group']}', not {request['registered_by']}" + (f"; checks: {checks}" if checks else "")
+        )
+        who = f"{DEMO_APPROVER}, the demo's approver in" if self.approver_token else "an approver in"
+        console.print(
+            ("  approve it" if self.stays_up else "  to approve it, run `modelgate demo --keep-running`, then")
+            + f" as {who} '{request['approver_group']}':\n"
+            f"    MODELGATE_TOKEN={self.approver_token or '<your token>'} modelgate approve {request['approval_id']} "
+            '-c "AUC and recall hold on the test set"\n'
+            f"  and follow it with: modelgate show {self.group} {version['version']}"
+        )
+
+
+def _pairs(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items())
+
+
+def _joblib_bytes(value: Any) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(value, buffer)
+    return buffer.getvalue()
 
 
 def _print_journey(history: list[dict]) -> None:
     table = Table(title="journey")
     for column in ("+ms", "event", "by", "stage", "detail"):
         table.add_column(column)
-    if not history:
-        console.print(table)
-        return
-    start = datetime.fromisoformat(history[0]["occurred_at"])
-    for event in history:
-        p = event["payload"]
-        at = (datetime.fromisoformat(event["occurred_at"]) - start).total_seconds() * 1000
-        detail = p.get("decision") or p.get("policy_rule") or p.get("parameter_name") or p.get("artifact_uri", "")
-        table.add_row(f"{at:.0f}", event["event_type"], event["producer"], p.get("stage", ""), str(detail))
+    if history:
+        start = datetime.fromisoformat(history[0]["occurred_at"])
+        for event in history:
+            p = event["payload"]
+            at = (datetime.fromisoformat(event["occurred_at"]) - start).total_seconds() * 1000
+            detail = (
+                p.get("decision") or p.get("endpoint_url") or p.get("policy_rule") or p.get("parameter_name")
+                or p.get("reason") or p.get("artifact_uri", "")
+            )
+            table.add_row(f"{at:.0f}", event["event_type"], event["producer"], p.get("stage", ""), str(detail))
     console.print(table)

@@ -15,14 +15,16 @@
 #   LOCALSTACK_PORT          gateway port on 127.0.0.1 (default 4566)
 #   LOCALSTACK_PYTHON        force the interpreter used by `install` (skips auto-detection)
 #   LOCALSTACK_WAIT_TIMEOUT  seconds to wait for health in start/wait (default 60)
+#   LOCALSTACK_RUN_DIR       where the log, pid and data files below go (default var, relative to repo
+#                            root): a second LocalStack on another port needs its own
 #   LOCALSTACK_SQS_ENDPOINT_STRATEGY  SQS queue URL style (default path):
 #       path -> http://127.0.0.1:4566/queue/us-east-1/000000000000/<name>
 #       off  -> http://127.0.0.1:4566/000000000000/<name>
 #
-# Files (relative to repo root):
-#   var/log/localstack.log   LocalStack output (previous run: localstack.log.prev)
-#   var/run/localstack.pid   pid of the LocalStack process (also its process group id)
-#   var/localstack/          LocalStack's own files (FILESYSTEM_ROOT)
+# Files (in $LOCALSTACK_RUN_DIR, default var/):
+#   log/localstack.log   LocalStack output (previous run: localstack.log.prev)
+#   run/localstack.pid   pid of the LocalStack process (also its process group id)
+#   localstack/          LocalStack's own files (FILESYSTEM_ROOT)
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,10 +41,12 @@ WAIT_TIMEOUT="${LOCALSTACK_WAIT_TIMEOUT:-60}"
 SERVICES=sqs,sns,ssm,s3,events,sts,iam,secretsmanager,ses,cloudformation,kms
 SQS_ENDPOINT_STRATEGY="${LOCALSTACK_SQS_ENDPOINT_STRATEGY:-path}"
 
-LOG_FILE="$REPO_ROOT/var/log/localstack.log"
+RUN_DIR="${LOCALSTACK_RUN_DIR:-var}"
+[[ "$RUN_DIR" == /* ]] || RUN_DIR="$REPO_ROOT/$RUN_DIR"
+LOG_FILE="$RUN_DIR/log/localstack.log"
 INSTALL_LOG="$REPO_ROOT/var/log/localstack-install.log"
-PID_FILE="$REPO_ROOT/var/run/localstack.pid"
-DATA_DIR="$REPO_ROOT/var/localstack"
+PID_FILE="$RUN_DIR/run/localstack.pid"
+DATA_DIR="$RUN_DIR/localstack"
 
 # Bump when the install steps below change, so existing venvs get rebuilt.
 RECIPE_REVISION=1

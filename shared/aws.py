@@ -12,10 +12,17 @@ from aiobotocore.session import get_session
 from shared.settings import ServiceSettings
 
 
-def client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+def client_kwargs(settings: ServiceSettings, service: str | None = None) -> dict[str, Any]:
+    """Region, endpoint and (for an emulator) credentials of a client.
+
+    `AWS_ENDPOINT_URL_<SERVICE>` (the AWS SDKs' own convention, e.g. AWS_ENDPOINT_URL_SAGEMAKER) points one
+    service elsewhere than AWS_ENDPOINT_URL: used to reach moto for what LocalStack's free edition lacks.
+    """
     kwargs: dict[str, Any] = {"region_name": settings.aws_region}
-    if settings.aws_endpoint_url:
-        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") if service else None
+    endpoint = endpoint or settings.aws_endpoint_url
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
         if not os.environ.get("AWS_ACCESS_KEY_ID"):  # LocalStack accepts any credentials
             kwargs.update(aws_access_key_id="test", aws_secret_access_key="test")
     return kwargs
@@ -40,7 +47,7 @@ class AwsClients:
         )
         for name in self._services:
             self._clients[name] = await self._stack.enter_async_context(
-                session.create_client(name, config=config, **client_kwargs(self._settings))
+                session.create_client(name, config=config, **client_kwargs(self._settings, name))
             )
         return self
 

@@ -83,6 +83,11 @@ class ApprovalRequestedPayload(VersionRef):
     expires_at: AwareDatetime | None = None
     decide_url: str | None = None
     decide_command: str | None = None
+    console_url: str | None = None
+    approved_by: list[str] = []
+    escalated: bool = False
+    escalated_from_group: str | None = None
+    supersedes: list[str] = []
 
 
 class ApprovalDecidedPayload(VersionRef):
@@ -95,6 +100,8 @@ class ApprovalDecidedPayload(VersionRef):
     artifact_uri: str
     comment: str | None = None
     rollback: bool = False
+    expired: bool = False
+    superseded_by: str | None = None
 
 
 class DeployedPayload(VersionRef):

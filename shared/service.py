@@ -18,9 +18,10 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from shared import aws
 from shared.aws import AwsClients
 from shared.bus import Consumer, Handler, Publisher
-from shared.db import UnitOfWork, create_tables, make_engine
+from shared.db import UnitOfWork, make_engine
 from shared.http import health_router
 from shared.logging import configure_logging
+from shared.migrations import prepare_database
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -62,6 +63,7 @@ class ServiceSpec:
     build_api: Callable[[Runtime], FastAPI]
     aws_services: tuple[str, ...] = ()
     background: tuple[BackgroundLoop, ...] = ()
+    on_start: Callable[[Runtime], Awaitable[None]] | None = None  # before the API and the consumer start
     on_stop: Callable[[Runtime], Awaitable[None]] | None = None
 
 
@@ -74,7 +76,7 @@ class _Server(uvicorn.Server):
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
     configure_logging(spec.name, settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
-    await create_tables(engine)
+    await prepare_database(engine, spec.name)
     async with AwsClients(settings, ("sqs", "sns", "sts", *spec.aws_services)) as clients:
         topic_arn, queue_url, dlq_url = await _resolve_bus(clients, settings)
         runtime = Runtime(
@@ -99,6 +101,8 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
             batch_size=settings.batch_size,
             max_in_flight_batches=settings.max_in_flight_batches,
         )
+        if spec.on_start is not None:
+            await spec.on_start(runtime)
         app = spec.build_api(runtime)
         app.state.runtime = runtime
         app.include_router(health_router(runtime))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from services.approver.approvals import open_stage
+from services.approver.approvals import Urls, open_stage
 from services.approver.models import KnownVersion, LiveVersion
 from services.approver.policy import Policy
 from shared.bus import Handler, Skip
@@ -12,7 +12,7 @@ from shared.db import UnitOfWork
 from shared.events import Deployed, ModelRegistered
 
 
-async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: Policy, public_url: str) -> None:
+async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: Policy, urls: Urls) -> None:
     p = event.payload
     version = await uow.session.get(KnownVersion, p.model_version_id)
     if version is None:
@@ -27,10 +27,11 @@ async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: P
             model_card_summary=p.model_card_summary,
         )
         uow.session.add(version)
-    await open_stage(uow, version, policy.stages[0], event, public_url)
+        await uow.session.flush()
+    await open_stage(uow, version, policy.stages[0], event, urls)
 
 
-async def on_deployed(event: Deployed, uow: UnitOfWork, policy: Policy, public_url: str) -> None:
+async def on_deployed(event: Deployed, uow: UnitOfWork, policy: Policy, urls: Urls) -> None:
     p = event.payload
     live = await uow.session.get(LiveVersion, (p.group, p.stage))
     if live is None:
@@ -48,11 +49,12 @@ async def on_deployed(event: Deployed, uow: UnitOfWork, policy: Policy, public_u
     version = await uow.session.get(KnownVersion, p.model_version_id)
     if version is None:
         raise LookupError(f"Deployed arrived before ModelRegistered for {p.model_version_id}")
-    await open_stage(uow, version, next_stage, event, public_url)
+    await open_stage(uow, version, next_stage, event, urls)
 
 
-def build_handlers(policy: Policy, public_url: str) -> dict[str, Handler]:
+def build_handlers(policy: Policy, urls: Urls | str) -> dict[str, Handler]:
+    urls = Urls(urls) if isinstance(urls, str) else urls
     return {
-        "ModelRegistered": partial(on_model_registered, policy=policy, public_url=public_url),
-        "Deployed": partial(on_deployed, policy=policy, public_url=public_url),
+        "ModelRegistered": partial(on_model_registered, policy=policy, urls=urls),
+        "Deployed": partial(on_deployed, policy=policy, urls=urls),
     }

@@ -1,3 +1,4 @@
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import Field
@@ -9,10 +10,23 @@ DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
 
 class ApproverSettings(ServiceSettings):
     service: str = "approver"
-    policy_file: Path = Field(DEFAULT_POLICY, description="The promotion policy (stages and their rules).")
+    policy_file: Path = Field(DEFAULT_POLICY, description="The promotion policy (stages and their rules): docs/policy.md.")
     approver_tokens: dict[str, str] = Field(
-        default_factory=dict, description='JSON {"<approver>": "<token>"}: who may decide, and their API token.'
+        default_factory=dict, description='Bootstrap approvers, JSON {"<approver>": "<token>"}, applied at every start.'
     )
     approver_groups: dict[str, list[str]] = Field(
         default_factory=dict, description='JSON {"<approver>": ["<group>", ...]}: which approver groups each is in.'
     )
+    console_url: str = Field("", description="The web console's URL in approval requests; default <public_url>/console.")
+    hmac_secret_name: str = Field(
+        "", description="Secrets Manager secret holding the decision-link key; default <namespace>/approver/hmac-key."
+    )
+    link_ttl: timedelta = Field(timedelta(hours=24), description="How long a decision link stays valid (seconds).")
+    expiry_check_seconds: float = Field(30.0, gt=0, description="How often pending requests are checked for expiry.")
+
+    def model_post_init(self, context: object, /) -> None:
+        super().model_post_init(context)
+        if not self.console_url:
+            self.console_url = f"{self.public_url}/console"
+        if not self.hmac_secret_name:
+            self.hmac_secret_name = f"{self.namespace}/approver/hmac-key"

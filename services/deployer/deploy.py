@@ -1,48 +1,96 @@
-"""Deploying an approved version to a stage: the Parameter Store pointer first, then the stage's target."""
+"""Deploying versions to stages: one deployment at a time per stage, each exactly once.
+
+Every deployment, from an approval or a rollback, takes the same path:
+1. recorded as Pending under the stage's lock. An approval already recorded is a duplicate (skipped); one
+   for a version older than the newest approved for the stage is Superseded at once;
+2. claimed: the stage is leased to this process, and its next deployment chosen: a Deploying one whose
+   deployer died, else the newest Pending one (older Pending ones are Superseded);
+3. run with bounded retries: the target deploys and verifies the version, then the Parameter Store
+   pointer /modelgate/<group>/<stage>/current is written, so it only ever names a version that serves;
+4. live (or Failed) in one transaction with its Deployed (or DeploymentFailed) event; then what served
+   before is retired.
+Steps 2-4 run right after an approval is recorded, and from `resume_deployments` for what a crash or a
+rollback request left. Targets are idempotent per deployment, so resuming after kill -9 is safe.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
-from services.deployer.models import Deployment
+from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Stage
+from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
 from shared.bus import Skip
 from shared.db import UnitOfWork
-from shared.events import ApprovalDecided, Deployed, DeployedPayload, utcnow
+from shared.events import (
+    ApprovalDecided,
+    Deployed,
+    DeployedPayload,
+    DeploymentFailed,
+    DeploymentFailedPayload,
+    model_version_id,
+    new_id,
+    utcnow,
+)
 from shared.topology import parameter_name
 
 log = structlog.get_logger()
 
-
-async def live_deployment(uow: UnitOfWork, group: str, stage: str) -> Deployment | None:
-    return await uow.session.scalar(
-        select(Deployment)
-        .where(Deployment.group_name == group, Deployment.stage == stage, Deployment.status == "Deployed")
-        .order_by(Deployment.created_at.desc())
-        .limit(1)
-    )
+#: Who holds a stage's lease: this process.
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{new_id()[:8]}"
+DEFAULT_TARGET = ParameterStoreTarget()
+_stage_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
 
-async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, ssm: Any, targets: dict[str, str]) -> None:
+@dataclass(frozen=True)
+class DeployOptions:
+    attempts: int = 3
+    retry_seconds: float = 1.0
+    lease_seconds: float = 15.0
+
+
+class RollbackRefused(Exception):
+    """A rollback that cannot be done; `status` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def target_for(targets: Mapping[str, Target], stage: str) -> Target:
+    return targets.get(stage, DEFAULT_TARGET)
+
+
+async def on_approval_decided(
+    event: ApprovalDecided, uow: UnitOfWork, ssm: Any, targets: Mapping[str, Target], options: DeployOptions = DeployOptions()
+) -> None:
     p = event.payload
     if p.decision != "Approved":
         raise Skip(f"{p.model_version_id} was {p.decision} for {p.stage}: nothing to deploy")
+    deployment = await record_approval(uow, event, target_for(targets, p.stage).name)
+    await uow.commit()  # recorded before anything is deployed: a redelivery now finds it and deploys nothing
+    if deployment.status == PENDING:
+        await run_stage(uow, p.group, p.stage, ssm, targets, options)
+
+
+async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) -> Deployment:
+    p = event.payload
+    stage = await lock_stage(uow.session, p.group, p.stage)
     if await uow.session.scalar(select(Deployment.id).where(Deployment.approval_id == p.approval_id)):
-        raise Skip(f"approval {p.approval_id} was already deployed")
-    previous = await live_deployment(uow, p.group, p.stage)
-    deployed_at = utcnow()
-    name = parameter_name(p.group, p.stage)
-    pointer = {
-        "model_version_id": p.model_version_id,
-        "version": p.version,
-        "artifact_uri": p.artifact_uri,
-        "deployed_at": deployed_at.isoformat(),
-    }
-    await ssm.put_parameter(Name=name, Value=json.dumps(pointer), Type="String", Overwrite=True)
-    target = targets.get(p.stage, "parameter-store")
+        raise Skip(f"approval {p.approval_id} is already recorded: deployed once only")
     deployment = Deployment(
         group_name=p.group,
         stage=p.stage,
@@ -50,29 +98,284 @@ async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, ssm: Any,
         version=p.version,
         artifact_uri=p.artifact_uri,
         target=target,
-        status="Deployed",
+        status=PENDING,
         approval_id=p.approval_id,
-        previous_model_version_id=previous.model_version_id if previous else None,
+        cause_event_id=event.event_id,
+        requested_by=", ".join(p.decided_by),
+        rollback=p.rollback,
+    )
+    if not p.rollback and p.version < stage.newest_version:
+        _supersede(deployment, model_version_id(p.group, stage.newest_version))
+    else:
+        stage.newest_version = max(stage.newest_version, p.version)
+    uow.session.add(deployment)
+    await uow.session.flush()
+    return deployment
+
+
+async def request_rollback(
+    uow: UnitOfWork, group: str, stage_name: str, targets: Mapping[str, Target], requested_by: str, reason: str | None
+) -> Deployment:
+    """Records a rollback of the stage to the version live before the current one (run by resume_deployments)."""
+    stage = await uow.session.get(Stage, (group, stage_name), with_for_update=True)
+    live = await uow.session.get(Deployment, stage.live_deployment_id) if stage and stage.live_deployment_id else None
+    if stage is None or live is None:
+        raise RollbackRefused(404, f"nothing is live in {group}/{stage_name}, so there is nothing to roll back")
+    busy = await uow.session.scalar(_open_in(group, stage_name).limit(1))
+    if busy is not None:
+        raise RollbackRefused(409, f"{busy.model_version_id} is being deployed to {stage_name} ({busy.status}); roll back once it is done")
+    restore = await uow.session.get(Deployment, live.rollback_to_deployment_id) if live.rollback_to_deployment_id else None
+    if restore is None:
+        raise RollbackRefused(409, f"{live.model_version_id} is the first version live in {group}/{stage_name}: there is no earlier one")
+    deployment = Deployment(
+        group_name=group,
+        stage=stage_name,
+        model_version_id=restore.model_version_id,
+        version=restore.version,
+        artifact_uri=restore.artifact_uri,
+        target=target_for(targets, stage_name).name,
+        status=PENDING,
+        requested_by=requested_by,
+        rollback=True,
+        restores_deployment_id=restore.id,
+        reason=reason or f"rollback from {live.model_version_id}",
     )
     uow.session.add(deployment)
     await uow.session.flush()
+    return deployment
+
+
+async def run_stage(
+    uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
+) -> None:
+    """Runs the stage's open deployments until none is left, or another deployer process holds the stage."""
+    async with _stage_locks.setdefault((group, stage), asyncio.Lock()):
+        while (deployment := await _claim(uow, group, stage, options)) is not None:
+            await _run(uow, deployment, ssm, targets, options)
+
+
+async def lock_stage(session: AsyncSession, group: str, stage: str) -> Stage:
+    """The stage's row, locked for this transaction (created on first use)."""
+    insert = postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    await session.execute(insert(Stage).values(group_name=group, stage=stage, newest_version=0).on_conflict_do_nothing())
+    row = await session.get(Stage, (group, stage), with_for_update=True, populate_existing=True)
+    assert row is not None
+    return row
+
+
+def _open_in(group: str, stage: str) -> Any:
+    return (
+        select(Deployment)
+        .where(Deployment.group_name == group, Deployment.stage == stage, Deployment.status.in_(OPEN))
+        .order_by(Deployment.created_at, Deployment.id)
+    )
+
+
+def _supersede(deployment: Deployment, newer: str) -> None:
+    deployment.status, deployment.finished_at = SUPERSEDED, utcnow()
+    deployment.reason = f"superseded: {newer} was approved for {deployment.stage} and is newer"
+    log.info("deployment_superseded", model_version_id=deployment.model_version_id, stage=deployment.stage, by=newer)
+
+
+async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOptions) -> Deployment | None:
+    now = utcnow()
+    stage = await lock_stage(uow.session, group, stage_name)
+    if stage.lease_owner not in (None, OWNER) and stage.lease_until is not None and stage.lease_until > now:
+        await uow.commit()
+        return None  # another deployer process is at work on this stage; it takes what is open
+    open_ = list((await uow.session.scalars(_open_in(group, stage_name))).all())
+    deploying = [d for d in open_ if d.status == DEPLOYING]
+    pending = [d for d in open_ if d.status == PENDING]
+    if deploying:  # its deployer died (or was stopped) half-way: finish it
+        chosen = deploying[0]
+    elif pending:
+        chosen = pending[-1]
+        for older in pending[:-1]:
+            _supersede(older, chosen.model_version_id)
+    else:
+        stage.lease_owner, stage.lease_until = None, None
+        await uow.commit()
+        return None
+    chosen.status = DEPLOYING
+    chosen.started_at = chosen.started_at or now
+    stage.lease_owner, stage.lease_until = OWNER, now + timedelta(seconds=options.lease_seconds)
+    await uow.commit()
+    return chosen
+
+
+async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions) -> None:
+    spec = _spec(deployment)
+    target = _target_named(targets, deployment.target)
+    tries = 0
+
+    async def deploy_verify_point() -> tuple[str | None, datetime]:
+        nonlocal tries
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(options.attempts), wait=wait_exponential(multiplier=options.retry_seconds, max=60), reraise=True
+        ):
+            with attempt:
+                tries += 1
+                if target is None:
+                    raise RuntimeError(f"target {deployment.target} is not configured (MODELGATE_TARGETS)")
+                endpoint_url = await target.deploy(spec)
+                await target.verify(spec, endpoint_url)
+                deployed_at = utcnow()
+                await write_pointer(ssm, deployment, endpoint_url, deployed_at)
+                return endpoint_url, deployed_at
+        raise AssertionError("unreachable")
+
+    work = asyncio.create_task(deploy_verify_point())
+    try:
+        while not (await asyncio.wait({work}, timeout=options.lease_seconds / 3))[0]:
+            await _renew_lease(uow, deployment, options)
+    except asyncio.CancelledError:
+        work.cancel()
+        raise
+    try:
+        endpoint_url, deployed_at = work.result()
+    except Exception as exc:  # every try failed: announce it, keep what was live
+        log.error("deployment_failed", model_version_id=deployment.model_version_id, stage=deployment.stage, tries=tries, error=str(exc))
+        if await _finish_failed(uow, deployment, str(exc) or type(exc).__name__, tries) and target:
+            await _quietly(target.retire(spec), "retire_failed_deployment")
+        return
+    previous = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
+    if previous is not None and (old_target := _target_named(targets, previous.target)) is not None:
+        await _quietly(old_target.retire(_spec(previous)), "retire_previous_deployment")
+
+
+async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime) -> None:
+    """The Parameter Store pointer to what the stage serves (the four contract fields, then extras)."""
+    value = {
+        "model_version_id": deployment.model_version_id,
+        "version": deployment.version,
+        "artifact_uri": deployment.artifact_uri,
+        "deployed_at": deployed_at.isoformat(),
+        "deployment_id": deployment.id,
+        "target": deployment.target,
+        "endpoint_url": endpoint_url,
+        "rollback": deployment.rollback,
+    }
+    name = parameter_name(deployment.group_name, deployment.stage)
+    await ssm.put_parameter(Name=name, Value=json.dumps(value), Type="String", Overwrite=True)
+
+
+async def _renew_lease(uow: UnitOfWork, deployment: Deployment, options: DeployOptions) -> None:
+    stage = await lock_stage(uow.session, deployment.group_name, deployment.stage)
+    if stage.lease_owner == OWNER:
+        stage.lease_until = utcnow() + timedelta(seconds=options.lease_seconds)
+    await uow.commit()
+
+
+async def _go_live(
+    uow: UnitOfWork, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime, tries: int
+) -> Deployment | None:
+    """Makes the deployment the stage's live one and announces it; returns what was live before."""
+    stage = await lock_stage(uow.session, deployment.group_name, deployment.stage)
+    if stage.lease_owner != OWNER:
+        log.warning("stage_lease_lost", model_version_id=deployment.model_version_id, stage=deployment.stage)
+        await uow.commit()
+        return None
+    d = await uow.session.get(Deployment, deployment.id, populate_existing=True)
+    assert d is not None
+    previous = await uow.session.get(Deployment, stage.live_deployment_id) if stage.live_deployment_id else None
+    if previous is not None and previous.id == d.id:
+        previous = None
+    restored = await uow.session.get(Deployment, d.restores_deployment_id) if d.restores_deployment_id else None
+    d.status, d.endpoint_url, d.deployed_at, d.finished_at = DEPLOYED, endpoint_url, deployed_at, utcnow()
+    d.attempts += tries
+    d.previous_deployment_id = previous.id if previous else None
+    d.previous_model_version_id = previous.model_version_id if previous else None
+    # What a later rollback restores: for a rollback, what the restored deployment would have restored.
+    d.rollback_to_deployment_id = restored.rollback_to_deployment_id if restored else (previous.id if previous else None)
+    stage.live_deployment_id = d.id
     uow.publish(
-        event.caused(
-            Deployed,
-            "deployer",
-            DeployedPayload(
-                group=p.group,
-                version=p.version,
-                model_version_id=p.model_version_id,
-                deployment_id=deployment.id,
-                stage=p.stage,
-                target=target,
-                artifact_uri=p.artifact_uri,
-                parameter_name=name,
-                previous_model_version_id=deployment.previous_model_version_id,
+        Deployed(
+            producer="deployer",
+            correlation_id=d.model_version_id,
+            causation_id=d.cause_event_id,
+            payload=DeployedPayload(
+                group=d.group_name,
+                version=d.version,
+                model_version_id=d.model_version_id,
+                deployment_id=d.id,
+                stage=d.stage,
+                target=d.target,
+                artifact_uri=d.artifact_uri,
+                parameter_name=parameter_name(d.group_name, d.stage),
+                endpoint_url=endpoint_url,
+                previous_model_version_id=d.previous_model_version_id,
                 previous_version=previous.version if previous else None,
-                rollback=p.rollback,
+                rollback=d.rollback,
                 deployed_at=deployed_at,
             ),
         )
     )
+    await uow.commit()
+    log.info("deployed", model_version_id=d.model_version_id, stage=d.stage, target=d.target, endpoint_url=endpoint_url,
+             previous=d.previous_model_version_id, rollback=d.rollback)
+    return previous
+
+
+async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, tries: int) -> bool:
+    stage = await lock_stage(uow.session, deployment.group_name, deployment.stage)
+    if stage.lease_owner != OWNER:
+        await uow.commit()
+        return False
+    d = await uow.session.get(Deployment, deployment.id, populate_existing=True)
+    assert d is not None
+    d.status, d.reason, d.finished_at = FAILED, reason[:4000], utcnow()
+    d.attempts += tries
+    uow.publish(
+        DeploymentFailed(
+            producer="deployer",
+            correlation_id=d.model_version_id,
+            causation_id=d.cause_event_id,
+            payload=DeploymentFailedPayload(
+                group=d.group_name,
+                version=d.version,
+                model_version_id=d.model_version_id,
+                deployment_id=d.id,
+                stage=d.stage,
+                target=d.target,
+                reason=d.reason,
+                attempts=d.attempts,
+            ),
+        )
+    )
+    await uow.commit()
+    return True
+
+
+def _spec(d: Deployment) -> DeploySpec:
+    return DeploySpec(d.id, d.group_name, d.stage, d.version, d.model_version_id, d.artifact_uri)
+
+
+def _target_named(targets: Mapping[str, Target], name: str) -> Target | None:
+    return {t.name: t for t in (DEFAULT_TARGET, *targets.values())}.get(name)
+
+
+async def _quietly(step: Any, what: str) -> None:
+    try:
+        await step
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the new version is live either way; the leftover is logged for a person
+        log.warning(what, error=str(exc))
+
+
+async def live_deployments(uow: UnitOfWork) -> list[Deployment]:
+    rows = await uow.session.scalars(
+        select(Deployment).join(Stage, Stage.live_deployment_id == Deployment.id).order_by(Deployment.group_name, Deployment.stage)
+    )
+    return list(rows.all())
+
+
+async def open_deployment_ids(uow: UnitOfWork) -> set[str]:
+    return set((await uow.session.scalars(select(Deployment.id).where(Deployment.status.in_(OPEN)))).all())
+
+
+async def open_stages(uow: UnitOfWork) -> list[tuple[str, str]]:
+    rows = await uow.session.execute(
+        select(Deployment.group_name, Deployment.stage).where(Deployment.status.in_(OPEN)).distinct()
+    )
+    return [(group, stage) for group, stage in rows.all()]

@@ -1,17 +1,26 @@
-"""The deployer's tables."""
+"""The deployer's tables: every deployment (the audit trail), and each stage's live deployment."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String, Text
+from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
 
+PENDING = "Pending"  # recorded, waiting for its stage
+DEPLOYING = "Deploying"  # its target is being brought to this version
+DEPLOYED = "Deployed"  # went live (it may have been replaced since: see Stage.live_deployment_id)
+FAILED = "Failed"  # the target could not be brought to this version; the stage kept what it had
+SUPERSEDED = "Superseded"  # never started: a newer version was approved for the stage
+OPEN = (PENDING, DEPLOYING)
+
 
 class Deployment(Base):
+    """One version to one stage: from an approval, or a rollback."""
+
     __tablename__ = "deployments"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     group_name: Mapped[str] = mapped_column(String(200), index=True)
@@ -20,9 +29,35 @@ class Deployment(Base):
     version: Mapped[int] = mapped_column(Integer)
     artifact_uri: Mapped[str] = mapped_column(Text)
     target: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(40))  # Deployed | Failed | Superseded
+    status: Mapped[str] = mapped_column(String(40), index=True)
     approval_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    cause_event_id: Mapped[str | None] = mapped_column(String(36))
+    requested_by: Mapped[str | None] = mapped_column(String(400))
+    rollback: Mapped[bool] = mapped_column(Boolean, default=False)
+    restores_deployment_id: Mapped[str | None] = mapped_column(String(36))  # a rollback: what it puts back
+    previous_deployment_id: Mapped[str | None] = mapped_column(String(36))  # what was live when this went live
     previous_model_version_id: Mapped[str | None] = mapped_column(String(220))
+    rollback_to_deployment_id: Mapped[str | None] = mapped_column(String(36))  # what a rollback of this restores
     endpoint_url: Mapped[str | None] = mapped_column(Text)
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)  # why it failed, was superseded, or was rolled back to
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Stage(Base):
+    """One group's stage: what is live, the newest version approved for it, and who is deploying to it.
+
+    Its row is the stage's lock: recording an approval, claiming the next deployment and going live all
+    lock it. The lease says which deployer process works on the stage, and until when.
+    """
+
+    __tablename__ = "stages"
+    group_name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40), primary_key=True)
+    live_deployment_id: Mapped[str | None] = mapped_column(String(36))
+    newest_version: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,26 +1,101 @@
-"""What a person reads: one short message per event."""
+"""What a person reads: each event rendered from its template in templates.yaml (string.Template)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
 from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
 
+TEMPLATES = Path(__file__).with_name("templates.yaml")
 
-def render(event: Envelope) -> str:
+
+@dataclass(frozen=True)
+class Message:
+    subject: str
+    body: str
+
+    @property
+    def text(self) -> str:
+        """Subject and body in one text, for chat and logs."""
+        return f"{self.subject}\n{self.body}"
+
+
+def load_templates(path: Path = TEMPLATES) -> dict[str, tuple[Template, Template]]:
+    raw = yaml.safe_load(path.read_text())
+    return {event_type: (Template(t["subject"]), Template(t["body"].rstrip())) for event_type, t in raw.items()}
+
+
+_DEFAULT_TEMPLATES = load_templates()
+
+
+def render(event: Envelope, deployer_url: str = "http://127.0.0.1:8083", templates: dict | None = None) -> Message:
+    templates = templates or _DEFAULT_TEMPLATES
+    deployer_url = deployer_url.rstrip("/")
+    context = {"deployer_url": deployer_url, **_context(event, deployer_url)}
+    if event.event_type not in templates:
+        return Message(f"{event.event_type} for {event.correlation_id}", event.model_dump_json())
+    subject, body = templates[event.event_type]
+    return Message(subject.safe_substitute(context), body.safe_substitute(context))
+
+
+def _context(event: Envelope, deployer_url: str) -> dict[str, Any]:
     p = event.payload
+    context: dict[str, Any] = {"group": p.group, "version": p.version, "model_version_id": p.model_version_id}
     if isinstance(event, ApprovalRequested):
-        return (
-            f"Approval needed: {p.model_version_id} for {p.stage} ({p.policy_rule}). "
-            f"Registered by {p.registered_by}; metrics {p.metrics}. "
-            f"Decide: {p.decide_command} or POST {p.decide_url}"
-        )
-    if isinstance(event, ApprovalDecided):
-        who = "policy" if p.automatic else ", ".join(p.decided_by)
-        why = f" ({p.comment})" if p.comment else ""
-        return f"{p.model_version_id} {p.decision.lower()} for {p.stage} by {who}{why}."
-    if isinstance(event, Deployed):
-        what = "rolled back to" if p.rollback else "deployed"
-        before = f", replacing {p.previous_model_version_id}" if p.previous_model_version_id else ""
-        return f"{p.model_version_id} {what} in {p.stage} ({p.target}){before}; pointer {p.parameter_name}."
-    if isinstance(event, DeploymentFailed):
-        return f"Deployment of {p.model_version_id} to {p.stage} FAILED after {p.attempts} attempt(s): {p.reason}"
-    return f"{event.event_type} for {event.correlation_id}"
+        needed = f"{p.required_approvals} approval(s) from {p.approver_group or 'any approver'}"
+        if getattr(p, "approved_by", None):
+            needed += f", approved so far by {', '.join(p.approved_by)}"
+        failed = [f"{c.metric}={c.value} (needs {c.op} {c.threshold})" for c in p.checks if not c.passed]
+        context |= {
+            "stage": p.stage,
+            "policy_rule": p.policy_rule,
+            "approvals": needed,
+            "registered_by": p.registered_by,
+            "metrics": _metrics(p.metrics),
+            "checks": f"\nChecks not met: {'; '.join(failed)}." if failed else "",
+            "live": p.live_model_version_id or "nothing yet",
+            "model_card": f"\nModel card: {p.model_card_summary}" if p.model_card_summary else "",
+            "expires": f"\nExpires {p.expires_at:%Y-%m-%d %H:%M} UTC." if p.expires_at else "",
+            "decide_command": p.decide_command or f"modelgate approve {p.approval_id}",
+            "decide_url": p.decide_url or f"/v1/approvals/{p.approval_id}/decision on the approver",
+            "console": f"\n    or open {p.console_url}" if getattr(p, "console_url", None) else "",
+        }
+    elif isinstance(event, ApprovalDecided):
+        approved = p.decision == "Approved"
+        context |= {
+            "stage": p.stage,
+            "decision": p.decision.lower(),
+            "decided_by": "policy" if p.automatic else ", ".join(p.decided_by),
+            "comment": f" ({p.comment})" if p.comment else "",
+            "policy_rule": p.policy_rule,
+            "next": f"Next: the deployer deploys it to {p.stage}." if approved
+            else "Nothing is deployed. To go further, register an improved version.",
+        }
+    elif isinstance(event, Deployed):
+        context |= {
+            "stage": p.stage,
+            "what": "Rolled back" if p.rollback else "Deployed",
+            "target": p.target,
+            "replacing": f", replacing {p.previous_model_version_id}" if p.previous_model_version_id else "",
+            "endpoint": p.endpoint_url or "none (the pointer is the deployment)",
+            "parameter_name": p.parameter_name,
+            "rollback_hint": (
+                f"If it misbehaves, put {p.previous_model_version_id} back:\n"
+                f"  modelgate rollback {p.group} {p.stage}\n"
+                f"  POST {deployer_url}/v1/groups/{p.group}/stages/{p.stage}/rollback"
+                if p.previous_model_version_id
+                else f"It is the first version live in {p.stage}: there is nothing earlier to roll back to."
+            ),
+        }
+    elif isinstance(event, DeploymentFailed):
+        context |= {"stage": p.stage, "target": p.target, "attempts": p.attempts, "reason": p.reason}
+    return context
+
+
+def _metrics(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name}={value:g}" for name, value in sorted(metrics.items())) or "none reported"

@@ -1,4 +1,4 @@
-"""The notifier's delivery log."""
+"""The notifier's delivery log: one row per (event, channel, recipient), written before anything is sent."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base, UTCDateTime
 from shared.events import utcnow
 
+SENDING = "sending"  # claimed: being sent now, or the notifier died while sending (then sent again)
+SENT = "sent"
+FAILED = "failed"  # every try failed (or nobody to send it to): see `error`
+
 
 class Delivery(Base):
     __tablename__ = "deliveries"
@@ -20,7 +24,12 @@ class Delivery(Base):
     correlation_id: Mapped[str] = mapped_column(String(220), index=True)
     channel: Mapped[str] = mapped_column(String(40))
     recipient: Mapped[str] = mapped_column(String(400))
-    status: Mapped[str] = mapped_column(String(20))  # sent | failed
+    audiences: Mapped[str] = mapped_column(String(400), default="")
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,59 +1,268 @@
-"""Registering versions and reflecting their journey: the registrar's domain logic."""
+"""The catalog's domain logic: model groups, registering versions, and reflecting their journey."""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import json
+import math
+from datetime import datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registrar.models import HistoryEntry, ModelGroup, ModelVersion
+from services.registrar.models import (
+    HistoryEntry,
+    IdempotencyKey,
+    ModelGroup,
+    ModelVersion,
+    VersionMetric,
+    VersionStage,
+    VersionTag,
+    VersionWord,
+)
+from services.registrar.search import words
 from shared.db import UnitOfWork
-from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id
+from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id, utcnow
+
+GROUP_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
+GROUP_NAME_RULE = "a group name is 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-class Registration(BaseModel):
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dataset(BaseModel):
+    """A dataset a version was trained or evaluated on (Comet's dataset artifacts carry the same fields)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1, examples=["transactions"])
+    version: str | None = Field(None, examples=["3"])
+    aliases: list[str] = Field(default_factory=list, examples=[["preprocessed"]])
+    uri: str | None = Field(None, examples=["s3://datalake/transactions/v3/"])
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+class Lineage(BaseModel):
+    """Where a version comes from. Other keys (e.g. `comet`, the whole experiment summary) are kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    experiment_key: str | None = Field(None, description="Comet (or other tracker) experiment key.")
+    datasets: list[Dataset] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _experiment_key_from_comet(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("experiment_key") and isinstance(data.get("comet"), dict):
+            return {**data, "experiment_key": data["comet"].get("experiment_key")}
+        return data
+
+
+class ModelCard(BaseModel):
+    """The fields of a SageMaker Model Card that approvers and auditors read; other keys (such as the
+    `plots` of a Comet experiment) are kept as sent."""
+
+    model_config = ConfigDict(extra="allow")
+    summary: str | None = Field(None, description="What the model does, in a sentence.")
+    intended_use: str | None = Field(None, description="Intended uses, and uses it is not meant for.")
+    limitations: str | None = Field(None, description="Known limitations, caveats and recommendations.")
+    training_data: str | None = Field(None, description="What it was trained on.")
+    evaluation: str | None = Field(None, description="How it was evaluated and what was observed.")
+    risk_rating: Literal["High", "Medium", "Low", "Unknown"] | None = None
+    risk_rating_explanation: str | None = None
+    ethical_considerations: str | None = None
+
+
+class Registration(Strict):
     """What a client sends to register a version."""
 
     artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.joblib"])
-    registered_by: str = Field(min_length=1, examples=["ana@example.com"])
-    metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.93}])
-    params: dict[str, Any] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
-    framework: str | None = None
-    source: str = "manual"
-    model_card: dict[str, Any] = Field(default_factory=dict)
-    lineage: dict[str, Any] = Field(default_factory=dict)
+    registered_by: str = Field(min_length=1, max_length=200, examples=["ana@example.com"])
+    metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.93, "recall": 0.81}])
+    params: dict[str, Any] = Field(default_factory=dict, examples=[{"max_depth": 6}])
+    tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
+    framework: str | None = Field(None, max_length=80, examples=["xgboost"])
+    source: Literal["manual", "comet", "sagemaker"] = "manual"
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form; stored as sent.")
+    model_card: ModelCard = Field(default_factory=ModelCard)
+    lineage: Lineage = Field(default_factory=Lineage)
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "artifact_uri": "s3://modelgate-artifacts/fraud/model.joblib",
+                    "registered_by": "ana@example.com",
+                    "framework": "xgboost",
+                    "metrics": {"auc": 0.93, "precision": 0.88, "recall": 0.81},
+                    "params": {"max_depth": 6, "eta": 0.15},
+                    "tags": {"team": "risk"},
+                    "description": "Weekly retrain on October transactions",
+                    "model_card": {
+                        "summary": "Scores card transactions for fraud",
+                        "intended_use": "Flag transactions for review; not for automatic blocking",
+                        "limitations": "Not evaluated on business accounts",
+                        "training_data": "transactions v3, Jan-Sep",
+                        "evaluation": "Holdout October: auc 0.93",
+                        "risk_rating": "Medium",
+                    },
+                    "lineage": {
+                        "experiment_key": "4f1c9a2e",
+                        "datasets": [
+                            {"name": "transactions", "version": "3", "aliases": ["preprocessed"], "uri": "s3://datalake/tx/v3/"}
+                        ],
+                    },
+                }
+            ]
+        },
+    )
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_are_numbers(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, number in value.items():
+                if isinstance(number, bool) or not isinstance(number, int | float):
+                    raise ValueError(f"metric {name!r} must be a number, got {number!r}")  # noqa: TRY004 (pydantic wants ValueError)
+                if not math.isfinite(number):
+                    raise ValueError(f"metric {name!r} must be a finite number, got {number!r}")
+                if not 1 <= len(str(name)) <= 200:
+                    raise ValueError("metric names are 1 to 200 characters")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_fit(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not 1 <= len(key) <= 200 or len(text) > 500:
+                raise ValueError(f"tag {key!r}: keys are 1 to 200 characters, values at most 500")
+        return value
+
+    def fingerprint(self, group: str) -> str:
+        """Identifies the request body, to tell a retry from a different request under the same key."""
+        body = json.dumps({"group": group, **self.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+
+class GroupIn(Strict):
+    name: str = Field(pattern=GROUP_NAME, examples=["fraud-detector"])
+    description: str = Field("", examples=["Card fraud scoring"])
+    tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
+    owners: list[str] = Field(default_factory=list, examples=[["ana@example.com"]])
+
+
+class GroupChange(Strict):
+    """Only the fields sent change."""
+
+    description: str | None = None
+    tags: dict[str, str] | None = None
+    owners: list[str] | None = None
 
 
 class UnknownGroup(LookupError):
-    pass
+    def __str__(self) -> str:
+        return f"model group '{self.args[0]}' does not exist; create it first (POST /v1/groups)"
 
 
-async def register(uow: UnitOfWork, group: str, reg: Registration, auto_create_group: bool = True) -> ModelVersion:
-    """Adds the next version of `group`, records it in its history and announces it; the caller commits."""
+class GroupExists(ValueError):
+    def __str__(self) -> str:
+        return f"model group '{self.args[0]}' already exists; change it with PATCH /v1/groups/{self.args[0]}"
+
+
+class IdempotencyConflict(ValueError):
+    def __str__(self) -> str:
+        return (
+            f"Idempotency-Key '{self.args[0]}' was already used for a different registration; "
+            "send a new key for a new registration"
+        )
+
+
+# ---------------------------------------------------------------- groups
+
+
+async def create_group(session: AsyncSession, new: GroupIn) -> ModelGroup:
+    if await session.get(ModelGroup, new.name) is not None:
+        raise GroupExists(new.name)
+    group = ModelGroup(name=new.name, description=new.description, tags=new.tags, owners=new.owners)
+    session.add(group)
+    try:
+        await session.flush()
+    except IntegrityError:  # created by someone else meanwhile
+        raise GroupExists(new.name) from None
+    return group
+
+
+async def change_group(session: AsyncSession, name: str, change: GroupChange) -> ModelGroup:
+    group = await session.get(ModelGroup, name, with_for_update=True)
+    if group is None:
+        raise UnknownGroup(name)
+    for field, value in change.model_dump(exclude_unset=True).items():
+        if value is not None:
+            setattr(group, field, value)
+    group.updated_at = utcnow()
+    return group
+
+
+# ---------------------------------------------------------------- registering
+
+
+async def register(
+    uow: UnitOfWork,
+    group: str,
+    reg: Registration,
+    auto_create_group: bool = True,
+    idempotency_key: str | None = None,
+) -> ModelVersion:
+    """Adds the next version of `group`, records it in its history and announces it; the caller commits.
+
+    With an idempotency key already used for the same body, returns that version and changes nothing.
+    """
     session = uow.session
-    row = await session.scalar(select(ModelGroup).where(ModelGroup.name == group).with_for_update())
-    if row is None:
-        if not auto_create_group:
-            raise UnknownGroup(group)
-        row = ModelGroup(name=group, latest_version=0)
-        session.add(row)
-    row.latest_version += 1
+    if idempotency_key:
+        previous = await _replay(session, idempotency_key, reg.fingerprint(group))
+        if previous is not None:
+            return previous
+    number = await _next_version(session, group, auto_create_group)
     version = ModelVersion(
-        id=model_version_id(group, row.latest_version),
+        id=model_version_id(group, number),
         group_name=group,
-        version=row.latest_version,
+        version=number,
+        artifact_uri=reg.artifact_uri,
+        registered_by=reg.registered_by,
+        source=reg.source,
+        framework=reg.framework,
+        params=reg.params,
+        description=reg.description,
+        meta=reg.metadata,
+        model_card=reg.model_card.model_dump(exclude_defaults=True),
+        lineage=reg.lineage.model_dump(mode="json", exclude_none=True),
+        metrics=reg.metrics,
+        tags=reg.tags,
         stages={},
-        **reg.model_dump(),
+        metric_rows=[VersionMetric(name=k, value=v) for k, v in reg.metrics.items()],
+        tag_rows=[VersionTag(key=k, value=v) for k, v in reg.tags.items()],
+        word_rows=[VersionWord(word=w) for w in words(f"{group} {reg.description}")],
     )
     session.add(version)
+    if idempotency_key:
+        session.add(IdempotencyKey(key=idempotency_key, request_hash=reg.fingerprint(group), version=version))
     event = ModelRegistered(
         producer="registrar",
         correlation_id=version.id,
         payload=ModelRegisteredPayload(
             group=group,
-            version=version.version,
+            version=number,
             model_version_id=version.id,
             artifact_uri=reg.artifact_uri,
             registered_by=reg.registered_by,
@@ -61,13 +270,50 @@ async def register(uow: UnitOfWork, group: str, reg: Registration, auto_create_g
             framework=reg.framework,
             metrics=reg.metrics,
             tags=reg.tags,
-            lineage=reg.lineage,
-            model_card_summary=reg.model_card.get("summary") or reg.model_card.get("intended_use"),
+            lineage=version.lineage,
+            model_card_summary=reg.model_card.summary or reg.model_card.intended_use,
         ),
     )
     record_history(uow, event)
     uow.publish(event)
     return version
+
+
+async def _replay(session: AsyncSession, key: str, fingerprint: str) -> ModelVersion | None:
+    used = await session.get(IdempotencyKey, key)
+    if used is None:
+        return None
+    if used.request_hash != fingerprint:
+        raise IdempotencyConflict(key)
+    return await session.get(ModelVersion, used.model_version_id)
+
+
+async def _next_version(session: AsyncSession, group: str, auto_create_group: bool) -> int:
+    """Takes the group's next number. The row stays locked until commit, and a rollback gives it back,
+    so concurrent registrations (from any number of processes) get consecutive numbers."""
+    bump = (
+        update(ModelGroup)
+        .where(ModelGroup.name == group)
+        .values(latest_version=ModelGroup.latest_version + 1)
+        .returning(ModelGroup.latest_version)
+        .execution_options(synchronize_session=False)
+    )
+    number = await session.scalar(bump)
+    if number is None:
+        if not auto_create_group:
+            raise UnknownGroup(group)
+        insert = postgresql_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+        now = utcnow()
+        await session.execute(
+            insert(ModelGroup)
+            .values(name=group, description="", tags={}, owners=[], latest_version=0, created_at=now, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        number = await session.scalar(bump)
+    return number
+
+
+# ---------------------------------------------------------------- the journey
 
 
 def record_history(uow: UnitOfWork, event: Envelope) -> None:
@@ -83,13 +329,16 @@ def record_history(uow: UnitOfWork, event: Envelope) -> None:
     )
 
 
-def set_stage(version: ModelVersion, stage: str, status: str, event: Envelope, **details: Any) -> bool:
+async def set_stage(
+    session: AsyncSession, version: ModelVersion, stage: str, status: str, event: Envelope, **details: Any
+) -> bool:
     """Moves a stage to `status` unless a later event already moved it: events may arrive out of order."""
     current = version.stages.get(stage)
-    at = event.occurred_at.isoformat()
-    if current and current["at"] > at:
+    if current and datetime.fromisoformat(current["at"]) > event.occurred_at:
         return False
-    version.stages = {**version.stages, stage: {"status": status, "at": at, **details}}
+    version.stages = {**version.stages, stage: {"status": status, "at": event.occurred_at.isoformat(), **details}}
+    version.approval_status = approval_status(version.stages)
+    await session.merge(VersionStage(version_id=version.id, stage=stage, status=status))
     return True
 
 

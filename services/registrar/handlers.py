@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.registrar.catalog import approval_status, record_history, set_stage
+from services.registrar.catalog import record_history, set_stage
 from services.registrar.models import ModelVersion
 from shared.bus import Handler
 from shared.db import UnitOfWork
@@ -14,7 +14,8 @@ class VersionNotFound(Exception):
 
 
 async def _version(uow: UnitOfWork, event: Envelope) -> ModelVersion:
-    version = await uow.session.get(ModelVersion, event.payload.model_version_id)
+    # Locked: two events about one version (say Deployed(dev) and ApprovalRequested(test)) apply one by one.
+    version = await uow.session.get(ModelVersion, event.payload.model_version_id, with_for_update=True)
     if version is None:
         raise VersionNotFound(event.payload.model_version_id)
     return version
@@ -22,31 +23,29 @@ async def _version(uow: UnitOfWork, event: Envelope) -> ModelVersion:
 
 async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
-    set_stage(version, event.payload.stage, "PendingApproval", event, approval_id=event.payload.approval_id)
-    version.approval_status = approval_status(version.stages)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, "PendingApproval", event, approval_id=p.approval_id)
     record_history(uow, event)
 
 
 async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    set_stage(version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
-    version.approval_status = approval_status(version.stages)
+    await set_stage(uow.session, version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
 
 
 async def on_deployed(event: Deployed, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    set_stage(version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
-    version.approval_status = approval_status(version.stages)
+    await set_stage(uow.session, version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
     record_history(uow, event)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
-    set_stage(version, event.payload.stage, "DeploymentFailed", event, reason=event.payload.reason)
-    version.approval_status = approval_status(version.stages)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, "DeploymentFailed", event, reason=p.reason)
     record_history(uow, event)
 
 

@@ -1,12 +1,12 @@
-"""The registrar's tables."""
+"""The registrar's tables. Schema changes go through a migration (services/registrar/migrations)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.db import Base, UTCDateTime
 from shared.events import utcnow
@@ -16,13 +16,24 @@ class ModelGroup(Base):
     __tablename__ = "model_groups"
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     description: Mapped[str] = mapped_column(Text, default="")
-    latest_version: Mapped[int] = mapped_column(Integer, default=0)
+    latest_version: Mapped[int] = mapped_column(Integer, default=0)  # the version counter
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    owners: Mapped[list[str]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class ModelVersion(Base):
+    """A version's record: one row to read. Its metrics, tags and stages are also in the tables below, one
+    row each, for search; catalog.py writes both in the same transaction."""
+
     __tablename__ = "model_versions"
-    __table_args__ = (UniqueConstraint("group_name", "version"),)
+    __table_args__ = (
+        UniqueConstraint("group_name", "version"),
+        Index("ix_model_versions_created_at_id", "created_at", "id"),
+        Index("ix_model_versions_status_created_at", "approval_status", "created_at", "id"),
+        Index("ix_model_versions_registered_by", "registered_by"),
+    )
     id: Mapped[str] = mapped_column(String(220), primary_key=True)  # "<group>/<version>"
     group_name: Mapped[str] = mapped_column(ForeignKey("model_groups.name"))
     version: Mapped[int] = mapped_column(Integer)
@@ -38,6 +49,59 @@ class ModelVersion(Base):
     approval_status: Mapped[str] = mapped_column(String(40), default="PendingManualApproval")
     stages: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)  # stage -> {status, at, ...}
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    description: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+
+    # Written with the version (so that they are inserted after it); read through the JSON columns above.
+    metric_rows: Mapped[list[VersionMetric]] = relationship(lazy="raise")
+    tag_rows: Mapped[list[VersionTag]] = relationship(lazy="raise")
+    word_rows: Mapped[list[VersionWord]] = relationship(lazy="raise")
+
+
+class VersionMetric(Base):
+    __tablename__ = "version_metrics"
+    __table_args__ = (Index("ix_version_metrics_name_value", "name", "value"),)
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[float] = mapped_column(Double)
+
+
+class VersionTag(Base):
+    __tablename__ = "version_tags"
+    __table_args__ = (Index("ix_version_tags_key_value", "key", "value"),)
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500))
+
+
+class VersionStage(Base):
+    """A version's status in one stage: PendingApproval, Approved, Rejected, Deployed or DeploymentFailed."""
+
+    __tablename__ = "version_stages"
+    __table_args__ = (Index("ix_version_stages_stage_status", "stage", "status"),)
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(40), primary_key=True)
+    status: Mapped[str] = mapped_column(String(40))
+
+
+class VersionWord(Base):
+    """A word of the version's description or of its group's name, for text search (see search.words)."""
+
+    __tablename__ = "version_words"
+    __table_args__ = (Index("ix_version_words_word", "word"),)
+    version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    word: Mapped[str] = mapped_column(String(100), primary_key=True)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key and the registration it produced: a retry returns the same version."""
+
+    __tablename__ = "idempotency_keys"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[ModelVersion] = relationship(lazy="raise")  # so that it is written after the version
 
 
 class HistoryEntry(Base):

@@ -55,7 +55,13 @@ def webhook():
 
 
 @pytest.fixture
-def system(localstack_endpoint, tmp_path, webhook):
+def system_env() -> dict[str, str]:
+    """More environment for the services of `system`; a test module overrides it (e.g. deployment targets)."""
+    return {}
+
+
+@pytest.fixture
+def system(localstack_endpoint, tmp_path, webhook, system_env):
     tokens = {"lee": "lee-token", "kim": "kim-token", "raj": "raj-token", "ana": "ana-token"}
     groups = {"lee": ["ml-leads"], "kim": ["model-risk"], "raj": ["model-risk"], "ana": ["ml-leads", "model-risk"]}
     stack = Stack(
@@ -69,6 +75,7 @@ def system(localstack_endpoint, tmp_path, webhook):
             "MODELGATE_APPROVER_TOKENS": json.dumps(tokens),
             "MODELGATE_APPROVER_GROUPS": json.dumps(groups),
             "MODELGATE_POLL_WAIT_SECONDS": "5",
+            **system_env,
         },
     )
     stack_mod.up(stack, with_localstack=False, progress=lambda message: None)

@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos run: `make bench`, `make chaos` (see docs/performance.md)."""

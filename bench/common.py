@@ -1,0 +1,231 @@
+"""What the benchmarks and the chaos run share: a private LocalStack, a system of four services in a fresh
+namespace, registering journeys, reading their timings back, and printing tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from modelgate import stack as stack_mod
+from modelgate.stack import Stack
+from shared.infra import boto_client
+from shared.settings import REPO_ROOT
+from shared.topology import SERVICES, bucket_name, dlq_name, queue_name, topic_name
+
+console = Console()
+LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class LocalStackProcess:
+    """A LocalStack of our own, on its own port, with its own run directory (pidfile, log, data)."""
+
+    endpoint: str
+    pid: int
+    run_dir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "LOCALSTACK_PORT": self.endpoint.rsplit(":", 1)[1], "LOCALSTACK_RUN_DIR": str(self.run_dir)}
+
+
+@contextmanager
+def private_localstack(port: int | None = None) -> Iterator[LocalStackProcess]:
+    """Starts a LocalStack nobody else uses (safe to pause or measure), and stops it afterwards."""
+    port = port or free_port()
+    run_dir = Path(tempfile.mkdtemp(prefix="modelgate-localstack-"))
+    env = {**os.environ, "LOCALSTACK_PORT": str(port), "LOCALSTACK_RUN_DIR": str(run_dir)}
+    subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "install"], check=True, env=env, capture_output=True)
+    started = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        raise RuntimeError(f"private LocalStack did not start on port {port}: {started.stdout}{started.stderr}")
+    pid = int((run_dir / "run" / "localstack.pid").read_text())
+    try:
+        yield LocalStackProcess(f"http://127.0.0.1:{port}", pid, run_dir)
+    finally:
+        subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "stop"], env=env, capture_output=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def new_stack(endpoint: str, prefix: str = "bench", extra_env: dict[str, str] | None = None) -> Stack:
+    """Four services in a fresh namespace, on free ports, with their SQLite files in a fresh directory."""
+    run_dir = Path(tempfile.mkdtemp(prefix=f"modelgate-{prefix}-"))
+    return Stack(
+        namespace=f"{prefix}{uuid.uuid4().hex[:8]}",
+        endpoint=endpoint,
+        run_dir=run_dir,
+        ports={service: free_port() for service in SERVICES},
+        database_urls={service: f"sqlite+aiosqlite:///{run_dir}/{service}.db" for service in SERVICES},
+        extra_env=dict(extra_env or {}),
+    )
+
+
+@contextmanager
+def running_system(stack: Stack, keep_files: bool = False) -> Iterator[Stack]:
+    """The four services up (bus provisioned) for the duration; stopped and the namespace removed afterwards."""
+    stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
+    try:
+        yield stack
+    finally:
+        stack_mod.down(stack, with_localstack=False, progress=lambda message: None)
+        deprovision(stack.namespace, stack.endpoint)
+        if not keep_files:
+            shutil.rmtree(stack.run_dir, ignore_errors=True)
+
+
+def deprovision(namespace: str, endpoint: str) -> None:
+    """Deletes a namespace's topic, queues and bucket, so benchmark runs do not pile up in LocalStack."""
+    sqs, sns, s3 = (boto_client(name, endpoint) for name in ("sqs", "sns", "s3"))
+    for service in SERVICES:
+        for name in (queue_name(namespace, service), dlq_name(namespace, service)):
+            try:
+                sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
+            except Exception:
+                pass
+    for topic in sns.list_topics().get("Topics", []):
+        if topic["TopicArn"].endswith(f":{topic_name(namespace)}"):
+            sns.delete_topic(TopicArn=topic["TopicArn"])
+    bucket = bucket_name(namespace)
+    try:
+        for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+    except Exception:
+        pass
+
+
+def upload_artifact(stack: Stack, key: str) -> str:
+    boto_client("s3", stack.endpoint).put_object(Bucket=bucket_name(stack.namespace), Key=key, Body=b"model bytes")
+    return f"s3://{bucket_name(stack.namespace)}/{key}"
+
+
+@dataclass
+class Journey:
+    """One version's way from registration to Deployed(dev); times are epoch seconds."""
+
+    group: str
+    version: int = 0
+    posted: float = 0.0  # the client sent POST /versions
+    answered: float = 0.0  # the client got its 201
+    registered: float | None = None  # ModelRegistered.occurred_at
+    decided: float | None = None  # ApprovalDecided(dev).occurred_at
+    deployed: float | None = None  # Deployed(dev).occurred_at
+    notified: float | None = None  # the notifier's delivery of Deployed(dev) (created_at)
+
+    @property
+    def model_version_id(self) -> str:
+        return f"{self.group}/{self.version}"
+
+    @property
+    def complete(self) -> bool:
+        return None not in (self.registered, self.decided, self.deployed, self.notified)
+
+
+async def register(client: httpx.AsyncClient, stack: Stack, journey: Journey, artifact: str, auc: float = 0.93) -> Journey:
+    journey.posted = time.time()
+    response = await client.post(
+        f"{stack.url('registrar')}/v1/groups/{journey.group}/versions",
+        json={"artifact_uri": artifact, "registered_by": "bench", "metrics": {"auc": auc}},
+    )
+    journey.answered = time.time()
+    response.raise_for_status()
+    journey.version = response.json()["version"]
+    return journey
+
+
+def _epoch(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp).timestamp()
+
+
+async def read_timings(client: httpx.AsyncClient, stack: Stack, journeys: Sequence[Journey]) -> None:
+    """Fills each journey's event times from the registrar's history and the notifier's delivery log."""
+    deliveries = (await client.get(f"{stack.url('notifier')}/v1/deliveries")).json()
+    notified: dict[str, float] = {}
+    for d in deliveries:
+        if d["event_type"] == "Deployed" and d["channel"] == "log":
+            notified[d["correlation_id"]] = _epoch(d["created_at"])
+    for journey in journeys:
+        url = f"{stack.url('registrar')}/v1/groups/{journey.group}/versions/{journey.version}/history"
+        for event in (await client.get(url)).json():
+            at, stage = _epoch(event["occurred_at"]), event["payload"].get("stage")
+            if event["event_type"] == "ModelRegistered":
+                journey.registered = at
+            elif event["event_type"] == "ApprovalDecided" and stage == "dev":
+                journey.decided = at
+            elif event["event_type"] == "Deployed" and stage == "dev":
+                journey.deployed = at
+        journey.notified = notified.get(journey.model_version_id)
+
+
+async def metric(client: httpx.AsyncClient, url: str, name: str, **labels: str) -> float:
+    """The sum of a Prometheus metric's samples on a service's /metrics that carry `labels`."""
+    text = (await client.get(f"{url}/metrics")).text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
+        if not match:
+            continue
+        sample = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
+        if all(sample.get(k) == v for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def summary_ms(values: Sequence[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in values]
+    return {
+        "p50": percentile(ms, 50),
+        "p90": percentile(ms, 90),
+        "p99": percentile(ms, 99),
+        "mean": statistics.fmean(ms) if ms else float("nan"),
+        "max": max(ms) if ms else float("nan"),
+    }
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        out.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        out.add_row(*(f"{cell:.1f}" if isinstance(cell, float) else str(cell) for cell in row))
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "[green]met[/]" if ok else "[red]missed[/]"
+
+
+def write_json(path: str | None, data: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(data, indent=2, default=str))

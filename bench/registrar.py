@@ -1,0 +1,370 @@
+"""The registrar's catalog at scale, on SQLite and PostgreSQL, next to MLflow's model registry.
+
+    .venv/bin/python -m bench.registrar                    # 100k versions; SQLite, PostgreSQL and MLflow
+    .venv/bin/python -m bench.registrar --versions 2000    # a smoke run
+
+For each database: seed the catalog with `--versions` versions (bulk inserts: metrics, tags, stages), then
+- registrations/s: `catalog.register` in-process, one transaction each (version, metrics, tags, history
+  row and the ModelRegistered outbox row), one after another, into the seeded groups;
+- p50/p99 of reads and searches through the HTTP API in-process (FastAPI over an ASGI transport, no
+  socket), the JSON serialisation of the page included.
+MLflow (`pip install -e '.[bench]'`) gets the same number of versions in its SQLite registry (bulk inserts
+too), then the same work: create a version and set an alias, one after another; list a model's versions; a
+tag search. Its client is used in-process, like ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import insert, text
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from bench.common import console, percentile, table, verdict, write_json
+from services.registrar.api import build_api
+from services.registrar.catalog import Registration, approval_status, register
+from services.registrar.models import (
+    ModelGroup,
+    ModelVersion,
+    VersionMetric,
+    VersionStage,
+    VersionTag,
+    VersionWord,
+)
+from services.registrar.search import words
+from services.registrar.settings import RegistrarSettings
+from shared.db import UnitOfWork, make_engine
+from shared.events import utcnow
+from shared.migrations import prepare_database
+from shared.service import Runtime
+
+POSTGRES_ADMIN = os.environ.get("MODELGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEAMS = [f"team-{i}" for i in range(10)]
+ENVS = ["dev", "test", "prod"]
+WORDS = ["weekly", "retrain", "holiday", "baseline", "calibrated", "ensemble", "pruned", "distilled"]
+SEARCH_P99_GOAL_MS = 50.0
+REGISTRATION_RATIO_GOAL = 3.0
+
+
+@dataclass
+class Result:
+    name: str
+    seed_seconds: float = 0.0
+    registrations_per_second: float = 0.0
+    latencies: dict[str, list[float]] = field(default_factory=dict)  # query -> seconds
+
+
+# ---------------------------------------------------------------- the catalog's data
+
+
+def group_names(groups: int) -> list[str]:
+    return [f"model-{g:04d}" for g in range(groups)]
+
+
+def seed_rows(versions: int, groups: int, rng: random.Random) -> dict[str, list[dict[str, Any]]]:
+    """Versions spread round-robin over the groups; 3 metrics, 2 tags, 1-3 stages, a description for 1 in 5."""
+    names = group_names(groups)
+    start = utcnow() - timedelta(seconds=versions)
+    rows: dict[str, list[dict[str, Any]]] = {"groups": [], "versions": [], "metrics": [], "tags": [], "stages": [], "words": []}
+    for g, name in enumerate(names):
+        count = versions // groups + (1 if g < versions % groups else 0)
+        rows["groups"].append({
+            "name": name, "description": f"{rng.choice(['fraud', 'churn', 'credit', 'pricing'])} model of {TEAMS[g % 10]}",
+            "latest_version": count, "tags": {"team": TEAMS[g % 10]}, "owners": [f"owner{g % 7}@example.com"],
+            "created_at": start, "updated_at": start,
+        })
+    for i in range(versions):
+        group, number = names[i % groups], i // groups + 1
+        vid, at = f"{group}/{number}", start + timedelta(seconds=i)
+        stages = {"dev": rng.choices(["Deployed", "Rejected", "PendingApproval"], [75, 15, 10])[0]}
+        if stages["dev"] == "Deployed" and rng.random() < 0.4:
+            stages["test"] = rng.choices(["Deployed", "PendingApproval", "Rejected"], [50, 40, 10])[0]
+            if stages["test"] == "Deployed" and rng.random() < 0.3:
+                stages["prod"] = rng.choice(["Deployed", "PendingApproval"])
+        metrics = {"auc": rng.uniform(0.5, 1.0), "precision": rng.uniform(0.3, 1.0), "recall": rng.uniform(0.3, 1.0)}
+        tags = {"team": TEAMS[(i % groups) % 10], "env": rng.choice(ENVS)}
+        description = " ".join(rng.sample(WORDS, 2)) if rng.random() < 0.2 else ""
+        rows["versions"].append({
+            "id": vid, "group_name": group, "version": number, "artifact_uri": f"s3://bench-artifacts/{vid}/model.bin",
+            "registered_by": f"user{i % 50}@example.com", "source": "manual", "framework": "xgboost",
+            "params": {"max_depth": rng.randint(3, 10)}, "model_card": {}, "lineage": {}, "created_at": at,
+            "metrics": metrics, "tags": tags, "stages": {s: {"status": status, "at": at.isoformat()} for s, status in stages.items()},
+            "approval_status": approval_status({s: {"status": status} for s, status in stages.items()}),
+            "description": description, "metadata": {},
+        })
+        rows["metrics"] += [{"version_id": vid, "name": k, "value": v} for k, v in metrics.items()]
+        rows["tags"] += [{"version_id": vid, "key": k, "value": v} for k, v in tags.items()]
+        rows["stages"] += [{"version_id": vid, "stage": stage, "status": status} for stage, status in stages.items()]
+        rows["words"] += [{"version_id": vid, "word": w} for w in words(f"{group} {description}")]
+    return rows
+
+
+async def seed(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]], chunk: int = 5000) -> None:
+    for table_, items in ((ModelGroup.__table__, rows["groups"]), (ModelVersion.__table__, rows["versions"]),
+                          (VersionMetric.__table__, rows["metrics"]), (VersionTag.__table__, rows["tags"]),
+                          (VersionStage.__table__, rows["stages"]), (VersionWord.__table__, rows["words"])):
+        for start in range(0, len(items), chunk):
+            async with engine.begin() as conn:
+                await conn.execute(insert(table_), items[start : start + chunk])
+    async with engine.begin() as conn:
+        await conn.execute(text("ANALYZE"))
+
+
+# ---------------------------------------------------------------- measuring
+
+
+async def timed(calls: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
+    seconds = []
+    for i in range(calls):
+        started = time.perf_counter()
+        await call(i)
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def queries(groups: int, per_group: int, rng: random.Random) -> dict[str, Callable[[int], tuple[str, dict[str, Any]]]]:
+    """Each query kind, as (path, params) for the i-th call; values vary so that caches do not flatter."""
+    names = group_names(groups)
+
+    def group() -> str:
+        return rng.choice(names)
+
+    return {
+        "get a version": lambda i: (f"/v1/groups/{group()}/versions/{rng.randint(1, per_group)}", {}),
+        "list a group, page of 50": lambda i: (
+            f"/v1/groups/{group()}/versions", {"limit": 50, "offset": rng.randrange(0, max(1, per_group - 50))}
+        ),
+        "group newest 50": lambda i: ("/v1/versions", {"group": group(), "sort": "version", "limit": 50}),
+        "metric auc>=X, newest 50": lambda i: ("/v1/versions", {"metric": f"auc>={rng.uniform(0.6, 0.99):.3f}"}),
+        "metric auc>=0.999 (rare)": lambda i: ("/v1/versions", {"metric": "auc>=0.999"}),
+        "tag team=T": lambda i: ("/v1/versions", {"tag": f"team={rng.choice(TEAMS)}"}),
+        "stage prod Deployed": lambda i: ("/v1/versions", {"stage": "prod", "stage_status": "Deployed"}),
+        "status + metric": lambda i: ("/v1/versions", {"status": "Approved", "metric": f"recall>={rng.uniform(0.5, 0.95):.2f}"}),
+        "group + tag + metric": lambda i: (
+            "/v1/versions", {"group": group(), "tag": f"env={rng.choice(ENVS)}", "metric": "auc>=0.8"}
+        ),
+        "text: a word": lambda i: ("/v1/versions", {"q": rng.choice(WORDS)}),
+        "text: two word beginnings": lambda i: ("/v1/versions", {"q": " ".join(w[:4] for w in rng.sample(WORDS, 2))}),
+        "text: no match": lambda i: ("/v1/versions", {"q": f"zz{i}"}),
+        "best 50 by auc": lambda i: ("/v1/versions", {"sort": "metrics.auc", "limit": 50}),
+        "page 100 (offset 5000)": lambda i: ("/v1/versions", {"offset": 5000, "limit": 50}),
+    }
+
+
+async def bench_catalog(name: str, url: str, args: argparse.Namespace) -> Result:
+    result = Result(name)
+    rng = random.Random(7)
+    engine = make_engine(url)
+    try:
+        await prepare_database(engine, "registrar")
+        rows = seed_rows(args.versions, args.groups, rng)
+        started = time.perf_counter()
+        await seed(engine, rows)
+        result.seed_seconds = time.perf_counter() - started
+        del rows
+        sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+        names = group_names(args.groups)
+
+        async def register_one(i: int) -> None:
+            reg = Registration(
+                artifact_uri=f"s3://bench-artifacts/new/{i}.bin", registered_by="bench@example.com",
+                metrics={"auc": rng.uniform(0.5, 1), "precision": 0.8, "recall": 0.7},
+                tags={"team": "team-1", "alias": "champion"},
+            )
+            async with UnitOfWork(sessionmaker) as uow:
+                await register(uow, rng.choice(names), reg)
+                await uow.commit()
+
+        await timed(20, register_one)  # warm-up
+        seconds = await timed(args.registrations, register_one)
+        result.registrations_per_second = len(seconds) / sum(seconds)
+
+        settings = RegistrarSettings(database_url=url, check_artifacts=False)
+        runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, aws={}, publisher=None)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=build_api(runtime))
+        async with httpx.AsyncClient(transport=transport, base_url="http://registrar") as client:
+            for query, make in queries(args.groups, args.versions // args.groups, rng).items():
+
+                async def call(i: int, make=make) -> None:
+                    path, params = make(i)
+                    response = await client.get(path, params=params)
+                    assert response.status_code == 200, response.text
+
+                await timed(5, call)  # warm-up
+                result.latencies[query] = await timed(args.queries, call)
+    finally:
+        await engine.dispose()
+    return result
+
+
+# ---------------------------------------------------------------- MLflow
+
+
+def bench_mlflow(path: Path, args: argparse.Namespace) -> Result:
+    try:
+        from mlflow import MlflowClient
+    except ImportError:
+        raise SystemExit("MLflow is not installed: .venv/bin/pip install -e '.[bench]' (or run with --no-mlflow)") from None
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    result = Result("MLflow (SQLite)")
+    rng = random.Random(7)
+    uri = f"sqlite:///{path}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    names = group_names(args.groups)
+    started = time.perf_counter()
+    for name in names:
+        client.create_registered_model(name)
+    now_ms = int(time.time() * 1000)
+    versions, tags = [], []
+    for i in range(args.versions):
+        name, number = names[i % args.groups], i // args.groups + 1
+        versions.append((name, number, now_ms, now_ms, "", "bench", "None", f"s3://bench-artifacts/{name}/{number}",
+                         None, "READY", None, "", f"s3://bench-artifacts/{name}/{number}"))
+        tags += [("team", TEAMS[(i % args.groups) % 10], name, number), ("env", rng.choice(ENVS), name, number)]
+    with sqlite3.connect(path) as db:  # bulk, like our seed; MLflow's API would take an hour
+        db.executemany(
+            "INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, user_id,"
+            " current_stage, source, run_id, status, status_message, run_link, storage_location)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", versions,
+        )
+        db.executemany("INSERT INTO model_version_tags (key, value, name, version) VALUES (?, ?, ?, ?)", tags)
+        db.execute("ANALYZE")
+    result.seed_seconds = time.perf_counter() - started
+
+    def register_one(i: int) -> None:
+        name = rng.choice(names)
+        version = client.create_model_version(name, source=f"s3://bench-artifacts/new/{i}.bin", tags={"team": "team-1", "env": "dev"})
+        client.set_registered_model_alias(name, "champion", version.version)
+
+    def timed_sync(calls: int, call: Callable[[int], Any]) -> list[float]:
+        seconds = []
+        for i in range(calls):
+            begun = time.perf_counter()
+            call(i)
+            seconds.append(time.perf_counter() - begun)
+        return seconds
+
+    timed_sync(20, register_one)
+    seconds = timed_sync(args.registrations, register_one)
+    result.registrations_per_second = len(seconds) / sum(seconds)
+    searches = {
+        "group newest 50": lambda i: client.search_model_versions(
+            f"name='{rng.choice(names)}'", max_results=50, order_by=["version_number DESC"]
+        ),
+        "tag team=T": lambda i: client.search_model_versions(f"tags.team='{rng.choice(TEAMS)}'", max_results=50),
+    }
+    for query, call in searches.items():
+        timed_sync(5, call)
+        result.latencies[query] = timed_sync(args.queries, call)
+    return result
+
+
+# ---------------------------------------------------------------- running
+
+
+async def postgres_database() -> tuple[str, Callable[[], Awaitable[None]]]:
+    import asyncpg
+
+    name = f"mg_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(POSTGRES_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    host = POSTGRES_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+asyncpg://{host}/{name}", drop
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="modelgate-bench-registrar-") as scratch:
+        if "sqlite" in args.databases:
+            console.print(f"[dim]• SQLite: seeding {args.versions:,} versions…[/]")
+            results.append(await bench_catalog("modelgate (SQLite)", f"sqlite+aiosqlite:///{scratch}/registrar.db", args))
+        if "postgres" in args.databases:
+            console.print(f"[dim]• PostgreSQL: seeding {args.versions:,} versions…[/]")
+            url, drop = await postgres_database()
+            try:
+                results.append(await bench_catalog("modelgate (PostgreSQL)", url, args))
+            finally:
+                await drop()
+        if args.mlflow:
+            console.print(f"[dim]• MLflow: seeding {args.versions:,} versions…[/]")
+            results.append(await asyncio.to_thread(bench_mlflow, Path(scratch) / "mlflow.db", args))
+    return results
+
+
+def report(results: list[Result], args: argparse.Namespace) -> dict[str, Any]:
+    kinds = list(dict.fromkeys(q for r in results for q in r.latencies))
+    columns = ["query (ms)"] + [f"{r.name} {p}" for r in results for p in ("p50", "p99")]
+    rows = []
+    for kind in kinds:
+        cells: list[object] = [kind]
+        for r in results:
+            ms = [s * 1000 for s in r.latencies.get(kind, [])]
+            cells += [percentile(ms, 50), percentile(ms, 99)] if ms else ["–", "–"]
+        rows.append(cells)
+    rows.append(["registrations/s"] + [c for r in results for c in (r.registrations_per_second, "")])
+    rows.append(["seed (s)"] + [c for r in results for c in (r.seed_seconds, "")])
+    console.print(table(f"registrar catalog: {args.versions:,} versions in {args.groups} groups; "
+                        f"{args.registrations} registrations, {args.queries} calls per query", columns, rows))
+
+    summary: dict[str, Any] = {"versions": args.versions, "results": {}}
+    mlflow = next((r for r in results if r.name.startswith("MLflow")), None)
+    for r in results:
+        worst = max(percentile([s * 1000 for s in v], 99) for k, v in r.latencies.items() if k != "get a version")
+        summary["results"][r.name] = {"registrations_per_second": r.registrations_per_second, "worst_search_p99_ms": worst,
+                                      "seed_seconds": r.seed_seconds,
+                                      "p99_ms": {k: percentile([s * 1000 for s in v], 99) for k, v in r.latencies.items()}}
+        if r is mlflow:
+            continue
+        console.print(f"{r.name}: worst search p99 {worst:.1f} ms (goal ≤ {SEARCH_P99_GOAL_MS:.0f}) {verdict(worst <= SEARCH_P99_GOAL_MS)}")
+        if mlflow:
+            ratio = r.registrations_per_second / mlflow.registrations_per_second
+            summary["results"][r.name]["registration_ratio_vs_mlflow"] = ratio
+            console.print(f"{r.name}: registrations {ratio:.1f}× MLflow's (goal ≥ {REGISTRATION_RATIO_GOAL:.0f}×) "
+                          f"{verdict(ratio >= REGISTRATION_RATIO_GOAL)}")
+            for kind in mlflow.latencies:
+                ours, theirs = percentile(r.latencies[kind], 99), percentile(mlflow.latencies[kind], 99)
+                console.print(f"{r.name}: '{kind}' p99 {theirs / ours:.1f}× faster than MLflow's")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.registrar", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--versions", type=int, default=100_000, help="versions in the catalog (default 100000)")
+    parser.add_argument("--groups", type=int, default=0, help="model groups (default: one per 1000 versions)")
+    parser.add_argument("--registrations", type=int, default=1000, help="timed registrations (default 1000)")
+    parser.add_argument("--queries", type=int, default=200, help="timed calls per query (default 200)")
+    parser.add_argument("--databases", default="sqlite,postgres", help="sqlite, postgres or both (default)")
+    parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="skip MLflow")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    args.groups = args.groups or max(1, args.versions // 1000)
+    args.databases = {d.strip() for d in args.databases.split(",")}
+    console.print(f"[bold]{' '.join(['python -m bench.registrar', *sys.argv[1:]])}[/]")
+    results = asyncio.run(run(args))
+    write_json(args.json, report(results, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The `modelgate` subcommands, one module per area; modelgate/cli.py puts them together."""

@@ -1,0 +1,278 @@
+"""Approvals and the deployment gate: `approvals`, `approve`, `reject`, `promote`, `gate`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import nullcontext
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from modelgate.client import Clients
+from modelgate.commands.common import (
+    ExitCode,
+    JsonOption,
+    TokenOption,
+    clients,
+    console,
+    errors,
+    fail,
+    metrics_text,
+    print_json,
+    run,
+    styled,
+)
+
+
+class Status(str, Enum):
+    pending = "pending"
+    decided = "decided"
+    all = "all"
+
+
+def _age(created_at: str) -> str:
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(created_at)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def approvals(
+    status: Annotated[Status, typer.Option(help="Which requests.")] = Status.pending,
+    group: Annotated[str | None, typer.Option(help="Only this model group.")] = None,
+    stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only the pending ones you may vote on (needs --token).")] = False,
+    token: TokenOption = "",
+    json_out: JsonOption = False,
+) -> None:
+    """List approval requests (pending ones by default), oldest first.
+
+    [bold]Examples[/]
+      modelgate approvals
+      modelgate approvals --mine --token "$MODELGATE_TOKEN"
+      modelgate approvals --stage prod --group fraud-detector
+      modelgate approvals --status all --json | jq -r '.[].approval_id'
+    """
+    rows = run(_approvals(status.value, group, stage, _need(token) if mine else None))
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no {status.value} approvals")
+        return
+    pending = status is Status.pending
+    table = Table(title=f"{len(rows)} {status.value} approval(s)")
+    for column in ("approval id", "version", "stage", *(() if pending else ("status",))):
+        table.add_column(column, no_wrap=True)
+    for column in ("needs", "registered by", "age"):
+        table.add_column(column)
+    table.add_column("metrics", min_width=22)
+    for a in rows:
+        needs = f"{a['required_approvals']} of {a['approver_group'] or 'any group'}" if a["required_approvals"] else "policy"
+        table.add_row(a["approval_id"], a["model_version_id"], a["stage"], *(() if pending else (styled(a["status"]),)),
+                      needs, a["registered_by"], _age(a["created_at"]), metrics_text(a["metrics"], limit=2))
+    console.print(table)
+    if pending:
+        console.print("decide with: modelgate approve <approval id>  |  modelgate reject <approval id> -c 'why'")
+
+
+async def _approvals(status: str, group: str | None, stage: str | None, token: str | None) -> list[dict[str, Any]]:
+    async with clients() as mg:
+        approver = (await mg.approver.me(token))["name"] if token else None
+        return await mg.approver.approvals(status, group=group, stage=stage, approver=approver)
+
+
+def _print_decision(result: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(result)
+        return
+    where = f"{result['model_version_id']} for {result['stage']}"
+    if result["status"] == "pending":
+        votes = len(result.get("approved_by") or [])
+        console.print(f"your approval of {where} is recorded ({votes} of {result['required_approvals']} distinct "
+                      f"approvers from {result['approver_group'] or 'any group'}); it waits for the others")
+    else:
+        console.print(f"{where} is now {styled(result['status'])}")
+
+
+def approve(
+    approval_id: Annotated[str, typer.Argument(help="The approval request (see 'modelgate approvals').")],
+    token: TokenOption = "",
+    comment: Annotated[str | None, typer.Option("--comment", "-c", help="Why (kept in the audit trail).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Approve a pending request with your approver token.
+
+    [bold]Examples[/]
+      MODELGATE_TOKEN=... modelgate approve 0b5f...e1
+      modelgate approve 0b5f...e1 --token "$TOKEN" -c "metrics hold on the holdout set"
+    """
+    _print_decision(run(_decide(approval_id, "approve", comment, _need(token))), json_out)
+
+
+def reject(
+    approval_id: Annotated[str, typer.Argument(help="The approval request (see 'modelgate approvals').")],
+    comment: Annotated[str, typer.Option("--comment", "-c", help="Why it is rejected (required).")],
+    token: TokenOption = "",
+    json_out: JsonOption = False,
+) -> None:
+    """Reject a pending request; a rejection needs a comment saying why.
+
+    [bold]Examples[/]
+      modelgate reject 0b5f...e1 -c "recall dropped on the March cohort"
+    """
+    if not comment.strip():
+        raise typer.BadParameter("say why the version is rejected", param_hint="--comment")
+    _print_decision(run(_decide(approval_id, "reject", comment, _need(token))), json_out)
+
+
+def _need(token: str) -> str:
+    if not token:
+        fail("this needs your approver token: pass --token or set MODELGATE_TOKEN", ExitCode.REFUSED)
+    return token
+
+
+async def _decide(approval_id: str, decision: str, comment: str | None, token: str) -> dict[str, Any]:
+    async with clients() as mg:
+        return await mg.approver.decide(approval_id, decision, comment, token)
+
+
+def promote(
+    group: Annotated[str, typer.Argument(help="Model group.")],
+    version: Annotated[int, typer.Argument(help="Version number.")],
+    to: Annotated[str | None, typer.Option("--to", help="The stage (default: the one waiting for approval).")] = None,
+    token: TokenOption = "",
+    comment: Annotated[str | None, typer.Option("--comment", "-c", help="Why (kept in the audit trail).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the stage is deployed.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 120.0,
+    json_out: JsonOption = False,
+) -> None:
+    """Approve VERSION of GROUP for its next stage, then wait (with a spinner) until it is deployed there.
+
+    The same as 'approve' on the version's pending request, found for you. When the stage needs more
+    approvers, your vote is recorded and the command says how many are still needed.
+
+    [bold]Examples[/]
+      modelgate promote fraud-detector 7                 # the stage now waiting, usually test or prod
+      modelgate promote fraud-detector 7 --to prod -c "signed off by risk committee"
+      modelgate promote fraud-detector 7 --no-wait --json
+    """
+    result = run(_promote(group, version, to, _need(token), comment, wait, timeout, json_out))
+    if json_out:
+        print_json(result)
+
+
+async def _promote(group: str, version: int, stage: str | None, token: str, comment: str | None, wait: bool,
+                   timeout: float, json_out: bool) -> dict[str, Any]:
+    async with clients() as mg:
+        record = await mg.registrar.version(group, version)
+        request = await _pending_request(mg, record, stage)
+        decided = await mg.approver.decide(request["approval_id"], "approve", comment, token)
+        if not json_out:
+            _print_decision(decided, json_out=False)
+        if not wait or decided["status"] != "Approved":
+            return {"approval": decided, "stage_status": record["stages"].get(decided["stage"])}
+        status = await _wait_for_deployment(mg, group, version, decided["stage"], timeout, quiet=json_out)
+        return {"approval": decided, "stage_status": status}
+
+
+async def _pending_request(mg: Clients, record: dict[str, Any], stage: str | None) -> dict[str, Any]:
+    pending = await mg.approver.approvals("pending", model_version_id=record["model_version_id"], stage=stage)
+    if len(pending) == 1:
+        return pending[0]
+    stages = ", ".join(f"{s}={st}" for s, st in record["stages"].items()) or "none yet"
+    if not pending:
+        where = f" for {stage}" if stage else ""
+        fail(f"{record['model_version_id']} has no pending approval{where} (its stages: {stages}); "
+             "a stage is requested once the one before it is deployed", ExitCode.NOT_FOUND)
+    fail(f"{record['model_version_id']} waits in several stages ({', '.join(a['stage'] for a in pending)}): "
+         "say which with --to", ExitCode.USAGE)
+
+
+async def _wait_for_deployment(mg: Clients, group: str, version: int, stage: str, timeout: float,
+                               quiet: bool) -> str:
+    deadline = time.monotonic() + timeout
+    status = "Approved"
+    with console.status(f"deploying {group}/{version} to {stage}…", spinner="dots") if not quiet else nullcontext():
+        while time.monotonic() < deadline:
+            status = (await mg.registrar.version(group, version))["stages"].get(stage, status)
+            if status in ("Deployed", "DeploymentFailed"):
+                break
+            await asyncio.sleep(0.5)
+    if status == "Deployed":
+        if not quiet:
+            console.print(f"{group}/{version} is [green]Deployed[/] to {stage}")
+        return status
+    if status == "DeploymentFailed":
+        fail(f"deploying {group}/{version} to {stage} failed; see 'modelgate show {group} {version}'")
+    fail(f"{group}/{version} was not deployed to {stage} within {timeout:.0f}s (still {status}); "
+         f"follow it with 'modelgate show {group} {version}'", ExitCode.TIMEOUT)
+
+
+GATE_OPEN = ("Approved", "Deployed")
+GATE_CODES = {
+    "PendingApproval": ExitCode.GATE_PENDING,
+    "Rejected": ExitCode.GATE_REJECTED,
+    "DeploymentFailed": ExitCode.GATE_DEPLOYMENT_FAILED,
+}
+
+
+def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
+    """Whether `record` may go to `stage`, and why (or why not) in one sentence."""
+    details = (record.get("stage_details") or {}).get(stage) or {}
+    status = record["stages"].get(stage)
+    vid = record["model_version_id"]
+    if status in GATE_OPEN:
+        who = ", ".join(details.get("decided_by") or [])
+        return ExitCode.OK, f"{vid} is {status} for {stage}" + (f" (approved by {who})" if who else "")
+    if status is None:
+        reached = ", ".join(f"{s}={st}" for s, st in record["stages"].items()) or "no stage yet"
+        return ExitCode.GATE_NOT_REQUESTED, f"{vid} has not been put up for {stage} yet ({reached})"
+    if status == "PendingApproval":
+        return ExitCode.GATE_PENDING, f"{vid} is waiting for approval for {stage}; see 'modelgate approvals --stage {stage}'"
+    if status == "Rejected":
+        who = ", ".join(details.get("decided_by") or [])
+        return ExitCode.GATE_REJECTED, f"{vid} was rejected for {stage}" + (f" by {who}" if who else "")
+    if status == "DeploymentFailed":
+        reason = details.get("reason", "see modelgate show")
+        return ExitCode.GATE_DEPLOYMENT_FAILED, f"{vid} was approved for {stage} but its deployment failed: {reason}"
+    return ExitCode.GATE_PENDING, f"{vid} is {status} for {stage}, not approved"
+
+
+def gate(
+    group: Annotated[str, typer.Argument(help="Model group.")],
+    stage: Annotated[str, typer.Argument(help="The stage your pipeline is about to deploy to.")],
+    version: Annotated[int | None, typer.Option(help="Version number (default: the group's latest).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Exit 0 only when the version is approved for STAGE (its status there is Approved or Deployed).
+
+    The check a CI/CD pipeline runs before it deploys by itself. Otherwise it prints why not and exits
+    10 (waiting for approval), 11 (rejected), 12 (not put up for that stage yet), 13 (approved but its
+    deployment failed), 4 (no such group/version) or 3 (modelgate unreachable).
+
+    [bold]Examples[/]
+      modelgate gate fraud-detector prod --version 7 && ./deploy.sh
+      modelgate gate fraud-detector prod --json
+    """
+    record = run(_gate_record(group, version))
+    code, reason = gate_verdict(record, stage)
+    if json_out:
+        print_json({"model_version_id": record["model_version_id"], "stage": stage,
+                    "status": record["stages"].get(stage), "approved": code == ExitCode.OK,
+                    "exit_code": int(code), "reason": reason})
+    elif code == ExitCode.OK:
+        console.print(f"[green]open:[/] {reason}")
+    else:
+        errors.print(f"[red]closed:[/] {reason}", highlight=False)
+    raise typer.Exit(code)
+
+
+async def _gate_record(group: str, version: int | None) -> dict[str, Any]:
+    async with clients() as mg:
+        return await (mg.registrar.latest(group) if version is None else mg.registrar.version(group, version))

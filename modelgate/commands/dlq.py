@@ -1,0 +1,151 @@
+"""Dead-letter queues: `dlq list` shows what failed and why, `dlq redrive` puts it back on its queue."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from modelgate.commands.common import JsonOption, aws, console, explained, namespace, print_json
+from shared.topology import SERVICES, dlq_name, queue_name
+
+app = typer.Typer(help="Look into and redrive the dead-letter queues.", no_args_is_help=True)
+
+DLQ_ATTRIBUTES = ("dlq_reason", "dlq_source_queue")  # set by shared.bus when it dead-letters a message
+
+
+def _check(service: str) -> str:
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(SERVICES)}")
+    return service
+
+
+def receive_all(sqs: Any, queue_url: str, limit: int, hide_for: int = 30) -> list[dict[str, Any]]:
+    """Receives up to `limit` messages, hiding them for `hide_for` seconds so each is seen once."""
+    seen: dict[str, dict[str, Any]] = {}
+    while len(seen) < limit:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=min(10, limit - len(seen)), WaitTimeSeconds=0,
+            VisibilityTimeout=hide_for, MessageAttributeNames=["All"], AttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            break
+        for message in batch:
+            seen.setdefault(message["MessageId"], message)
+    return list(seen.values())
+
+
+def release(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
+    """Makes received messages visible again at once."""
+    for start in range(0, len(messages), 10):
+        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+                   for i, m in enumerate(messages[start:start + 10])]
+        sqs.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+
+
+def describe(service: str, message: dict[str, Any]) -> dict[str, Any]:
+    attributes = {k: v.get("StringValue") for k, v in message.get("MessageAttributes", {}).items()}
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        body = {}
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    return {
+        "service": service,
+        "message_id": message["MessageId"],
+        "event_type": attributes.get("event_type") or (body.get("event_type") if isinstance(body, dict) else None),
+        "correlation_id": body.get("correlation_id") if isinstance(body, dict) else None,
+        "event_id": body.get("event_id") if isinstance(body, dict) else None,
+        "sent_at": datetime.fromtimestamp(int(sent) / 1000, UTC).isoformat() if sent else None,
+        "reason": attributes.get("dlq_reason") or "moved by SQS after too many receives (no reason recorded)",
+        "body": message["Body"],
+    }
+
+
+@app.command("list")
+def list_(
+    service: Annotated[list[str], typer.Option("--service", "-s", help="Only this service (repeatable).")] = [],  # noqa: B006
+    limit: Annotated[int, typer.Option(help="At most this many messages per queue.")] = 100,
+    json_out: JsonOption = False,
+) -> None:
+    """List the messages in the services' dead-letter queues, with the reason each landed there.
+
+    [bold]Examples[/]
+      modelgate dlq list
+      modelgate dlq list --service deployer --json | jq -r '.[].reason'
+    """
+    services = [_check(s) for s in service] or list(SERVICES)
+    found: list[dict[str, Any]] = []
+    sqs = aws("sqs")
+    with explained():
+        for name in services:
+            url = sqs.get_queue_url(QueueName=dlq_name(namespace(), name))["QueueUrl"]
+            messages = receive_all(sqs, url, limit)
+            release(sqs, url, messages)
+            found.extend(describe(name, m) for m in messages)
+    if json_out:
+        print_json(found)
+        return
+    if not found:
+        console.print(f"no dead-lettered messages in {namespace()}")
+        return
+    table = Table(title=f"{len(found)} dead-lettered message(s) in {namespace()}")
+    for column in ("service", "message id", "event", "version", "sent at"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for m in found:
+        table.add_row(m["service"], m["message_id"], m["event_type"] or "?", m["correlation_id"] or "?",
+                      (m["sent_at"] or "")[:19], m["reason"])
+    console.print(table)
+    console.print("put them back with: modelgate dlq redrive <service>")
+
+
+@app.command()
+def redrive(
+    service: Annotated[str, typer.Argument(help=f"Whose DLQ: {', '.join(SERVICES)}.")],
+    message_id: Annotated[list[str], typer.Option("--id", help="Only these message ids (repeatable).")] = [],  # noqa: B006
+    json_out: JsonOption = False,
+) -> None:
+    """Move messages from SERVICE's dead-letter queue back to its queue, to be handled again.
+
+    The reason attributes added when they were dead-lettered are stripped. Fix the cause first (a newer
+    service version, a missing version in the registrar, ...), or they come back.
+
+    [bold]Examples[/]
+      modelgate dlq redrive registrar
+      modelgate dlq redrive deployer --id 5d0c2f0e-... --json
+    """
+    _check(service)
+    sqs = aws("sqs")
+    moved: list[str] = []
+    with explained():
+        dlq_url = sqs.get_queue_url(QueueName=dlq_name(namespace(), service))["QueueUrl"]
+        queue_url = sqs.get_queue_url(QueueName=queue_name(namespace(), service))["QueueUrl"]
+        messages = receive_all(sqs, dlq_url, limit=10_000, hide_for=120)
+        chosen = [m for m in messages if not message_id or m["MessageId"] in message_id]
+        release(sqs, dlq_url, [m for m in messages if m not in chosen])
+        with Progress(console=console, transient=True, disable=json_out or not console.is_terminal) as progress:
+            task = progress.add_task(f"redriving {service}", total=len(chosen))
+            for message in chosen:
+                attributes = {
+                    k: {"DataType": v["DataType"], "StringValue": v["StringValue"]}
+                    for k, v in message.get("MessageAttributes", {}).items()
+                    if k not in DLQ_ATTRIBUTES and "StringValue" in v
+                }
+                sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
+                sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                moved.append(message["MessageId"])
+                progress.advance(task)
+    missing = sorted(set(message_id) - set(moved))
+    if json_out:
+        print_json({"service": service, "moved": moved, "not_found": missing})
+        return
+    console.print(f"moved {len(moved)} message(s) from {dlq_name(namespace(), service)} back to "
+                  f"{queue_name(namespace(), service)}")
+    if missing:
+        console.print(f"[yellow]not in the DLQ:[/] {', '.join(missing)}")
+

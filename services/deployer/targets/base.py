@@ -1,0 +1,57 @@
+"""What every deployment target does: bring a stage to a version, check it serves, let go of the old one."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Which version goes to which stage, as one deployment."""
+
+    deployment_id: str
+    group: str
+    stage: str
+    version: int
+    model_version_id: str
+    artifact_uri: str
+
+
+class DeployError(Exception):
+    """The target could not serve the version; the message says why (it becomes DeploymentFailed.reason)."""
+
+
+class Target:
+    """A deployment target. Every method is safe to call again for the same deployment (after a crash)."""
+
+    name = "target"
+
+    async def deploy(self, spec: DeploySpec) -> str | None:
+        """Makes the stage serve `spec`'s version; returns the endpoint URL, if the target has one."""
+        return None
+
+    async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
+        """Raises DeployError unless `spec`'s version is what the stage serves now."""
+
+    async def retire(self, spec: DeploySpec) -> None:
+        """Stops what served `spec` (replaced by a newer deployment, or failed)."""
+
+    async def reconcile(self, live: list[tuple[DeploySpec, str | None]], unfinished: set[str]) -> None:
+        """At start-up: serve again what is live (with its endpoint URL), let go of anything neither live nor
+        `unfinished` (the ids of deployments still to be resumed)."""
+
+    async def close(self) -> None:
+        """At shutdown."""
+
+
+class ParameterStoreTarget(Target):
+    """The pointer alone: for systems that read /modelgate/<group>/<stage>/current themselves."""
+
+    name = "parameter-store"
+
+
+def aws_name(*parts: str, limit: int = 63) -> str:
+    """A SageMaker/ECS-safe name: letters, digits and hyphens, at most `limit` characters."""
+    name = re.sub(r"[^A-Za-z0-9-]+", "-", "-".join(parts)).strip("-")
+    return name[:limit].rstrip("-")

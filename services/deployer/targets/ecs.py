@@ -1,0 +1,111 @@
+"""Target `ecs`: an ECS service that serves the model, per group and stage.
+
+Each deployment registers a new revision of the service's task definition with the model pinned in the
+serving container's environment (MODELGATE_MODEL_URI, MODELGATE_MODEL_VERSION_ID, MODELGATE_DEPLOYMENT_ID:
+what services.inference reads), then points the service at it (UpdateService). Verified when the service
+runs that revision; with `wait_seconds` > 0, also when its rollout has COMPLETED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from services.deployer.targets.base import DeployError, DeploySpec, Target
+
+# What RegisterTaskDefinition accepts back from DescribeTaskDefinition.
+REGISTERABLE = (
+    "family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions", "volumes",
+    "placementConstraints", "requiresCompatibilities", "cpu", "memory", "pidMode", "ipcMode",
+    "proxyConfiguration", "inferenceAccelerators", "ephemeralStorage", "runtimePlatform",
+)
+
+
+class EcsTarget(Target):
+    name = "ecs"
+
+    def __init__(
+        self,
+        client: Any,
+        cluster: str,
+        service_template: str,
+        namespace: str,
+        container: str | None = None,
+        endpoint_template: str | None = None,
+        wait_seconds: float = 900.0,
+        poll_seconds: float = 10.0,
+    ):
+        self.client = client
+        self.cluster = cluster
+        self.service_template = service_template
+        self.namespace = namespace
+        self.container = container
+        self.endpoint_template = endpoint_template
+        self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
+
+    def service_name(self, spec: DeploySpec) -> str:
+        return self.service_template.format(namespace=self.namespace, group=spec.group, stage=spec.stage)
+
+    async def deploy(self, spec: DeploySpec) -> str | None:
+        service = await self._service(spec)
+        current = (await self.client.describe_task_definition(taskDefinition=service["taskDefinition"]))["taskDefinition"]
+        if _pinned(current, spec.deployment_id) is None:  # not already done before a crash
+            definition = {k: v for k, v in current.items() if k in REGISTERABLE}
+            definition["containerDefinitions"] = self._pin(current["containerDefinitions"], spec)
+            registered = await self.client.register_task_definition(**definition)
+            arn = registered["taskDefinition"]["taskDefinitionArn"]
+            await self.client.update_service(cluster=self.cluster, service=self.service_name(spec), taskDefinition=arn)
+        if self.endpoint_template:
+            return self.endpoint_template.format(namespace=self.namespace, group=spec.group, stage=spec.stage)
+        return None
+
+    async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        while True:
+            service = await self._service(spec)
+            definition = (await self.client.describe_task_definition(taskDefinition=service["taskDefinition"]))["taskDefinition"]
+            if _pinned(definition, spec.deployment_id) is None:
+                raise DeployError(f"ECS service {self.service_name(spec)} runs {service['taskDefinition']}, not {spec.model_version_id}")
+            if self.wait_seconds <= 0:
+                return
+            primary = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+            if primary.get("rolloutState") == "FAILED":
+                raise DeployError(f"ECS rollout failed: {primary.get('rolloutStateReason', 'no reason')}")
+            if primary.get("taskDefinition") == service["taskDefinition"] and primary.get("rolloutState") == "COMPLETED":
+                return
+            if time.monotonic() > deadline:
+                raise DeployError(f"ECS service {self.service_name(spec)} rollout not COMPLETED after {self.wait_seconds:.0f}s")
+            await asyncio.sleep(self.poll_seconds)
+
+    async def _service(self, spec: DeploySpec) -> dict[str, Any]:
+        name = self.service_name(spec)
+        found = await self.client.describe_services(cluster=self.cluster, services=[name])
+        if not found["services"]:
+            raise DeployError(f"ECS service {name} not found in cluster {self.cluster}: create it (with a serving task definition) first")
+        return found["services"][0]
+
+    def _pin(self, containers: list[dict[str, Any]], spec: DeploySpec) -> list[dict[str, Any]]:
+        names = [c["name"] for c in containers]
+        target = self.container or names[0]
+        if target not in names:
+            raise DeployError(f"no container {target!r} in the task definition (it has {names})")
+        pinned = {"MODELGATE_MODEL_URI": spec.artifact_uri, "MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
+                  "MODELGATE_DEPLOYMENT_ID": spec.deployment_id}
+        result = []
+        for container in containers:
+            if container["name"] == target:
+                env = [e for e in container.get("environment", []) if e["name"] not in pinned]
+                container = {**container, "environment": env + [{"name": k, "value": v} for k, v in pinned.items()]}
+            result.append(container)
+        return result
+
+
+def _pinned(definition: dict[str, Any], deployment_id: str) -> str | None:
+    """The container pinned to `deployment_id` in a task definition, if any."""
+    for container in definition.get("containerDefinitions", []):
+        for env in container.get("environment", []):
+            if env["name"] == "MODELGATE_DEPLOYMENT_ID" and env["value"] == deployment_id:
+                return container["name"]
+    return None

@@ -1,0 +1,191 @@
+"""Target `local`: one inference server process per deployment on this machine (python -m services.inference).
+
+A new version starts on a new port beside the old one; it must answer its health check (model loaded)
+before the stage switches to it, and only then is the old server stopped: no downtime.
+Servers are their own processes (their own session): they keep serving while the deployer restarts,
+and the deployer finds them again from the state files in `run_dir` (one JSON file per deployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+
+from services.deployer.targets.base import DeployError, DeploySpec, Target
+from shared.settings import REPO_ROOT
+
+log = structlog.get_logger()
+
+
+class LocalTarget(Target):
+    name = "local"
+
+    def __init__(self, run_dir: Path, host: str = "127.0.0.1", start_timeout: float = 60.0, stop_on_exit: bool = True):
+        self.run_dir = run_dir
+        self.host = host
+        self.start_timeout = start_timeout
+        self.stop_on_exit = stop_on_exit
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+        run_dir.mkdir(parents=True, exist_ok=True)
+
+    async def deploy(self, spec: DeploySpec) -> str:
+        known = self._state(spec.deployment_id)
+        if known and await self._is_ours(known):  # started before a crash: let it finish loading, keep it
+            try:
+                return await self._await_health(known, None)
+            except DeployError:
+                await self._stop(known)
+        elif known:
+            self._state_file(spec.deployment_id).unlink(missing_ok=True)
+        return await self._start(spec, port=known["port"] if known else _free_port())
+
+    async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
+        state = self._state(spec.deployment_id)
+        if state is None or not await self._answers(state, spec.deployment_id):
+            raise DeployError(f"the inference server of {spec.model_version_id} does not answer at {endpoint_url}")
+
+    async def retire(self, spec: DeploySpec) -> None:
+        state = self._state(spec.deployment_id)
+        if state is not None:
+            await self._stop(state)
+
+    async def reconcile(self, live: list[tuple[DeploySpec, str | None]], unfinished: set[str]) -> None:
+        keep = {spec.deployment_id for spec, _ in live} | unfinished
+        for path in sorted(self.run_dir.glob("*.json")):
+            if path.stem not in keep:  # a crash left it behind: nothing routes to it any more
+                await self._stop(json.loads(path.read_text()))
+        for spec, _url in live:
+            state = self._state(spec.deployment_id)
+            if state is None or not await self._answers(state, spec.deployment_id):
+                log.info("local_server_restarting", model_version_id=spec.model_version_id, stage=spec.stage)
+                await self._start(spec, port=state["port"] if state else _free_port())
+
+    async def close(self) -> None:
+        if self.stop_on_exit:
+            for path in sorted(self.run_dir.glob("*.json")):
+                await self._stop(json.loads(path.read_text()))
+
+    def _state_file(self, deployment_id: str) -> Path:
+        return self.run_dir / f"{deployment_id}.json"
+
+    def _state(self, deployment_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._state_file(deployment_id).read_text())
+        except FileNotFoundError:
+            return None
+
+    async def _start(self, spec: DeploySpec, port: int) -> str:
+        url = f"http://{self.host}:{port}"
+        logfile = self.run_dir / f"{spec.deployment_id}.log"
+        env = {
+            **os.environ,
+            "MODELGATE_MODEL_URI": spec.artifact_uri,
+            "MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
+            "MODELGATE_DEPLOYMENT_ID": spec.deployment_id,
+            "MODELGATE_HTTP_HOST": self.host,
+            "MODELGATE_HTTP_PORT": str(port),
+        }
+        with logfile.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.inference"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._children[spec.deployment_id] = process
+        state = {"deployment_id": spec.deployment_id, "pid": process.pid, "port": port, "url": url,
+                 "model_version_id": spec.model_version_id, "stage": spec.stage}
+        self._state_file(spec.deployment_id).write_text(json.dumps(state))
+        log.info("local_server_started", pid=process.pid, url=url, model_version_id=spec.model_version_id)
+        return await self._await_health(state, process)
+
+    async def _await_health(self, state: dict[str, Any], process: subprocess.Popen[bytes] | None) -> str:
+        """Waits for the server to answer its health check (its model loaded); stops it if it never does."""
+        logfile = self.run_dir / f"{state['deployment_id']}.log"
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not _alive(state["pid"], process):
+                self._state_file(state["deployment_id"]).unlink(missing_ok=True)
+                raise DeployError(f"the inference server exited: {_tail(logfile)}")
+            if await self._answers(state, state["deployment_id"]):
+                return state["url"]
+            await asyncio.sleep(0.1)
+        await self._stop(state)
+        raise DeployError(f"the inference server did not answer within {self.start_timeout:.0f}s: {_tail(logfile)}")
+
+    async def _is_ours(self, state: dict[str, Any]) -> bool:
+        """Whether the state's pid is still that deployment's inference server (a pid can be reused)."""
+        if not _alive(state["pid"], None):
+            return False
+        try:
+            environ = Path(f"/proc/{state['pid']}/environ").read_bytes()
+        except OSError:  # no /proc (macOS): only a server that answers proves it
+            return await self._answers(state, state["deployment_id"])
+        return f"MODELGATE_DEPLOYMENT_ID={state['deployment_id']}".encode() in environ.split(b"\0")
+
+    async def _answers(self, state: dict[str, Any], deployment_id: str) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2) as http:
+                response = await http.get(f"{state['url']}/healthz")
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        return response.status_code == 200 and body.get("deployment_id") == deployment_id
+
+    async def _stop(self, state: dict[str, Any], grace: float = 10.0) -> None:
+        deployment_id, pid = state["deployment_id"], state["pid"]
+        child = self._children.pop(deployment_id, None)
+        if child is not None or await self._is_ours(state):
+            _signal(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while _alive(pid, child) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if _alive(pid, child):
+                _signal(pid, signal.SIGKILL)
+            log.info("local_server_stopped", pid=pid, model_version_id=state.get("model_version_id"))
+        self._state_file(deployment_id).unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _alive(pid: int, child: subprocess.Popen[bytes] | None) -> bool:
+    if child is not None:
+        return child.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _tail(logfile: Path, lines: int = 5) -> str:
+    try:
+        text = logfile.read_text(errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return "no log"
+    return " | ".join(text[-lines:])[-1500:] or "no output"

@@ -1,0 +1,18 @@
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InferenceSettings(BaseSettings):
+    """Env vars are `MODELGATE_<FIELD>`; the model is pinned by MODELGATE_MODEL_URI."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="ignore")
+
+    model_uri: str = Field(description="s3://bucket/key (or a local path) of the artifact to serve.")
+    model_version_id: str = Field("", description='"<group>/<version>" of the artifact, reported in answers.')
+    deployment_id: str = Field("", description="The deployer's deployment this server belongs to.")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    log_level: str = "INFO"
+    log_format: str = "json"
+    aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
+    aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))

@@ -1,0 +1,168 @@
+"""Finding versions: filters, sort and pagination, each filter served by an index."""
+
+from __future__ import annotations
+
+import operator
+import re
+import string
+import unicodedata
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select, and_, exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from services.registrar.models import ModelVersion, VersionMetric, VersionStage, VersionTag, VersionWord
+
+_METRIC_FILTER = re.compile(r"^\s*(?P<name>[^<>=]+?)\s*(?P<op>>=|<=|==|=|>|<)\s*(?P<value>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "=": operator.eq
+}
+
+
+_ALPHABET = string.digits + string.ascii_lowercase  # the characters of words, in the order databases sort them
+
+
+def words(text: str) -> list[str]:
+    """The searchable words of a text: runs of letters and digits, lower-case, accents dropped."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+    return list(dict.fromkeys(w[:100] for w in re.findall(r"[a-z0-9]+", ascii_text)))
+
+
+def _after_words_starting_with(prefix: str) -> str | None:
+    """The first string after every word that starts with `prefix` ("holi" -> "holj"); None if no end."""
+    for i in range(len(prefix) - 1, -1, -1):
+        if prefix[i] != "z":
+            return prefix[:i] + _ALPHABET[_ALPHABET.index(prefix[i]) + 1]
+    return None
+
+
+class InvalidQuery(ValueError):
+    """A search the registrar cannot run; the message says what to fix (answered with 422)."""
+
+
+class VersionQuery(BaseModel):
+    """Filters combine with AND. Repeat `tag` and `metric` to require several."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str | None = Field(None, description="Only this model group.")
+    status: Literal["PendingManualApproval", "Approved", "Rejected"] | None = Field(None, description="Approval status.")
+    stage: str | None = Field(None, description="Versions that have reached this stage (any status)...", examples=["prod"])
+    stage_status: str | None = Field(None, description="...with this status there.", examples=["Deployed"])
+    tag: list[str] = Field(default_factory=list, description="`key=value`, or `key` for any value.", examples=[["team=risk"]])
+    metric: list[str] = Field(default_factory=list, description="`name OP number`, OP one of >= > <= < ==.", examples=[["auc>=0.9"]])
+    q: str | None = Field(
+        None,
+        min_length=1,
+        description="Words, or beginnings of words, all found in the version's description or its group's name.",
+        examples=["fraud retrain"],
+    )
+    registered_by: str | None = None
+    source: Literal["manual", "comet", "sagemaker"] | None = None
+    sort: str = Field(
+        "created_at",
+        description="`created_at`, `version` (by group, then version) or `metrics.<name>` (leaves out versions without it).",
+    )
+    order: Literal["asc", "desc"] = "desc"
+    limit: int = Field(50, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+def parse_metric_filter(text: str) -> tuple[str, str, float]:
+    match = _METRIC_FILTER.match(text)
+    if match is None:
+        raise InvalidQuery(f"metric filter {text!r} is not NAME OP NUMBER with OP one of >= > <= < ==, e.g. auc>=0.9")
+    return match["name"], match["op"], float(match["value"])
+
+
+async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[list[ModelVersion], int | None]:
+    """One page of matching versions, and the offset of the next page (None on the last one)."""
+    if session.bind.dialect.name == "postgresql":  # for a page of 50, starting workers or compiling costs more
+        await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+        await session.execute(text("SET LOCAL jit = off"))
+    stmt = await _statement(session, query)
+    rows = list(await session.scalars(stmt.limit(query.limit + 1).offset(query.offset)))
+    if len(rows) > query.limit:
+        return rows[: query.limit], query.offset + query.limit
+    return rows, None
+
+
+# A filter on metrics, tags or stages that matches fewer versions than this drives the query: its matches
+# are read from its index, then sorted. Otherwise versions are read in the order asked for, each checked
+# against the filters, until the page is full. Either way a query reads few rows; SQLite, which has no
+# statistics on values, could not tell which way is cheap by itself.
+DRIVER_ROWS = 2000
+
+
+async def _statement(session: AsyncSession, query: VersionQuery) -> Select[tuple[ModelVersion]]:
+    v = ModelVersion
+    stmt = select(v)
+    for column, wanted in ((v.group_name, query.group), (v.approval_status, query.status),
+                           (v.registered_by, query.registered_by), (v.source, query.source)):
+        if wanted is not None:
+            stmt = stmt.where(column == wanted)
+    filters = _row_filters(query)
+    driver = await _driver(session, filters) if query.sort in ("created_at", "version") else None
+    for i, (table, conditions) in enumerate(filters):
+        if i == driver:
+            stmt = stmt.where(v.id.in_(select(table.version_id).where(*conditions)))
+        else:
+            stmt = stmt.where(exists().where(table.version_id == v.id, *conditions))
+    return _sorted(stmt, query)
+
+
+Filter = tuple[Any, list[Any]]  # (VersionMetric | VersionTag | VersionStage | VersionWord, conditions on it)
+
+
+def _row_filters(query: VersionQuery) -> list[Filter]:
+    filters: list[Filter] = []
+    if query.stage or query.stage_status:
+        conditions = [VersionStage.stage == query.stage] if query.stage else []
+        if query.stage_status:
+            conditions.append(VersionStage.status == query.stage_status)
+        filters.append((VersionStage, conditions))
+    for tag in query.tag:
+        key, has_value, value = tag.partition("=")
+        if not key:
+            raise InvalidQuery(f"tag filter {tag!r} has no key: use key=value or key")
+        filters.append((VersionTag, [VersionTag.key == key, *([VersionTag.value == value] if has_value else [])]))
+    for text in query.metric:
+        name, op, number = parse_metric_filter(text)
+        filters.append((VersionMetric, [VersionMetric.name == name, _OPERATORS[op](VersionMetric.value, number)]))
+    if query.q is not None:
+        if not words(query.q):
+            raise InvalidQuery(f"q={query.q!r} has no letters or digits to search for")
+        for word in words(query.q):
+            end = _after_words_starting_with(word)
+            filters.append((VersionWord, [VersionWord.word >= word, *([VersionWord.word < end] if end else [])]))
+    return filters
+
+
+async def _driver(session: AsyncSession, filters: list[Filter]) -> int | None:
+    """The filter matching fewest versions, if it matches fewer than DRIVER_ROWS (counting stops there)."""
+    best, fewest = None, DRIVER_ROWS
+    for i, (table, conditions) in enumerate(filters):
+        capped = select(table.version_id).where(*conditions).limit(DRIVER_ROWS).subquery()
+        count = await session.scalar(select(func.count()).select_from(capped)) or 0
+        if count < fewest:
+            best, fewest = i, count
+    return best
+
+
+def _sorted(stmt: Select[tuple[ModelVersion]], query: VersionQuery) -> Select[tuple[ModelVersion]]:
+    def direction(column: Any) -> Any:
+        return column.desc() if query.order == "desc" else column.asc()
+
+    v = ModelVersion
+    if query.sort == "created_at":
+        return stmt.order_by(direction(v.created_at), direction(v.id))
+    if query.sort == "version":  # by group, then version: what the (group_name, version) index gives
+        return stmt.order_by(direction(v.group_name), direction(v.version))
+    if query.sort.startswith("metrics.") and len(query.sort) > len("metrics."):
+        by = aliased(VersionMetric)
+        stmt = stmt.join(by, and_(by.version_id == v.id, by.name == query.sort.removeprefix("metrics.")))
+        return stmt.order_by(direction(by.value), direction(v.id))
+    raise InvalidQuery(f"cannot sort by {query.sort!r}: use created_at, version or metrics.<name>")
