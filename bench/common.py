@@ -11,15 +11,19 @@ import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import psutil
 from rich.console import Console
 from rich.table import Table
 
@@ -31,6 +35,41 @@ from shared.topology import SERVICES, bucket_name, dlq_name, queue_name, topic_n
 
 console = Console()
 LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
+
+
+class WebhookReceiver:
+    """A Slack-style incoming webhook on loopback that counts what it is sent, by Idempotency-Key.
+
+    `hang_seconds` makes it answer that late (a slow or stuck receiver)."""
+
+    def __init__(self, hang_seconds: float = 0.0) -> None:
+        self.posts: list[dict] = []
+        self.keys: Counter[str] = Counter()
+        self.hang_seconds = hang_seconds
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.hang_seconds:
+                    time.sleep(receiver.hang_seconds)
+                receiver.posts.append(body)
+                receiver.keys[self.headers.get("Idempotency-Key", "")] += 1
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/team"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def free_port() -> int:
@@ -180,18 +219,63 @@ async def read_timings(client: httpx.AsyncClient, stack: Stack, journeys: Sequen
         journey.notified = notified.get(journey.model_version_id)
 
 
-async def metric(client: httpx.AsyncClient, url: str, name: str, **labels: str) -> float:
-    """The sum of a Prometheus metric's samples on a service's /metrics that carry `labels`."""
+async def metric_samples(client: httpx.AsyncClient, url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one Prometheus metric on a service's /metrics, as (labels, value)."""
     text = (await client.get(f"{url}/metrics")).text
-    total = 0.0
+    samples = []
     for line in text.splitlines():
         match = re.match(rf"^{re.escape(name)}(\{{(.*)\}})? (\S+)$", line)
-        if not match:
-            continue
-        sample = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(sample.get(k) == v for k, v in labels.items()):
-            total += float(match.group(3))
-    return total
+        if match:
+            samples.append((dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or "")), float(match.group(3))))
+    return samples
+
+
+@dataclass
+class Processes:
+    """The processes of a running system (the four services, LocalStack if known), for CPU and memory."""
+
+    by_name: dict[str, psutil.Process]
+
+    @classmethod
+    def of_stack(cls, stack: Stack, localstack_pid: int | None = None) -> Processes:
+        by_name = {service: psutil.Process(stack_mod.running_pid(stack, service)) for service in SERVICES}
+        pid = localstack_pid or listening_pid(stack.endpoint)
+        if pid:
+            by_name["localstack"] = psutil.Process(pid)
+        return cls(by_name)
+
+    def cpu_seconds(self) -> dict[str, float]:
+        out = {}
+        for name, process in self.by_name.items():
+            with suppress(psutil.Error):
+                times = process.cpu_times()
+                out[name] = times.user + times.system + sum(
+                    c.cpu_times().user + c.cpu_times().system for c in _children(process)
+                )
+        return out
+
+    def rss_mb(self) -> dict[str, float]:
+        out = {}
+        for name, process in self.by_name.items():
+            with suppress(psutil.Error):
+                out[name] = (process.memory_info().rss + sum(c.memory_info().rss for c in _children(process))) / 2**20
+        return out
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    with suppress(psutil.Error):
+        return process.children(recursive=True)
+    return []
+
+
+def listening_pid(endpoint: str) -> int | None:
+    """The pid of the process listening on the endpoint's port (needs the right to see it), or None."""
+    port = int(endpoint.rsplit(":", 1)[1].rstrip("/"))
+    with suppress(psutil.Error):
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                return conn.pid
+    return None
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from shared import metrics
 from shared.settings import ServiceSettings
 
 
@@ -49,6 +50,7 @@ class AwsClients:
             self._clients[name] = await self._stack.enter_async_context(
                 session.create_client(name, config=config, **client_kwargs(self._settings, name))
             )
+            self._clients[name].meta.events.register("before-call", _count_call)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -56,6 +58,10 @@ class AwsClients:
 
     def __getitem__(self, name: str) -> Any:
         return self._clients[name]
+
+
+def _count_call(model: Any, **_kwargs: Any) -> None:
+    metrics.AWS_CALLS.labels(model.service_model.service_name, model.name).inc()
 
 
 async def topic_arn(clients: AwsClients, settings: ServiceSettings) -> str:

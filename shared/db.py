@@ -1,14 +1,23 @@
-"""Storage every service shares: the engine, the outbox, the processed-events ledger and the unit of work."""
+"""Storage every service shares: the engine, the outbox, the processed-events ledger and the unit of work.
+
+Write through a UnitOfWork; a service's plain sessions (`runtime.sessionmaker()`) are for reading. On SQLite,
+which has one writer at a time, a process's write transactions take turns on an asyncio lock (held from
+BEGIN to COMMIT, not while a handler waits between transactions), and readers never wait (WAL).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, Text, TypeDecorator, event, select
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.util import await_only
 
+from shared import sqlite_inline
 from shared.events import Envelope, utcnow
 
 
@@ -57,7 +66,11 @@ class ProcessedEvent(Base):
 def make_engine(url: str) -> AsyncEngine:
     if not url.startswith("sqlite"):
         return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    # SQLite runs on the event loop's thread (shared.sqlite_inline): no thread hop per statement. A statement
+    # waits for a lock only when another process writes to the file, which no process should (one per file).
+    engine = create_async_engine(
+        url, connect_args={"timeout": 5}, module=AsyncAdapt_aiosqlite_dbapi(sqlite_inline, sqlite3)
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -65,17 +78,65 @@ def make_engine(url: str) -> AsyncEngine:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    turns = _Turns()
+
     @event.listens_for(engine.sync_engine, "begin")
-    def _begin_immediate(conn):  # type: ignore[no-untyped-def]
-        # Take the write lock up front: a deferred transaction that upgrades later can fail with
-        # "database is locked" without waiting for busy_timeout.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    def _begin(conn):  # type: ignore[no-untyped-def]
+        # A reader needs no lock (WAL). A writer waits for its turn, then takes the write lock up front: a
+        # deferred transaction that upgrades later can fail with "database is locked" without waiting.
+        if conn.get_execution_options().get(READER):
+            conn.exec_driver_sql("BEGIN")
+            return
+        turns.take(conn.connection.dbapi_connection)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            turns.give_back(conn.connection.dbapi_connection)
+            raise
+
+    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _end(conn):  # type: ignore[no-untyped-def]
+        turns.give_back(conn.connection.dbapi_connection)
+
+    @event.listens_for(engine.sync_engine.pool, "checkin")
+    @event.listens_for(engine.sync_engine.pool, "invalidate")
+    def _returned(dbapi_conn, *_args):  # type: ignore[no-untyped-def]
+        turns.give_back(dbapi_conn)  # a transaction that ended without commit or rollback (cancelled, broken)
 
     return engine
+
+
+READER = "modelgate_reader"
+
+
+class _Turns:
+    """SQLite has one writer at a time: a process's write transactions take turns here, in order, instead of
+    busy-waiting in SQLite (which would block the event loop: see shared.sqlite_inline)."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._holder: object | None = None
+
+    def take(self, holder: object) -> None:  # runs inside SQLAlchemy's greenlet, so it may await
+        await_only(self._lock.acquire())
+        self._holder = holder
+
+    def give_back(self, holder: object) -> None:
+        # The "commit" event comes just before the commit itself, which runs inline (no await in between):
+        # the next writer starts after it.
+        if holder is not None and self._holder is holder:
+            self._holder = None
+            self._lock.release()
+
+
+def reading(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for sessions that only read: on SQLite they begin without the write lock."""
+    return engine.execution_options(**{READER: True})
 
 
 async def create_tables(engine: AsyncEngine) -> None:
@@ -90,9 +151,14 @@ class UnitOfWork:
         self._sessionmaker = sessionmaker
         self._outbox_signal = outbox_signal
         self._published = False
+        bind = sessionmaker.kw.get("bind")
+        if bind is not None and bind.get_execution_options().get(READER):  # a service's sessionmaker reads
+            self._writing = {"bind": bind.execution_options(**{READER: False})}
+        else:
+            self._writing = {}
 
     async def __aenter__(self) -> UnitOfWork:
-        self.session = self._sessionmaker()
+        self.session = self._sessionmaker(**self._writing)
         self._published = False
         return self
 

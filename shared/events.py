@@ -84,10 +84,10 @@ class ApprovalRequestedPayload(VersionRef):
     decide_url: str | None = None
     decide_command: str | None = None
     console_url: str | None = None
-    approved_by: list[str] = []
-    escalated: bool = False
+    approved_by: list[str] = []  # approvals so far (a stage may need several)
+    escalated: bool = False  # asked again, now of approver_group, after escalated_from_group let it expire
     escalated_from_group: str | None = None
-    supersedes: list[str] = []
+    supersedes: list[str] = []  # versions whose pending request for this stage this one closed
 
 
 class ApprovalDecidedPayload(VersionRef):
@@ -100,8 +100,8 @@ class ApprovalDecidedPayload(VersionRef):
     artifact_uri: str
     comment: str | None = None
     rollback: bool = False
-    expired: bool = False
-    superseded_by: str | None = None
+    expired: bool = False  # rejected because nobody decided in time
+    superseded_by: str | None = None  # rejected because this newer version was asked about the stage
 
 
 class DeployedPayload(VersionRef):

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
 from shared.bus import Outgoing, Publisher
-from shared.db import OutboxRow
+from shared.db import OutboxRow, UnitOfWork
 from shared.events import utcnow
 
 log = structlog.get_logger()
@@ -58,24 +58,43 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publishes one batch; returns how many events were published."""
-        async with self._sessionmaker() as session, session.begin():
-            query = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(self._batch)
-            if session.bind.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = (await session.scalars(query)).all()
-            if not rows:
-                metrics.OUTBOX_PENDING.set(0)
-                return 0
-            accepted = await self._publisher.publish_messages([Outgoing(r.event_id, r.event_type, r.body) for r in rows])
+        if self._claims_rows:  # PostgreSQL: replicas share the table; each holds the rows it publishes
+            async with self._sessionmaker() as session, session.begin():
+                rows = await self._pending(session)
+                accepted = await self._publish(rows)
+                await self._mark_published(session, accepted)
+        else:  # SQLite: one process per file; publish outside any transaction, so writers never wait on SNS
+            async with self._sessionmaker() as session:
+                rows = await self._pending(session)
+            accepted = await self._publish(rows)
             if accepted:
-                await session.execute(
-                    update(OutboxRow).where(OutboxRow.event_id.in_(accepted)).values(published_at=utcnow())
-                )
+                async with UnitOfWork(self._sessionmaker) as uow:
+                    await self._mark_published(uow.session, accepted)
+                    await uow.commit()
         if len(rows) == self._batch:
             await self._count_pending()
         else:
             metrics.OUTBOX_PENDING.set(len(rows) - len(accepted))
         return len(accepted)
+
+    @property
+    def _claims_rows(self) -> bool:
+        return self._sessionmaker.kw["bind"].dialect.name == "postgresql"
+
+    async def _pending(self, session: AsyncSession) -> list[OutboxRow]:
+        query = select(OutboxRow).where(OutboxRow.published_at.is_(None)).order_by(OutboxRow.id).limit(self._batch)
+        if self._claims_rows:
+            query = query.with_for_update(skip_locked=True)
+        return list((await session.scalars(query)).all())
+
+    async def _publish(self, rows: list[OutboxRow]) -> set[str]:
+        if not rows:
+            return set()
+        return await self._publisher.publish_messages([Outgoing(r.event_id, r.event_type, r.body) for r in rows])
+
+    async def _mark_published(self, session: AsyncSession, event_ids: set[str]) -> None:
+        if event_ids:
+            await session.execute(update(OutboxRow).where(OutboxRow.event_id.in_(event_ids)).values(published_at=utcnow()))
 
     async def _count_pending(self) -> None:
         async with self._sessionmaker() as session:

@@ -18,7 +18,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from shared import aws
 from shared.aws import AwsClients
 from shared.bus import Consumer, Handler, Publisher
-from shared.db import UnitOfWork, make_engine
+from shared.db import UnitOfWork, make_engine, reading
 from shared.http import health_router
 from shared.logging import configure_logging
 from shared.migrations import prepare_database
@@ -82,7 +82,7 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
         runtime = Runtime(
             settings=settings,
             engine=engine,
-            sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+            sessionmaker=async_sessionmaker(reading(engine), expire_on_commit=False),
             aws=clients,
             publisher=Publisher(clients["sns"], topic_arn),
         )

@@ -34,7 +34,7 @@ class ApprovalRequest(Base):
         UniqueConstraint("model_version_id", "stage"),
         # At most one open request per group and stage where newer versions supersede older ones:
         # "open" while pending on such a stage, NULL otherwise (NULLs never collide).
-        UniqueConstraint("group_name", "stage", "open_slot", name="uq_approval_requests_open_slot"),
+        Index("uq_approval_requests_open_slot", "group_name", "stage", "open_slot", unique=True),
         Index("ix_approval_requests_status_expires_at", "status", "expires_at"),
     )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)

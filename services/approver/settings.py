@@ -1,8 +1,11 @@
 from datetime import timedelta
 from pathlib import Path
 
-from pydantic import Field
+from typing import Any
 
+from pydantic import Field, field_validator
+
+from services.approver.policy import parse_duration
 from shared.settings import ServiceSettings
 
 DEFAULT_POLICY = Path(__file__).with_name("policy.yaml")
@@ -21,8 +24,13 @@ class ApproverSettings(ServiceSettings):
     hmac_secret_name: str = Field(
         "", description="Secrets Manager secret holding the decision-link key; default <namespace>/approver/hmac-key."
     )
-    link_ttl: timedelta = Field(timedelta(hours=24), description="How long a decision link stays valid (seconds).")
+    link_ttl: timedelta = Field(timedelta(hours=24), description="How long a decision link stays valid: 30m, 24h, 2d.")
     expiry_check_seconds: float = Field(30.0, gt=0, description="How often pending requests are checked for expiry.")
+
+    @field_validator("link_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)

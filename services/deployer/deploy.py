@@ -204,7 +204,7 @@ async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOp
 
 
 async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions) -> None:
-    spec = _spec(deployment)
+    spec = spec_of(deployment)
     target = _target_named(targets, deployment.target)
     tries = 0
 
@@ -240,7 +240,7 @@ async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mappi
         return
     previous = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
     if previous is not None and (old_target := _target_named(targets, previous.target)) is not None:
-        await _quietly(old_target.retire(_spec(previous)), "retire_previous_deployment")
+        await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
 
 
 async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime) -> None:
@@ -346,7 +346,7 @@ async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, t
     return True
 
 
-def _spec(d: Deployment) -> DeploySpec:
+def spec_of(d: Deployment) -> DeploySpec:
     return DeploySpec(d.id, d.group_name, d.stage, d.version, d.model_version_id, d.artifact_uri)
 
 

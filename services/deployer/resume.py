@@ -9,7 +9,14 @@ from typing import Any
 
 import structlog
 
-from services.deployer.deploy import DeployOptions, _spec, live_deployments, open_deployment_ids, open_stages, run_stage
+from services.deployer.deploy import (
+    DeployOptions,
+    live_deployments,
+    open_deployment_ids,
+    open_stages,
+    run_stage,
+    spec_of,
+)
 from services.deployer.targets import Target
 from shared.service import Runtime
 
@@ -60,7 +67,7 @@ async def _reconcile(runtime: Runtime, targets: Mapping[str, Target]) -> None:
             live = await live_deployments(uow)
             unfinished = await open_deployment_ids(uow)
         for target in {id(t): t for t in targets.values()}.values():
-            await target.reconcile([(_spec(d), d.endpoint_url) for d in live if d.target == target.name], unfinished)
+            await target.reconcile([(spec_of(d), d.endpoint_url) for d in live if d.target == target.name], unfinished)
     except asyncio.CancelledError:
         raise
     except Exception as exc:

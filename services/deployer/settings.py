@@ -38,8 +38,8 @@ class DeployerSettings(ServiceSettings):
     ecs_wait_seconds: float = Field(900.0, description="Target ecs: time for the rollout to complete; 0: do not wait.")
     ecs_poll_seconds: float = 10.0
 
-    def model_post_init(self, __context: object) -> None:
-        super().model_post_init(__context)
+    def model_post_init(self, context: object, /) -> None:
+        super().model_post_init(context)
         if self.local_run_dir is None:
             self.local_run_dir = REPO_ROOT / "var" / "inference" / self.namespace
 

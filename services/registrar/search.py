@@ -129,8 +129,8 @@ def _row_filters(query: VersionQuery) -> list[Filter]:
         if not key:
             raise InvalidQuery(f"tag filter {tag!r} has no key: use key=value or key")
         filters.append((VersionTag, [VersionTag.key == key, *([VersionTag.value == value] if has_value else [])]))
-    for text in query.metric:
-        name, op, number = parse_metric_filter(text)
+    for threshold in query.metric:
+        name, op, number = parse_metric_filter(threshold)
         filters.append((VersionMetric, [VersionMetric.name == name, _OPERATORS[op](VersionMetric.value, number)]))
     if query.q is not None:
         if not words(query.q):

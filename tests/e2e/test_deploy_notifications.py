@@ -68,8 +68,10 @@ async def test_email_and_webhook_deliveries_arrive_once_each(system, webhook):
         sns = boto_client("sns", system.endpoint)
         envelope = {"event_type": "Deployed", "event_id": deployed["event_id"], "producer": "deployer",
                     "correlation_id": f"{group}/1", "occurred_at": deployed["occurred_at"], "payload": deployed["payload"]}
-        sns.publish(  # the same Deployed event once more, as a redelivery would bring itTopicArn=sns.create_topic(Name=topic_name(system.namespace))["TopicArn"], Message=json.dumps(envelope),
-                    MessageAttributes={"event_type": {"DataType": "String", "StringValue": "Deployed"}})
+        sns.publish(  # the same Deployed event once more, as a redelivery would bring it
+            TopicArn=sns.create_topic(Name=topic_name(system.namespace))["TopicArn"], Message=json.dumps(envelope),
+            MessageAttributes={"event_type": {"DataType": "String", "StringValue": "Deployed"}},
+        )
 
         async def repeat_seen() -> bool:
             return duplicates((await client.get(metrics_url)).text) >= before + 1

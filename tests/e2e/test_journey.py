@@ -35,18 +35,22 @@ async def stage_status(client: httpx.AsyncClient, stack, group: str, version: in
 
 
 async def test_twenty_concurrent_versions_all_reach_dev_each_deployed_and_announced_once(system, webhook):
+    # Twenty models (one group each), so no approval supersedes another: within one group, the newer
+    # version wins a stage and older concurrent approvals are recorded as superseded (tests/e2e/test_deploy_*).
     artifact = upload_artifact(system, "fraud/model.bin")
+    groups = [f"fraud-{n:02d}" for n in range(20)]
     async with httpx.AsyncClient(timeout=30) as client:
-        registered = await asyncio.gather(*(register(client, system, "fraud", artifact) for _ in range(20)))
-        assert sorted(r["version"] for r in registered) == list(range(1, 21))
+        registered = await asyncio.gather(*(register(client, system, group, artifact) for group in groups))
+        assert {r["model_version_id"] for r in registered} == {f"{group}/1" for group in groups}
 
         async def all_deployed():
-            statuses = await asyncio.gather(*(stage_status(client, system, "fraud", v, "dev") for v in range(1, 21)))
+            statuses = await asyncio.gather(*(stage_status(client, system, group, 1, "dev") for group in groups))
             return all(s == "Deployed" for s in statuses)
 
         await eventually(all_deployed, timeout=90, interval=0.5)
-        deployments = (await client.get(f"{system.url('deployer')}/v1/deployments", params={"group": "fraud"})).json()
-        assert Counter(d["model_version_id"] for d in deployments) == {f"fraud/{v}": 1 for v in range(1, 21)}
+        deployments = (await client.get(f"{system.url('deployer')}/v1/deployments")).json()
+        deployed = Counter(d["model_version_id"] for d in deployments if d["status"] == "Deployed")
+        assert deployed == {f"{group}/1": 1 for group in groups}
 
         async def all_announced():  # decided, deployed, test approval requested: three per version
             return len(webhook.posts) >= 60
@@ -55,12 +59,14 @@ async def test_twenty_concurrent_versions_all_reach_dev_each_deployed_and_announ
         await asyncio.sleep(1)  # nothing more should arrive
         assert len(webhook.posts) == 60
         assert len({p["event_id"] for p in webhook.posts}) == 60
-        history = (await client.get(f"{system.url('registrar')}/v1/groups/fraud/versions/7/history")).json()
+        history = (await client.get(f"{system.url('registrar')}/v1/groups/fraud-07/versions/1/history")).json()
         assert [e["event_type"] for e in history] == ["ModelRegistered", "ApprovalDecided", "Deployed", "ApprovalRequested"]
-        assert len({e["payload"]["model_version_id"] for e in history}) == 1
+        assert {e["payload"]["model_version_id"] for e in history} == {"fraud-07/1"}
 
-    pointer = json.loads(boto_client("ssm", system.endpoint).get_parameter(Name=parameter_name("fraud", "dev"))["Parameter"]["Value"])
-    assert pointer["model_version_id"].startswith("fraud/") and pointer["artifact_uri"] == artifact
+    ssm = boto_client("ssm", system.endpoint)
+    for group in groups:
+        pointer = json.loads(ssm.get_parameter(Name=parameter_name(group, "dev"))["Parameter"]["Value"])
+        assert pointer["model_version_id"] == f"{group}/1" and pointer["artifact_uri"] == artifact
 
 
 async def test_a_person_approves_test_over_http_and_it_deploys(system):

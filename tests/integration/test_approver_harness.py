@@ -27,7 +27,15 @@ from services.approver.models import ApprovalRequest
 from services.approver.policy import Policy, load_policy
 from services.approver.settings import DEFAULT_POLICY, ApproverSettings
 from shared.db import OutboxRow, UnitOfWork, make_engine
-from shared.events import Deployed, DeployedPayload, Envelope, ModelRegistered, ModelRegisteredPayload, parse_event, utcnow
+from shared.events import (
+    Deployed,
+    DeployedPayload,
+    Envelope,
+    ModelRegistered,
+    ModelRegisteredPayload,
+    parse_event,
+    utcnow,
+)
 from shared.migrations import prepare_database
 from shared.service import Runtime
 

@@ -3,16 +3,20 @@ N distinct approvers, self-approval, expiry and escalation, supersession, and th
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.approver.approvals import DecisionRefused
+from services.approver.expiry import expiry_loop
 from services.approver.models import ApprovalRequest
 from shared.events import utcnow
-from tests.integration.test_approver_harness import Approver, write_policy
+from tests.helpers import eventually
+from tests.integration.test_approver_harness import URLS, Approver, write_policy
 
 
 @pytest.fixture
@@ -271,3 +275,26 @@ async def test_the_audit_trail_filters_by_time_range(approver):
     assert await approver.audit(model_version_id="fraud/1", until=before) == []
     assert len(await approver.audit(group="fraud")) == 2
     assert await approver.audit(group="fra") == []
+
+
+async def test_the_background_loop_expires_what_is_due_and_stops_when_told(approver, tmp_path):
+    approver.policy = write_policy(
+        tmp_path,
+        [
+            {"name": "dev", "approval": "automatic", "thresholds": {"auc": ">= 0.8"}},
+            {"name": "test", "approval": "manual", "group": "ml-leads", "expires_after": "1s", "on_expiry": "reject"},
+        ],
+    )
+    await approver.register("fraud", 1)
+    await approver.deployed("fraud", 1, "dev")
+    runtime = SimpleNamespace(settings=SimpleNamespace(expiry_check_seconds=0.05), uow=approver.uow)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(expiry_loop(runtime, stop, approver.policy, URLS))
+
+    async def rejected() -> bool:
+        return (await approver.request("fraud/1", "test")).status == "Rejected"
+
+    await eventually(rejected, timeout=20)
+    stop.set()
+    await asyncio.wait_for(loop, timeout=10)
+    assert (await approver.published("ApprovalDecided"))[-1].payload.expired

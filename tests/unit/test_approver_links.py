@@ -54,7 +54,7 @@ def test_a_short_key_is_refused():
 class FakeSecretsManager:
     """Secrets Manager's calls the approver makes, including the race of two replicas creating the key."""
 
-    class exceptions:  # noqa: N801 (botocore's shape)
+    class exceptions:
         class ResourceNotFoundException(Exception):
             pass
 
@@ -65,12 +65,12 @@ class FakeSecretsManager:
         self.secrets: dict[str, str] = {}
         self.lose_race = lose_race
 
-    async def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803
+    async def get_secret_value(self, SecretId: str) -> dict:
         if SecretId not in self.secrets:
             raise self.exceptions.ResourceNotFoundException(SecretId)
         return {"SecretString": self.secrets[SecretId]}
 
-    async def create_secret(self, Name: str, SecretString: str, **_: object) -> dict:  # noqa: N803
+    async def create_secret(self, Name: str, SecretString: str, **_: object) -> dict:
         if self.lose_race:
             self.secrets[Name] = "the-other-replicas-key-0123456789abcdef"
         if Name in self.secrets:

@@ -11,7 +11,13 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.deployer.deploy import DeployOptions, RollbackRefused, on_approval_decided, request_rollback, run_stage
+from services.deployer.deploy import (
+    DeployOptions,
+    RollbackRefused,
+    on_approval_decided,
+    request_rollback,
+    run_stage,
+)
 from services.deployer.models import Deployment, Stage
 from services.deployer.targets import DeployError, DeploySpec, Target
 from shared.bus import Skip
@@ -113,7 +119,7 @@ async def test_an_older_approval_arriving_after_a_newer_one_is_recorded_as_super
     statuses = {d.model_version_id: d.status for d in await deployer.deployments()}
     assert statuses == {"fraud/2": "Deployed", "fraud/1": "Superseded"}
     assert deployer.target.deployed == ["fraud/2"] and deployer.pointer()["model_version_id"] == "fraud/2"
-    superseded = [d for d in await deployer.deployments() if d.status == "Superseded"][0]
+    superseded = next(d for d in await deployer.deployments() if d.status == "Superseded")
     assert "fraud/2" in superseded.reason
 
 

@@ -40,6 +40,7 @@ async def test_a_comet_that_does_not_answer_is_a_502(client, monkeypatch) -> Non
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     monkeypatch.setenv("COMET_API_KEY", "some-key")
+    monkeypatch.setenv("COMET_HTTP_SESSION_RETRY_TOTAL", "0")  # comet_ml retries for seconds otherwise
     monkeypatch.setenv("COMET_URL_OVERRIDE", f"http://127.0.0.1:{closed_port}/clientlib/")
     async with client:
         response = await client.post("/v1/groups/fraud/versions/comet", json=BODY)

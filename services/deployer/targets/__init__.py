@@ -10,7 +10,7 @@ from services.deployer.targets.ecs import EcsTarget
 from services.deployer.targets.local import LocalTarget
 from services.deployer.targets.sagemaker import SageMakerTarget
 
-__all__ = ["DeployError", "DeploySpec", "Target", "ParameterStoreTarget", "LocalTarget", "SageMakerTarget", "EcsTarget", "build_targets"]
+__all__ = ["DeployError", "DeploySpec", "EcsTarget", "LocalTarget", "ParameterStoreTarget", "SageMakerTarget", "Target", "build_targets"]
 
 
 def build_targets(settings: DeployerSettings, aws: Any) -> dict[str, Target]:

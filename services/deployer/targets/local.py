@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 import structlog
@@ -65,11 +66,15 @@ class LocalTarget(Target):
         for path in sorted(self.run_dir.glob("*.json")):
             if path.stem not in keep:  # a crash left it behind: nothing routes to it any more
                 await self._stop(json.loads(path.read_text()))
-        for spec, _url in live:
+        for spec, url in live:
             state = self._state(spec.deployment_id)
             if state is None or not await self._answers(state, spec.deployment_id):
                 log.info("local_server_restarting", model_version_id=spec.model_version_id, stage=spec.stage)
-                await self._start(spec, port=state["port"] if state else _free_port())
+                port = state["port"] if state else urlparse(url).port if url else None
+                try:
+                    await self._start(spec, port=port or _free_port())  # at its old address, which people know
+                except DeployError as exc:
+                    log.error("local_server_not_restarted", model_version_id=spec.model_version_id, reason=str(exc))
 
     async def close(self) -> None:
         if self.stop_on_exit:

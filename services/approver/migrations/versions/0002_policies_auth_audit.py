@@ -21,24 +21,26 @@ Timestamp = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("approval_requests") as batch:
-        batch.add_column(sa.Column("group_name", sa.String(200), nullable=False, server_default=""))
-        batch.add_column(sa.Column("version", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("checks", sa.JSON(), nullable=False, server_default="[]"))
-        batch.add_column(sa.Column("expires_at", Timestamp, nullable=True))
-        batch.add_column(sa.Column("escalated_to", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("open_slot", sa.String(10), nullable=True))
-        batch.add_column(sa.Column("closed_reason", sa.Text(), nullable=True))
-        batch.add_column(sa.Column("superseded_by", sa.String(220), nullable=True))
-        batch.create_unique_constraint("uq_approval_requests_open_slot", ["group_name", "stage", "open_slot"])
-        batch.create_index("ix_approval_requests_status_expires_at", ["status", "expires_at"])
+    # Plain ADD COLUMN and CREATE INDEX: SQLite would otherwise copy approval_requests, which votes refers to.
+    for column in (
+        sa.Column("group_name", sa.String(200), nullable=False, server_default=""),
+        sa.Column("version", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("checks", sa.JSON(), nullable=False, server_default="[]"),
+        sa.Column("expires_at", Timestamp, nullable=True),
+        sa.Column("escalated_to", sa.String(200), nullable=True),
+        sa.Column("open_slot", sa.String(10), nullable=True),
+        sa.Column("closed_reason", sa.Text(), nullable=True),
+        sa.Column("superseded_by", sa.String(220), nullable=True),
+    ):
+        op.add_column("approval_requests", column)
+    op.create_index("uq_approval_requests_open_slot", "approval_requests", ["group_name", "stage", "open_slot"], unique=True)
+    op.create_index("ix_approval_requests_status_expires_at", "approval_requests", ["status", "expires_at"])
     op.execute(
         """UPDATE approval_requests SET
              group_name = (SELECT k.group_name FROM known_versions k WHERE k.model_version_id = approval_requests.model_version_id),
              version = (SELECT k.version FROM known_versions k WHERE k.model_version_id = approval_requests.model_version_id)"""
     )
-    with op.batch_alter_table("votes") as batch:
-        batch.add_column(sa.Column("via", sa.String(20), nullable=False, server_default="token"))
+    op.add_column("votes", sa.Column("via", sa.String(20), nullable=False, server_default="token"))
 
     op.create_table(
         "approvers",
@@ -82,10 +84,10 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
     op.drop_table("used_links")
     op.drop_table("approvers")
-    with op.batch_alter_table("votes") as batch:
+    with op.batch_alter_table("votes", recreate="never") as batch:
         batch.drop_column("via")
-    with op.batch_alter_table("approval_requests") as batch:
-        batch.drop_index("ix_approval_requests_status_expires_at")
-        batch.drop_constraint("uq_approval_requests_open_slot", type_="unique")
+    op.drop_index("ix_approval_requests_status_expires_at", "approval_requests")
+    op.drop_index("uq_approval_requests_open_slot", "approval_requests")
+    with op.batch_alter_table("approval_requests", recreate="never") as batch:
         for column in ("superseded_by", "closed_reason", "open_slot", "escalated_to", "expires_at", "checks", "version", "group_name"):
             batch.drop_column(column)

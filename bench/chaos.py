@@ -1,0 +1,286 @@
+"""Chaos: journeys keep their promises while services are killed (kill -9) or AWS stops answering.
+
+    python -m bench.chaos --journeys 1000                # kill -9 a random service every 3 s, restart it
+    python -m bench.chaos --journeys 300 --pause 20      # SIGSTOP LocalStack for 20 s mid-run, then SIGCONT
+
+Each run has a private LocalStack (pausing the shared one would stop everyone's tests). A journey ends when
+its version is Deployed to dev and the test approval is requested. Counted at the end: every journey at
+its end state, one deployment per version, exactly one delivery per event and channel in the notifier's
+log, and what the webhook receiver got (the same Idempotency-Key twice is a repeat a receiver drops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench.common import (
+    WebhookReceiver,
+    console,
+    new_stack,
+    private_localstack,
+    running_system,
+    table,
+    upload_artifact,
+)
+from modelgate import stack as stack_mod
+from modelgate.stack import Stack
+from shared.topology import SERVICES
+
+GROUPS = 5
+EVENTS_PER_JOURNEY = 3  # notified: ApprovalDecided(dev), Deployed(dev), ApprovalRequested(test)
+
+
+@dataclass
+class ChaosReport:
+    journeys: int
+    registered: int = 0
+    at_end_state: int = 0
+    deployed_twice: int = 0
+    history_repeats: int = 0
+    deliveries_expected: int = 0
+    deliveries_sent: int = 0
+    deliveries_missing: int = 0
+    deliveries_duplicated: int = 0
+    webhook_distinct: int = 0
+    webhook_repeats: int = 0
+    kills: Counter[str] = field(default_factory=Counter)
+    not_ready_seen: dict[str, bool] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.at_end_state == self.journeys
+            and self.deployed_twice == 0
+            and self.history_repeats == 0
+            and self.deliveries_missing == 0
+            and self.deliveries_duplicated == 0
+            and self.webhook_distinct == self.deliveries_expected
+        )
+
+    def rows(self) -> list[tuple[str, object]]:
+        rows: list[tuple[str, object]] = [
+            ("journeys registered", f"{self.registered} / {self.journeys}"),
+            ("journeys at their end state (Deployed dev, test requested)", f"{self.at_end_state} / {self.journeys}"),
+            ("versions deployed more than once", self.deployed_twice),
+            ("events recorded twice in a history", self.history_repeats),
+            ("notifications expected (webhook)", self.deliveries_expected),
+            ("  sent, per the notifier's delivery log", self.deliveries_sent),
+            ("  missing", self.deliveries_missing),
+            ("  recorded twice", self.deliveries_duplicated),
+            ("  received by the webhook (distinct Idempotency-Key)", self.webhook_distinct),
+            ("  repeated POSTs with the same key (dropped by the receiver)", self.webhook_repeats),
+        ]
+        if self.kills:
+            rows.append(("kill -9", ", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items()))))
+        for service, seen in sorted(self.not_ready_seen.items()):
+            rows.append((f"/readyz of {service} reported the outage", "yes" if seen else "no"))
+        rows.append(("seconds", f"{self.seconds:.0f}"))
+        return rows
+
+
+class Chaos:
+    def __init__(self, stack: Stack, webhook: WebhookReceiver, journeys: int, rate: float):
+        self.stack, self.webhook, self.journeys, self.rate = stack, webhook, journeys, rate
+        self.report = ChaosReport(journeys)
+        self.versions: dict[int, tuple[str, int]] = {}  # journey -> (group, version)
+        self.registering_done = asyncio.Event()
+
+    async def register_all(self, client: httpx.AsyncClient, artifact: str, deadline: float) -> None:
+        """Registers every journey at `rate`, each retried (same Idempotency-Key) until the registrar takes it."""
+        started = time.monotonic()
+
+        async def one(i: int) -> None:
+            group = f"chaos-{i % GROUPS}"
+            body = {"artifact_uri": artifact, "registered_by": "chaos", "metrics": {"auc": 0.93}}
+            while time.monotonic() < deadline:
+                try:
+                    response = await client.post(
+                        f"{self.stack.url('registrar')}/v1/groups/{group}/versions",
+                        json=body, headers={"Idempotency-Key": f"{self.stack.namespace}-{i}"},
+                    )
+                    if response.status_code == 201:
+                        self.versions[i] = (group, response.json()["version"])
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+
+        tasks = []
+        for i in range(self.journeys):
+            await asyncio.sleep(max(0.0, started + i / self.rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+        self.report.registered = len(self.versions)
+        self.registering_done.set()
+
+    async def kill_now_and_then(self, every: float, rng: random.Random) -> None:
+        """kill -9 a random service every `every` seconds and start it again, until registering is done."""
+        while not self.registering_done.is_set():
+            try:
+                await asyncio.wait_for(self.registering_done.wait(), timeout=every)
+                return
+            except TimeoutError:
+                pass
+            service = rng.choice(SERVICES)
+            pid = stack_mod.running_pid(self.stack, service)
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                await asyncio.to_thread(_reap, pid)
+                self.report.kills[service] += 1
+            self.stack.pidfile(service).unlink(missing_ok=True)
+            await asyncio.to_thread(stack_mod.start_service, self.stack, service)
+            await asyncio.to_thread(stack_mod.wait_ready, self.stack, service, 60.0)
+
+    async def pause_aws(self, client: httpx.AsyncClient, localstack_pid: int, after: float, seconds: float) -> None:
+        """SIGSTOP LocalStack `after` s into the run for `seconds`, watching every service's /readyz meanwhile."""
+        await asyncio.sleep(after)
+        seen = dict.fromkeys(SERVICES, False)
+        os.kill(localstack_pid, signal.SIGSTOP)
+        try:
+            until = time.monotonic() + seconds
+            while time.monotonic() < until:
+                for service in SERVICES:
+                    try:
+                        response = await client.get(f"{self.stack.url(service)}/readyz", timeout=2)
+                        seen[service] |= response.status_code == 503
+                    except httpx.HTTPError:
+                        pass
+                await asyncio.sleep(1)
+        finally:
+            os.kill(localstack_pid, signal.SIGCONT)
+        self.report.not_ready_seen = seen
+
+    async def wait_for_end_states(self, client: httpx.AsyncClient, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if await self._count_end_states(client) == self.journeys:
+                return
+            await asyncio.sleep(2)
+
+    async def _count_end_states(self, client: httpx.AsyncClient) -> int:
+        done = 0
+        for group in {g for g, _v in self.versions.values()}:
+            response = await client.get(f"{self.stack.url('registrar')}/v1/groups/{group}/versions", params={"limit": 1000})
+            records = response.json()
+            records = records["items"] if isinstance(records, dict) else records
+            done += sum(1 for r in records if r["stages"].get("dev") == "Deployed" and r["stages"].get("test"))
+        self.report.at_end_state = done
+        return done
+
+    async def count(self, client: httpx.AsyncClient) -> None:
+        report = self.report
+        await self._count_end_states(client)
+        deployments = Counter()
+        for group in {g for g, _v in self.versions.values()}:
+            for d in (await client.get(f"{self.stack.url('deployer')}/v1/deployments", params={"group": group})).json():
+                if d["stage"] == "dev":
+                    deployments[d["model_version_id"]] += 1
+        report.deployed_twice = sum(1 for n in deployments.values() if n > 1)
+        for group, version in self.versions.values():
+            url = f"{self.stack.url('registrar')}/v1/groups/{group}/versions/{version}/history"
+            history = (await client.get(url)).json()
+            kinds = Counter((e["event_type"], e["payload"].get("stage")) for e in history)
+            report.history_repeats += sum(n - 1 for n in kinds.values() if n > 1)
+        rows = (await client.get(f"{self.stack.url('notifier')}/v1/deliveries", params={"channel": "webhook"})).json()
+        per_event = Counter(r["event_id"] for r in rows if r["correlation_id"].startswith("chaos-"))
+        sent = sum(1 for r in rows if r["status"] == "sent" and r["correlation_id"].startswith("chaos-"))
+        report.deliveries_expected = EVENTS_PER_JOURNEY * self.journeys
+        report.deliveries_sent = sent
+        report.deliveries_missing = max(0, report.deliveries_expected - sent)
+        report.deliveries_duplicated = sum(n - 1 for n in per_event.values() if n > 1)
+        keys = [k for k in self.webhook.keys if k]
+        report.webhook_distinct = len(keys)
+        report.webhook_repeats = sum(self.webhook.keys[k] - 1 for k in keys)
+
+
+def _reap(pid: int) -> None:
+    """Waits until a killed service is gone (it is our child when we started it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+        time.sleep(0.05)
+
+
+async def run_chaos(
+    endpoint: str,
+    journeys: int,
+    rate: float = 10.0,
+    kill_every: float | None = 3.0,
+    pause: tuple[int, float, float] | None = None,  # (LocalStack pid, after seconds, for seconds)
+    timeout: float = 600.0,
+    seed: int = 7,
+    extra_env: dict[str, str] | None = None,
+) -> ChaosReport:
+    webhook = WebhookReceiver()
+    stack = new_stack(endpoint, "chaos", {
+        "MODELGATE_WEBHOOK_URL": webhook.url,
+        "MODELGATE_POLL_WAIT_SECONDS": "5",
+        **(extra_env or {}),
+    })
+    started = time.monotonic()
+    try:
+        with running_system(stack):
+            chaos = Chaos(stack, webhook, journeys, rate)
+            artifact = upload_artifact(stack, "chaos/model.bin")
+            deadline = started + timeout
+            async with httpx.AsyncClient(timeout=60) as client:
+                work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
+                if kill_every:
+                    work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed))))
+                if pause:
+                    work.append(asyncio.create_task(chaos.pause_aws(client, *pause)))
+                await asyncio.gather(*work)
+                await chaos.wait_for_end_states(client, deadline)
+                await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
+                await chaos.count(client)
+    finally:
+        webhook.close()
+    chaos.report.seconds = time.monotonic() - started
+    return chaos.report
+
+
+def print_report(report: ChaosReport, title: str) -> None:
+    console.print(table(title, ["", "count"], report.rows()))
+    console.print("[green]PASS[/]: every journey kept its promises" if report.ok else "[red]FAIL[/]")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--journeys", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=10.0, help="registrations per second (default 10)")
+    parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills; 0: no kills")
+    parser.add_argument("--pause", type=float, default=0.0, help="SIGSTOP LocalStack this many seconds (e.g. 20)")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args()
+    with private_localstack() as localstack:
+        pause = (localstack.pid, 5.0, args.pause) if args.pause else None
+        report = asyncio.run(run_chaos(
+            localstack.endpoint, args.journeys, args.rate, args.kill_every or None, pause, args.timeout
+        ))
+    what = []
+    if args.kill_every:
+        what.append(f"kill -9 every {args.kill_every:g} s")
+    if args.pause:
+        what.append(f"LocalStack stopped for {args.pause:g} s")
+    print_report(report, f"chaos: {args.journeys} journeys, {', '.join(what)}")
+    raise SystemExit(0 if report.ok else 1)
+
+
+if __name__ == "__main__":
+    main()
