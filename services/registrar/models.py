@@ -60,7 +60,7 @@ class ModelVersion(Base):
 
 class VersionMetric(Base):
     __tablename__ = "version_metrics"
-    __table_args__ = (Index("ix_version_metrics_name_value", "name", "value"),)
+    __table_args__ = (Index("ix_version_metrics_name_value", "name", "value", "version_id"),)
     version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[float] = mapped_column(Double)
@@ -68,7 +68,7 @@ class VersionMetric(Base):
 
 class VersionTag(Base):
     __tablename__ = "version_tags"
-    __table_args__ = (Index("ix_version_tags_key_value", "key", "value"),)
+    __table_args__ = (Index("ix_version_tags_key_value", "key", "value", "version_id"),)
     version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[str] = mapped_column(String(500))
@@ -78,7 +78,7 @@ class VersionStage(Base):
     """A version's status in one stage: PendingApproval, Approved, Rejected, Deployed or DeploymentFailed."""
 
     __tablename__ = "version_stages"
-    __table_args__ = (Index("ix_version_stages_stage_status", "stage", "status"),)
+    __table_args__ = (Index("ix_version_stages_stage_status", "stage", "status", "version_id"),)
     version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     stage: Mapped[str] = mapped_column(String(40), primary_key=True)
     status: Mapped[str] = mapped_column(String(40))
@@ -88,7 +88,7 @@ class VersionWord(Base):
     """A word of the version's description or of its group's name, for text search (see search.words)."""
 
     __tablename__ = "version_words"
-    __table_args__ = (Index("ix_version_words_word", "word"),)
+    __table_args__ = (Index("ix_version_words_word", "word", "version_id"),)
     version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
     word: Mapped[str] = mapped_column(String(100), primary_key=True)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Select, and_, exists, func, select, text
+from sqlalchemy import CompoundSelect, Select, and_, exists, func, intersect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -90,11 +90,12 @@ async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[l
     return rows, None
 
 
-# A filter on metrics, tags or stages that matches fewer versions than this drives the query: its matches
-# are read from its index, then sorted. Otherwise versions are read in the order asked for, each checked
-# against the filters, until the page is full. Either way a query reads few rows; SQLite, which has no
-# statistics on values, could not tell which way is cheap by itself.
-DRIVER_ROWS = 2000
+# How a search avoids reading many rows, on SQLite (no statistics on values) as on PostgreSQL: the filters
+# on metrics, tags, stages and words that match fewer than SMALL versions are intersected in their indexes.
+# When fewer than FEW versions are left, the query starts from them and sorts them. Otherwise versions are
+# read in the order asked for, each checked against the filters, until the page is full.
+SMALL = 20_000
+FEW = 2_000
 
 
 async def _statement(session: AsyncSession, query: VersionQuery) -> Select[tuple[ModelVersion]]:
@@ -105,13 +106,24 @@ async def _statement(session: AsyncSession, query: VersionQuery) -> Select[tuple
         if wanted is not None:
             stmt = stmt.where(column == wanted)
     filters = _row_filters(query)
-    driver = await _driver(session, filters) if query.sort in ("created_at", "version") else None
-    for i, (table, conditions) in enumerate(filters):
-        if i == driver:
-            stmt = stmt.where(v.id.in_(select(table.version_id).where(*conditions)))
-        else:
-            stmt = stmt.where(exists().where(table.version_id == v.id, *conditions))
+    if query.sort in ("created_at", "version") and (few := await _few_matches(session, filters)) is not None:
+        stmt = stmt.where(v.id.in_(few))
+    for table, conditions in filters:
+        stmt = stmt.where(exists().where(table.version_id == v.id, *conditions))
     return _sorted(stmt, query)
+
+
+async def _few_matches(session: AsyncSession, filters: list[Filter]) -> Select[Any] | CompoundSelect | None:
+    """The ids that every small filter matches, if there are fewer than FEW of them."""
+
+    async def count(matches: Select[Any] | CompoundSelect, limit: int) -> int:
+        return await session.scalar(select(func.count()).select_from(matches.limit(limit).subquery())) or 0
+
+    small = [m for m in (select(t.version_id).where(*c) for t, c in filters) if await count(m, SMALL) < SMALL]
+    if not small:
+        return None
+    few = small[0] if len(small) == 1 else intersect(*small)
+    return few if await count(few, FEW) < FEW else None
 
 
 Filter = tuple[Any, list[Any]]  # (VersionMetric | VersionTag | VersionStage | VersionWord, conditions on it)
@@ -139,17 +151,6 @@ def _row_filters(query: VersionQuery) -> list[Filter]:
             end = _after_words_starting_with(word)
             filters.append((VersionWord, [VersionWord.word >= word, *([VersionWord.word < end] if end else [])]))
     return filters
-
-
-async def _driver(session: AsyncSession, filters: list[Filter]) -> int | None:
-    """The filter matching fewest versions, if it matches fewer than DRIVER_ROWS (counting stops there)."""
-    best, fewest = None, DRIVER_ROWS
-    for i, (table, conditions) in enumerate(filters):
-        capped = select(table.version_id).where(*conditions).limit(DRIVER_ROWS).subquery()
-        count = await session.scalar(select(func.count()).select_from(capped)) or 0
-        if count < fewest:
-            best, fewest = i, count
-    return best
 
 
 def _sorted(stmt: Select[tuple[ModelVersion]], query: VersionQuery) -> Select[tuple[ModelVersion]]:

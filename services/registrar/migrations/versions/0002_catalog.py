@@ -45,23 +45,23 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), primary_key=True),
         sa.Column("value", sa.Double(), nullable=False),
     )
-    op.create_index("ix_version_metrics_name_value", "version_metrics", ["name", "value"])
+    op.create_index("ix_version_metrics_name_value", "version_metrics", ["name", "value", "version_id"])
     tags = op.create_table(
         "version_tags",
         version_id(),
         sa.Column("key", sa.String(200), primary_key=True),
         sa.Column("value", sa.String(500), nullable=False),
     )
-    op.create_index("ix_version_tags_key_value", "version_tags", ["key", "value"])
+    op.create_index("ix_version_tags_key_value", "version_tags", ["key", "value", "version_id"])
     stages = op.create_table(
         "version_stages",
         version_id(),
         sa.Column("stage", sa.String(40), primary_key=True),
         sa.Column("status", sa.String(40), nullable=False),
     )
-    op.create_index("ix_version_stages_stage_status", "version_stages", ["stage", "status"])
+    op.create_index("ix_version_stages_stage_status", "version_stages", ["stage", "status", "version_id"])
     words = op.create_table("version_words", version_id(), sa.Column("word", sa.String(100), primary_key=True))
-    op.create_index("ix_version_words_word", "version_words", ["word"])
+    op.create_index("ix_version_words_word", "version_words", ["word", "version_id"])
     op.create_table(
         "idempotency_keys",
         sa.Column("key", sa.String(200), primary_key=True),
