@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install localstack localstack-stop up down demo test test-unit schemas lint clean
+.PHONY: help install browser localstack localstack-stop up down demo test test-unit schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -35,7 +35,10 @@ demo: $(STAMP)  ## the whole journey on LocalStack, printed; stops everything it
 	bash scripts/localstack.sh install
 	$(BIN)/modelgate demo
 
-test: $(STAMP)  ## unit, integration (LocalStack, PostgreSQL) and end-to-end tests
+browser:  ## Debian's Chromium, for the console's browser tests (Playwright drives it; no browser download)
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) browser  ## unit, integration (LocalStack, PostgreSQL) and end-to-end tests
 	bash scripts/localstack.sh install
 	bash scripts/test.sh
 

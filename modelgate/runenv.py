@@ -6,7 +6,8 @@ compose is allowed (see COMPOSE_ONLY_VARIABLES) are the ones a container network
 
 - AWS_ENDPOINT_URL points at the `localstack` container instead of 127.0.0.1 (same scheme and port),
 - MODELGATE_HTTP_HOST=0.0.0.0 so the port mapping reaches the server inside the container,
-- MODELGATE_DATABASE_URL points each service at its own PostgreSQL database.
+- MODELGATE_DATABASE_URL points each service at its own PostgreSQL database,
+- MODELGATE_REGISTRAR_URL / MODELGATE_DEPLOYER_URL name sibling containers (`make up` sets them to loopback ports).
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ SERVICE_COMMAND = ["python", "-m", "services.{service}"]
 PROVISION_COMMAND = ["python", "-m", "shared.infra"]
 
 #: Variables docker-compose.yml may set on top of service_env(), and nothing else.
-COMPOSE_ONLY_VARIABLES = ("MODELGATE_DATABASE_URL", "MODELGATE_HTTP_HOST")
+COMPOSE_ONLY_VARIABLES = (
+    "MODELGATE_DATABASE_URL",
+    "MODELGATE_HTTP_HOST",
+    "MODELGATE_REGISTRAR_URL",  # sibling services by container name (the approver's console calls them)
+    "MODELGATE_DEPLOYER_URL",
+)
 
 
 def service_command(service: str) -> list[str]:
