@@ -3,7 +3,8 @@
 The same topic, queues and filter policies as the system; the same calls, batched the same way:
 HeadObject and a PublishBatch of ModelRegistered (registrar), ReceiveMessage + DeleteMessageBatch on every
 queue, a PublishBatch of what each received batch causes (ApprovalDecided; Deployed after a PutParameter
-per version; ApprovalRequested after Deployed). The journey ends when the notifier's queue yields Deployed.
+per version; ApprovalRequested after Deployed), and, as the notifier's default routing does, one Publish
+per notified event to the notifications topic. The journey ends when the notifier's queue yields Deployed.
 Whatever rate these reach is what LocalStack allows; the system is measured against it.
 
     python -m bench.ceiling --journeys 600
@@ -26,7 +27,7 @@ from aiobotocore.session import get_session
 
 from bench.common import console, deprovision, percentile, private_localstack, summary_ms, table
 from shared.infra import provision
-from shared.topology import bucket_name
+from shared.topology import bucket_name, notifications_topic_name
 from tests.factories import sample_events
 
 BODIES = {event.event_type: event.model_dump_json() for event in sample_events()}  # real bodies, real sizes
@@ -60,6 +61,7 @@ class BareSystem:
 
     async def __aenter__(self) -> BareSystem:
         self.bus = await asyncio.to_thread(provision, self.namespace, self.endpoint)
+        self.notifications_arn = self.bus.topic_arn.rsplit(":", 1)[0] + ":" + notifications_topic_name(self.namespace)
         session = get_session()
         kwargs = {"region_name": "us-east-1", "endpoint_url": self.endpoint,
                   "aws_access_key_id": "test", "aws_secret_access_key": "test"}
@@ -70,9 +72,12 @@ class BareSystem:
         self.sns, self.sqs, self.s3, self.ssm = clients["sns"], clients["sqs"], clients["s3"], clients["ssm"]
         await self.s3.put_object(Bucket=bucket_name(self.namespace), Key="model.bin", Body=b"model bytes")
         self.calls.clear()
+        self._outboxes = {service: asyncio.Queue() for service in ("registrar", "approver", "deployer")}
         for service, react in (("approver", self._approve), ("deployer", self._deploy),
                                ("notifier", self._notify), ("registrar", self._ignore)):
             self._tasks.append(asyncio.create_task(self._consume(service, react)))
+        for outbox in self._outboxes.values():
+            self._tasks.append(asyncio.create_task(self._relay(outbox)))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -86,12 +91,19 @@ class BareSystem:
     def _count(self, model: Any, **_kwargs: Any) -> None:
         self.calls[f"{model.service_model.service_name}.{model.name}"] += 1
 
-    async def register(self, journey_ids: list[str]) -> None:
-        """What the registrar does for these journeys: one HeadObject each, their ModelRegistered batched."""
-        for journey_id in journey_ids:
-            self.started[journey_id] = time.time()
-            await self.s3.head_object(Bucket=bucket_name(self.namespace), Key="model.bin")
-        await self._publish([("ModelRegistered", j) for j in journey_ids])
+    async def register(self, journey_id: str) -> None:
+        """What the registrar does for a journey: one HeadObject; its ModelRegistered goes to the outbox."""
+        self.started[journey_id] = time.time()
+        await self.s3.head_object(Bucket=bucket_name(self.namespace), Key="model.bin")
+        self._outboxes["registrar"].put_nowait(("ModelRegistered", journey_id))
+
+    async def _relay(self, outbox: asyncio.Queue[tuple[str, str]]) -> None:
+        """Like the outbox relay: one PublishBatch at a time, of up to ten events waiting."""
+        while True:
+            events = [await outbox.get()]
+            while len(events) < 10 and not outbox.empty():
+                events.append(outbox.get_nowait())
+            await self._publish(events)
 
     async def _publish(self, events: list[tuple[str, str]]) -> None:
         for start in range(0, len(events), 10):
@@ -126,17 +138,25 @@ class BareSystem:
 
     async def _approve(self, events: list[tuple[str, str]]) -> None:
         caused = {"ModelRegistered": "ApprovalDecided", "Deployed": "ApprovalRequested"}
-        await self._publish([(caused[kind], journey) for kind, journey in events if kind in caused])
+        for kind, journey in events:
+            if kind in caused:
+                self._outboxes["approver"].put_nowait((caused[kind], journey))
 
     async def _deploy(self, events: list[tuple[str, str]]) -> None:
-        for _kind, journey in events:
+        async def one(journey: str) -> None:
             await self.ssm.put_parameter(Name=f"/{self.namespace}/dev/current", Value=journey, Type="String", Overwrite=True)
-        await self._publish([("Deployed", journey) for _kind, journey in events])
+            self._outboxes["deployer"].put_nowait(("Deployed", journey))
+
+        await asyncio.gather(*(one(journey) for _kind, journey in events))
 
     async def _notify(self, events: list[tuple[str, str]]) -> None:
-        for kind, journey in events:
+        async def one(kind: str, journey: str) -> None:
+            await self.sns.publish(TopicArn=self.notifications_arn, Message=BODIES[kind],
+                                   MessageAttributes={"event_type": {"DataType": "String", "StringValue": kind}})
             if kind == "Deployed":
                 self.finished[journey] = time.time()
+
+        await asyncio.gather(*(one(kind, journey) for kind, journey in events))
 
     async def _ignore(self, events: list[tuple[str, str]]) -> None:
         pass
@@ -155,7 +175,7 @@ async def bare_throughput(endpoint: str, journeys: int, concurrency: int = 32) -
 
         async def one(journey_id: str) -> None:
             async with slots:
-                await bare.register([journey_id])
+                await bare.register(journey_id)
 
         await asyncio.gather(*(one(j) for j in ids))
         await bare.wait_finished(ids, timeout=max(60.0, journeys / 2))
@@ -173,7 +193,7 @@ async def bare_latency(endpoint: str, journeys: int, rate: float) -> BareResult:
         tasks = []
         for i, journey_id in enumerate(ids):
             await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
-            tasks.append(asyncio.create_task(bare.register([journey_id])))
+            tasks.append(asyncio.create_task(bare.register(journey_id)))
         await asyncio.gather(*tasks)
         await bare.wait_finished(ids, timeout=60)
         latencies = [bare.finished[j] - bare.started[j] for j in ids if j in bare.finished]

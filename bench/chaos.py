@@ -35,7 +35,6 @@ from modelgate import stack as stack_mod
 from modelgate.stack import Stack
 from shared.topology import SERVICES
 
-GROUPS = 5
 EVENTS_PER_JOURNEY = 3  # notified: ApprovalDecided(dev), Deployed(dev), ApprovalRequested(test)
 
 
@@ -100,7 +99,7 @@ class Chaos:
         started = time.monotonic()
 
         async def one(i: int) -> None:
-            group = f"chaos-{i % GROUPS}"
+            group = f"chaos-{i}"  # one version per group: in a group, only the newest approved version deploys
             body = {"artifact_uri": artifact, "registered_by": "chaos", "metrics": {"auc": 0.93}}
             while time.monotonic() < deadline:
                 try:
@@ -123,23 +122,26 @@ class Chaos:
         self.report.registered = len(self.versions)
         self.registering_done.set()
 
-    async def kill_now_and_then(self, every: float, rng: random.Random) -> None:
-        """kill -9 a random service every `every` seconds and start it again, until registering is done."""
-        while not self.registering_done.is_set():
-            try:
-                await asyncio.wait_for(self.registering_done.wait(), timeout=every)
-                return
-            except TimeoutError:
-                pass
-            service = rng.choice(SERVICES)
+    async def kill_now_and_then(self, every: float, rng: random.Random, min_kills: int = 0) -> None:
+        """kill -9 a random running service every `every` seconds and start it again, until registering is done."""
+        restarting: dict[str, asyncio.Task[None]] = {}
+        while not (self.registering_done.is_set() and sum(self.report.kills.values()) >= min_kills):
+            await asyncio.sleep(every)
+            up = [s for s in SERVICES if s not in restarting or restarting[s].done()]
+            service = rng.choice(up)
             pid = stack_mod.running_pid(self.stack, service)
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
-                await asyncio.to_thread(_reap, pid)
                 self.report.kills[service] += 1
-            self.stack.pidfile(service).unlink(missing_ok=True)
-            await asyncio.to_thread(stack_mod.start_service, self.stack, service)
-            await asyncio.to_thread(stack_mod.wait_ready, self.stack, service, 60.0)
+            restarting[service] = asyncio.create_task(asyncio.to_thread(self._restart, service, pid))
+        await asyncio.gather(*restarting.values())
+
+    def _restart(self, service: str, pid: int | None) -> None:
+        if pid is not None:
+            _reap(pid)
+        self.stack.pidfile(service).unlink(missing_ok=True)
+        stack_mod.start_service(self.stack, service)
+        stack_mod.wait_ready(self.stack, service, 60.0)
 
     async def pause_aws(self, client: httpx.AsyncClient, localstack_pid: int, after: float, seconds: float) -> None:
         """SIGSTOP LocalStack `after` s into the run for `seconds`, watching every service's /readyz meanwhile."""
@@ -167,23 +169,24 @@ class Chaos:
             await asyncio.sleep(2)
 
     async def _count_end_states(self, client: httpx.AsyncClient) -> int:
-        done = 0
-        for group in {g for g, _v in self.versions.values()}:
-            response = await client.get(f"{self.stack.url('registrar')}/v1/groups/{group}/versions", params={"limit": 1000})
-            records = response.json()
-            records = records["items"] if isinstance(records, dict) else records
-            done += sum(1 for r in records if r["stages"].get("dev") == "Deployed" and r["stages"].get("test"))
+        done, offset = 0, 0
+        while offset is not None:
+            page = (await client.get(f"{self.stack.url('registrar')}/v1/versions", params={
+                "registered_by": "chaos", "stage": "test", "limit": 1000, "offset": offset,
+            })).json()
+            done += sum(1 for r in page["items"] if r["stages"].get("dev") == "Deployed")
+            offset = page["next_offset"]
         self.report.at_end_state = done
         return done
 
     async def count(self, client: httpx.AsyncClient) -> None:
         report = self.report
         await self._count_end_states(client)
-        deployments = Counter()
-        for group in {g for g, _v in self.versions.values()}:
-            for d in (await client.get(f"{self.stack.url('deployer')}/v1/deployments", params={"group": group})).json():
-                if d["stage"] == "dev":
-                    deployments[d["model_version_id"]] += 1
+        deployments = Counter(
+            d["model_version_id"]
+            for d in (await client.get(f"{self.stack.url('deployer')}/v1/deployments", params={"stage": "dev"})).json()
+            if d["status"] != "Superseded"
+        )
         report.deployed_twice = sum(1 for n in deployments.values() if n > 1)
         for group, version in self.versions.values():
             url = f"{self.stack.url('registrar')}/v1/groups/{group}/versions/{version}/history"
@@ -222,6 +225,7 @@ async def run_chaos(
     journeys: int,
     rate: float = 10.0,
     kill_every: float | None = 3.0,
+    min_kills: int = 0,
     pause: tuple[int, float, float] | None = None,  # (LocalStack pid, after seconds, for seconds)
     timeout: float = 600.0,
     seed: int = 7,
@@ -235,14 +239,14 @@ async def run_chaos(
     })
     started = time.monotonic()
     try:
-        with running_system(stack):
+        with running_system(stack, keep_files=bool(os.environ.get("MODELGATE_BENCH_KEEP"))):
             chaos = Chaos(stack, webhook, journeys, rate)
             artifact = upload_artifact(stack, "chaos/model.bin")
             deadline = started + timeout
             async with httpx.AsyncClient(timeout=60) as client:
                 work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
                 if kill_every:
-                    work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed))))
+                    work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
                 if pause:
                     work.append(asyncio.create_task(chaos.pause_aws(client, *pause)))
                 await asyncio.gather(*work)
@@ -271,7 +275,8 @@ def main() -> None:
     with private_localstack() as localstack:
         pause = (localstack.pid, 5.0, args.pause) if args.pause else None
         report = asyncio.run(run_chaos(
-            localstack.endpoint, args.journeys, args.rate, args.kill_every or None, pause, args.timeout
+            localstack.endpoint, args.journeys, rate=args.rate, kill_every=args.kill_every or None, pause=pause,
+            timeout=args.timeout,
         ))
     what = []
     if args.kill_every:

@@ -33,7 +33,7 @@ from shared.infra import boto_client
 from shared.settings import REPO_ROOT
 from shared.topology import SERVICES, bucket_name, dlq_name, queue_name, topic_name
 
-console = Console()
+console = Console(width=110)
 LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
 
 
@@ -304,6 +304,12 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) 
     for row in rows:
         out.add_row(*(f"{cell:.1f}" if isinstance(cell, float) else str(cell) for cell in row))
     return out
+
+
+def conditions() -> str:
+    """What else the machine was doing: figures from a busy machine are slower than the code."""
+    one, five, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {one:.1f} (1 min) / {five:.1f} (5 min)"
 
 
 def verdict(ok: bool) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from bench.ceiling import bare_latency, bare_throughput, middle_rate
 from bench.common import (
     Journey,
     Processes,
+    conditions,
     console,
     metric_samples,
     new_stack,
@@ -40,8 +42,6 @@ from bench.common import (
 from modelgate.stack import Stack
 from shared.topology import SERVICES
 
-GROUPS = 10  # journeys spread over this many model groups
-
 HOPS = (
     ("registrar: POST -> ModelRegistered", "posted", "registered"),
     ("approver: ModelRegistered -> ApprovalDecided", "registered", "decided"),
@@ -56,6 +56,7 @@ class Run:
     seconds: float
     aws_calls: Counter[str]
     cpu_seconds: dict[str, float]
+    commits: Counter[str]
 
     @property
     def complete(self) -> list[Journey]:
@@ -65,9 +66,11 @@ class Run:
 async def run_journeys(stack: Stack, processes: Processes, count: int, rate: float | None, timeout: float) -> Run:
     """Registers `count` journeys, one every 1/rate s (or as fast as possible), and waits for all to finish."""
     artifact = upload_artifact(stack, "bench/model.bin")
-    journeys = [Journey(group=f"bench-{i % GROUPS}") for i in range(count)]
+    run = uuid.uuid4().hex[:6]  # one group per journey: in a group, only the newest approved version deploys
+    journeys = [Journey(group=f"bench-{run}-{i}") for i in range(count)]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as client:
         calls_before = await aws_calls(client, stack)
+        commits_before = await commits(client, stack)
         done_before = await delivered(client, stack)
         cpu_before = processes.cpu_seconds()
         started = time.monotonic()
@@ -91,14 +94,23 @@ async def run_journeys(stack: Stack, processes: Processes, count: int, rate: flo
         seconds = time.monotonic() - started
         cpu_after = processes.cpu_seconds()
         calls = await aws_calls(client, stack) - calls_before
+        committed = await commits(client, stack) - commits_before
         await read_timings(client, stack, journeys)
     cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after}
-    return Run(journeys, seconds, calls, cpu)
+    return Run(journeys, seconds, calls, cpu, committed)
 
 
 async def delivered(client: httpx.AsyncClient, stack: Stack) -> float:
     samples = await metric_samples(client, stack.url("notifier"), "modelgate_events_handled_total")
     return sum(v for labels, v in samples if labels.get("event_type") == "Deployed" and labels.get("outcome") == "handled")
+
+
+async def commits(client: httpx.AsyncClient, stack: Stack) -> Counter[str]:
+    out: Counter[str] = Counter()
+    for service in SERVICES:
+        for _labels, value in await metric_samples(client, stack.url(service), "modelgate_db_commits_total"):
+            out[service] += int(value)
+    return out
 
 
 async def aws_calls(client: httpx.AsyncClient, stack: Stack) -> Counter[str]:
@@ -130,7 +142,7 @@ def latency_table(run: Run, rate: float, bare_p: dict[str, float]) -> None:
 
 
 async def _main(args: argparse.Namespace, endpoint: str, localstack_pid: int | None) -> dict:
-    results: dict = {}
+    results: dict = {"conditions_before": conditions()}
     stack = new_stack(endpoint)
     with running_system(stack):
         processes = Processes.of_stack(stack, localstack_pid)
@@ -140,6 +152,8 @@ async def _main(args: argparse.Namespace, endpoint: str, localstack_pid: int | N
     bare_slow = await bare_latency(endpoint, min(args.journeys, 200), args.rate)
     bare_fast = await bare_throughput(endpoint, args.throughput_journeys)
 
+    results["conditions_after"] = conditions()
+    console.print(f"machine: {results['conditions_before']} before, {results['conditions_after']} after")
     bare_p = summary_ms(bare_slow.latencies)
     latency_table(latency, args.rate, bare_p)
     total = summary_ms([j.notified - j.posted for j in latency.complete])
@@ -152,9 +166,16 @@ async def _main(args: argparse.Namespace, endpoint: str, localstack_pid: int | N
         ("AWS calls per journey, modelgate", f"{sum(throughput.aws_calls.values()) / len(throughput.journeys):.1f}", ""),
         ("AWS calls per journey, bare", f"{bare_fast.calls_per_journey:.1f}", ""),
     ]
+    n = len(throughput.journeys)
     for name, seconds in sorted(throughput.cpu_seconds.items()):
-        rows.append((f"CPU ms per journey, {name}", f"{1000 * seconds / len(throughput.journeys):.1f}", ""))
+        rows.append((f"CPU ms per journey, {name}", f"{1000 * seconds / n:.1f}", ""))
+    for name, count in sorted(throughput.commits.items()):
+        rows.append((f"database transactions per journey, {name}", f"{count / n:.1f}", ""))
     console.print(table(f"throughput over {len(throughput.journeys)} journeys", ["measure", "value", ""], rows))
+    operations = sorted(set(throughput.aws_calls) | set(bare_fast.calls))
+    console.print(table("AWS calls per journey, by operation", ["operation", "modelgate", "bare"], [
+        (op, f"{throughput.aws_calls[op] / n:.2f}", f"{bare_fast.calls[op] / bare_fast.journeys:.2f}") for op in operations
+    ]))
     console.print(table("goals", ["goal", "measured", ""], [
         ("p50 <= 150 ms at a low rate", f"{total['p50']:.0f} ms", verdict(total["p50"] <= 150)),
         ("p99 <= 300 ms at a low rate", f"{total['p99']:.0f} ms", verdict(total["p99"] <= 300)),

@@ -121,23 +121,25 @@ async def seed(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]], chunk
         for start in range(0, len(items), chunk):
             async with engine.begin() as conn:
                 await conn.execute(insert(table_), items[start : start + chunk])
-    async with engine.begin() as conn:
-        await conn.execute(text("ANALYZE"))
+    async with engine.connect() as conn:  # what autovacuum does to a table that grew, before measuring
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("VACUUM ANALYZE" if engine.dialect.name == "postgresql" else "ANALYZE"))
 
 
-# ---------------------------------------------------------------- measuring
+# ---------------------------------------------------------------- the backends
 
 
-async def timed(calls: int, call: Callable[[int], Awaitable[Any]]) -> list[float]:
-    seconds = []
-    for i in range(calls):
-        started = time.perf_counter()
-        await call(i)
-        seconds.append(time.perf_counter() - started)
-    return seconds
+@dataclass
+class Backend:
+    """One registry under test: how to register a version, and its queries by kind."""
+
+    result: Result
+    register: Callable[[int], Awaitable[None]]
+    queries: dict[str, Callable[[int], Awaitable[None]]]
+    close: Callable[[], Awaitable[None]]
 
 
-def queries(groups: int, per_group: int, rng: random.Random) -> dict[str, Callable[[int], tuple[str, dict[str, Any]]]]:
+def http_queries(groups: int, per_group: int, rng: random.Random) -> dict[str, Callable[[int], tuple[str, dict[str, Any]]]]:
     """Each query kind, as (path, params) for the i-th call; values vary so that caches do not flatter."""
     names = group_names(groups)
 
@@ -166,60 +168,48 @@ def queries(groups: int, per_group: int, rng: random.Random) -> dict[str, Callab
     }
 
 
-async def bench_catalog(name: str, url: str, args: argparse.Namespace) -> Result:
+async def catalog_backend(name: str, url: str, args: argparse.Namespace) -> Backend:
     result = Result(name)
     rng = random.Random(7)
     engine = make_engine(url)
-    try:
-        await prepare_database(engine, "registrar")
-        rows = seed_rows(args.versions, args.groups, rng)
-        started = time.perf_counter()
-        await seed(engine, rows)
-        result.seed_seconds = time.perf_counter() - started
-        del rows
-        sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-        names = group_names(args.groups)
+    await prepare_database(engine, "registrar")
+    started = time.perf_counter()
+    await seed(engine, seed_rows(args.versions, args.groups, rng))
+    result.seed_seconds = time.perf_counter() - started
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    names = group_names(args.groups)
 
-        async def register_one(i: int) -> None:
-            reg = Registration(
-                artifact_uri=f"s3://bench-artifacts/new/{i}.bin", registered_by="bench@example.com",
-                metrics={"auc": rng.uniform(0.5, 1), "precision": 0.8, "recall": 0.7},
-                tags={"team": "team-1", "alias": "champion"},
-            )
-            async with UnitOfWork(sessionmaker) as uow:
-                await register(uow, rng.choice(names), reg)
-                await uow.commit()
+    async def register_one(i: int) -> None:
+        reg = Registration(
+            artifact_uri=f"s3://bench-artifacts/new/{i}.bin", registered_by="bench@example.com",
+            metrics={"auc": rng.uniform(0.5, 1), "precision": 0.8, "recall": 0.7},
+            tags={"team": "team-1", "alias": "champion"},
+        )
+        async with UnitOfWork(sessionmaker) as uow:
+            await register(uow, rng.choice(names), reg)
+            await uow.commit()
 
-        await timed(20, register_one)  # warm-up
-        seconds = await timed(args.registrations, register_one)
-        result.registrations_per_second = len(seconds) / sum(seconds)
+    settings = RegistrarSettings(database_url=url, check_artifacts=False)
+    runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, aws={}, publisher=None)  # type: ignore[arg-type]
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(runtime)), base_url="http://registrar")
 
-        settings = RegistrarSettings(database_url=url, check_artifacts=False)
-        runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, aws={}, publisher=None)  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=build_api(runtime))
-        async with httpx.AsyncClient(transport=transport, base_url="http://registrar") as client:
-            kinds = queries(args.groups, args.versions // args.groups, rng)
+    def calling(make: Callable[[int], tuple[str, dict[str, Any]]]) -> Callable[[int], Awaitable[None]]:
+        async def call(i: int) -> None:
+            path, params = make(i)
+            response = await client.get(path, params=params)
+            assert response.status_code == 200, response.text
 
-            async def call(make: Callable[[int], tuple[str, dict[str, Any]]], i: int) -> None:
-                path, params = make(i)
-                response = await client.get(path, params=params)
-                assert response.status_code == 200, response.text
+        return call
 
-            for i in range(5 + args.queries):  # round robin, so that a busy moment of the machine hits every kind
-                for kind, make in kinds.items():
-                    started = time.perf_counter()
-                    await call(make, i)
-                    if i >= 5:  # the first rounds warm up
-                        result.latencies.setdefault(kind, []).append(time.perf_counter() - started)
-    finally:
+    async def close() -> None:
+        await client.aclose()
         await engine.dispose()
-    return result
+
+    kinds = http_queries(args.groups, args.versions // args.groups, rng)
+    return Backend(result, register_one, {kind: calling(make) for kind, make in kinds.items()}, close)
 
 
-# ---------------------------------------------------------------- MLflow
-
-
-def bench_mlflow(path: Path, args: argparse.Namespace) -> Result:
+def mlflow_backend(path: Path, args: argparse.Namespace) -> Backend:
     try:
         from mlflow import MlflowClient
     except ImportError:
@@ -240,7 +230,7 @@ def bench_mlflow(path: Path, args: argparse.Namespace) -> Result:
         versions.append((name, number, now_ms, now_ms, "", "bench", "None", f"s3://bench-artifacts/{name}/{number}",
                          None, "READY", None, "", f"s3://bench-artifacts/{name}/{number}"))
         tags += [("team", TEAMS[(i % args.groups) % 10], name, number), ("env", rng.choice(ENVS), name, number)]
-    with sqlite3.connect(path) as db:  # bulk, like our seed; MLflow's API would take an hour
+    with sqlite3.connect(path) as db:  # bulk, like our seed; through MLflow's API it would take an hour
         db.executemany(
             "INSERT INTO model_versions (name, version, creation_time, last_updated_time, description, user_id,"
             " current_stage, source, run_id, status, status_message, run_link, storage_location)"
@@ -250,35 +240,49 @@ def bench_mlflow(path: Path, args: argparse.Namespace) -> Result:
         db.execute("ANALYZE")
     result.seed_seconds = time.perf_counter() - started
 
-    def register_one(i: int) -> None:
+    async def register_one(i: int) -> None:  # MLflow's client is synchronous: it runs on the loop, alone
         name = rng.choice(names)
         version = client.create_model_version(name, source=f"s3://bench-artifacts/new/{i}.bin", tags={"team": "team-1", "env": "dev"})
         client.set_registered_model_alias(name, "champion", version.version)
 
-    def timed_sync(calls: int, call: Callable[[int], Any]) -> list[float]:
-        seconds = []
-        for i in range(calls):
-            begun = time.perf_counter()
-            call(i)
-            seconds.append(time.perf_counter() - begun)
-        return seconds
+    async def group_newest(i: int) -> None:
+        client.search_model_versions(f"name='{rng.choice(names)}'", max_results=50, order_by=["version_number DESC"])
 
-    timed_sync(20, register_one)
-    seconds = timed_sync(args.registrations, register_one)
-    result.registrations_per_second = len(seconds) / sum(seconds)
-    searches = {
-        "group newest 50": lambda i: client.search_model_versions(
-            f"name='{rng.choice(names)}'", max_results=50, order_by=["version_number DESC"]
-        ),
-        "tag team=T": lambda i: client.search_model_versions(f"tags.team='{rng.choice(TEAMS)}'", max_results=50),
-    }
-    for i in range(5 + args.queries):
-        for kind, search in searches.items():
-            begun = time.perf_counter()
-            search(i)
-            if i >= 5:
-                result.latencies.setdefault(kind, []).append(time.perf_counter() - begun)
-    return result
+    async def tag(i: int) -> None:
+        client.search_model_versions(f"tags.team='{rng.choice(TEAMS)}'", max_results=50)
+
+    async def close() -> None:
+        pass
+
+    return Backend(result, register_one, {"group newest 50": group_newest, "tag team=T": tag}, close)
+
+
+# ---------------------------------------------------------------- measuring
+
+
+async def measure(backends: list[Backend], args: argparse.Namespace) -> None:
+    """Registrations in chunks and queries in rounds, taking turns between the backends, so that the load of
+    the machine at any moment weighs on all of them alike."""
+    chunk = 50
+    for backend in backends:
+        for i in range(20):  # warm-up
+            await backend.register(-i)
+    seconds: dict[str, list[float]] = {b.result.name: [] for b in backends}
+    for start in range(0, args.registrations, chunk):
+        for backend in backends:
+            for i in range(start, min(start + chunk, args.registrations)):
+                begun = time.perf_counter()
+                await backend.register(i)
+                seconds[backend.result.name].append(time.perf_counter() - begun)
+    for backend in backends:
+        backend.result.registrations_per_second = len(seconds[backend.result.name]) / sum(seconds[backend.result.name])
+    for i in range(5 + args.queries):  # the first 5 rounds warm up
+        for backend in backends:
+            for kind, query in backend.queries.items():
+                begun = time.perf_counter()
+                await query(i)
+                if i >= 5:
+                    backend.result.latencies.setdefault(kind, []).append(time.perf_counter() - begun)
 
 
 # ---------------------------------------------------------------- running
@@ -302,22 +306,29 @@ async def postgres_database() -> tuple[str, Callable[[], Awaitable[None]]]:
 
 
 async def run(args: argparse.Namespace) -> list[Result]:
-    results = []
+    backends: list[Backend] = []
+    cleanups: list[Callable[[], Awaitable[None]]] = []
     with tempfile.TemporaryDirectory(prefix="modelgate-bench-registrar-") as scratch:
-        if "sqlite" in args.databases:
-            console.print(f"[dim]• SQLite: seeding {args.versions:,} versions…[/]")
-            results.append(await bench_catalog("modelgate (SQLite)", f"sqlite+aiosqlite:///{scratch}/registrar.db", args))
-        if "postgres" in args.databases:
-            console.print(f"[dim]• PostgreSQL: seeding {args.versions:,} versions…[/]")
-            url, drop = await postgres_database()
-            try:
-                results.append(await bench_catalog("modelgate (PostgreSQL)", url, args))
-            finally:
-                await drop()
-        if args.mlflow:
-            console.print(f"[dim]• MLflow: seeding {args.versions:,} versions…[/]")
-            results.append(await asyncio.to_thread(bench_mlflow, Path(scratch) / "mlflow.db", args))
-    return results
+        try:
+            if "sqlite" in args.databases:
+                console.print(f"[dim]• SQLite: seeding {args.versions:,} versions…[/]")
+                backends.append(await catalog_backend("modelgate (SQLite)", f"sqlite+aiosqlite:///{scratch}/registrar.db", args))
+            if "postgres" in args.databases:
+                console.print(f"[dim]• PostgreSQL: seeding {args.versions:,} versions…[/]")
+                url, drop = await postgres_database()
+                cleanups.append(drop)
+                backends.append(await catalog_backend("modelgate (PostgreSQL)", url, args))
+            if args.mlflow:
+                console.print(f"[dim]• MLflow: seeding {args.versions:,} versions…[/]")
+                backends.append(mlflow_backend(Path(scratch) / "mlflow.db", args))
+            console.print(f"[dim]• measuring, load average {os.getloadavg()[0]:.1f}…[/]")
+            await measure(backends, args)
+        finally:
+            for backend in backends:
+                await backend.close()
+            for cleanup in cleanups:
+                await cleanup()
+    return [b.result for b in backends]
 
 
 def report(results: list[Result], args: argparse.Namespace) -> dict[str, Any]:

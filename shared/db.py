@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.util import await_only
 
-from shared import sqlite_inline
+from shared import metrics, sqlite_inline
 from shared.events import Envelope, utcnow
 
 
@@ -65,11 +65,18 @@ class ProcessedEvent(Base):
 
 def make_engine(url: str) -> AsyncEngine:
     if not url.startswith("sqlite"):
-        return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        event.listen(engine.sync_engine, "commit", _count_commit)
+        return engine
     # SQLite runs on the event loop's thread (shared.sqlite_inline): no thread hop per statement. A statement
     # waits for a lock only when another process writes to the file, which no process should (one per file).
+    # Connections are cheap and unlimited: writers waiting for their turn never leave a reader without one.
     engine = create_async_engine(
-        url, connect_args={"timeout": 5}, module=AsyncAdapt_aiosqlite_dbapi(sqlite_inline, sqlite3)
+        url,
+        connect_args={"timeout": 5},
+        module=AsyncAdapt_aiosqlite_dbapi(sqlite_inline, sqlite3),
+        pool_size=10,
+        max_overflow=-1,
     )
 
     @event.listens_for(engine.sync_engine, "connect")
@@ -103,6 +110,8 @@ def make_engine(url: str) -> AsyncEngine:
     def _end(conn):  # type: ignore[no-untyped-def]
         turns.give_back(conn.connection.dbapi_connection)
 
+    event.listen(engine.sync_engine, "commit", _count_commit)
+
     @event.listens_for(engine.sync_engine.pool, "checkin")
     @event.listens_for(engine.sync_engine.pool, "invalidate")
     def _returned(dbapi_conn, *_args):  # type: ignore[no-untyped-def]
@@ -112,6 +121,10 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 READER = "modelgate_reader"
+
+
+def _count_commit(_conn: object) -> None:
+    metrics.DB_COMMITS.inc()
 
 
 class _Turns:

@@ -8,3 +8,4 @@ EVENTS_HANDLED = Counter(
 EVENTS_PUBLISHED = Counter("modelgate_events_published_total", "Events published to the topic")
 OUTBOX_PENDING = Gauge("modelgate_outbox_pending", "Events written to the outbox and not yet published")
 AWS_CALLS = Counter("modelgate_aws_calls_total", "Calls made to AWS, by service and operation", ["service", "operation"])
+DB_COMMITS = Counter("modelgate_db_commits_total", "Database transactions committed")

@@ -81,8 +81,9 @@ def parse_metric_filter(text: str) -> tuple[str, str, float]:
 async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[list[ModelVersion], int | None]:
     """One page of matching versions, and the offset of the next page (None on the last one)."""
     if session.bind.dialect.name == "postgresql":  # for a page of 50, starting workers or compiling costs more
-        await session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-        await session.execute(text("SET LOCAL jit = off"))
+        await session.execute(
+            text("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)")
+        )
     stmt = await _statement(session, query)
     rows = list(await session.scalars(stmt.limit(query.limit + 1).offset(query.offset)))
     if len(rows) > query.limit:
@@ -94,7 +95,7 @@ async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[l
 # on metrics, tags, stages and words that match fewer than SMALL versions are intersected in their indexes.
 # When fewer than FEW versions are left, the query starts from them and sorts them. Otherwise versions are
 # read in the order asked for, each checked against the filters, until the page is full.
-SMALL = 20_000
+SMALL = 10_000
 FEW = 2_000
 
 
@@ -111,19 +112,6 @@ async def _statement(session: AsyncSession, query: VersionQuery) -> Select[tuple
     for table, conditions in filters:
         stmt = stmt.where(exists().where(table.version_id == v.id, *conditions))
     return _sorted(stmt, query)
-
-
-async def _few_matches(session: AsyncSession, filters: list[Filter]) -> Select[Any] | CompoundSelect | None:
-    """The ids that every small filter matches, if there are fewer than FEW of them."""
-
-    async def count(matches: Select[Any] | CompoundSelect, limit: int) -> int:
-        return await session.scalar(select(func.count()).select_from(matches.limit(limit).subquery())) or 0
-
-    small = [m for m in (select(t.version_id).where(*c) for t, c in filters) if await count(m, SMALL) < SMALL]
-    if not small:
-        return None
-    few = small[0] if len(small) == 1 else intersect(*small)
-    return few if await count(few, FEW) < FEW else None
 
 
 Filter = tuple[Any, list[Any]]  # (VersionMetric | VersionTag | VersionStage | VersionWord, conditions on it)
@@ -151,6 +139,25 @@ def _row_filters(query: VersionQuery) -> list[Filter]:
             end = _after_words_starting_with(word)
             filters.append((VersionWord, [VersionWord.word >= word, *([VersionWord.word < end] if end else [])]))
     return filters
+
+
+async def _few_matches(session: AsyncSession, filters: list[Filter]) -> Select[Any] | CompoundSelect | None:
+    """The ids that every small filter matches, if there are fewer than FEW of them."""
+
+    def count(matches: Select[Any] | CompoundSelect, limit: int) -> Any:
+        return select(func.count()).select_from(matches.limit(limit).subquery()).scalar_subquery()
+
+    if not filters:
+        return None
+    each = [select(table.version_id).where(*conditions) for table, conditions in filters]
+    counts = (await session.execute(select(*(count(m, SMALL) for m in each)))).one()  # one round trip
+    small = sorted((found, i) for i, found in enumerate(counts) if found < SMALL)
+    if not small:
+        return None
+    few = each[small[0][1]] if len(small) == 1 else intersect(*(each[i] for _, i in small))
+    if small[0][0] < FEW:  # the intersection is no larger than its smallest part
+        return few
+    return few if len(small) > 1 and await session.scalar(select(count(few, FEW))) < FEW else None
 
 
 def _sorted(stmt: Select[tuple[ModelVersion]], query: VersionQuery) -> Select[tuple[ModelVersion]]:

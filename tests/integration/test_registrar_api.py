@@ -205,6 +205,18 @@ async def test_search_filters_combine(api):
     assert await found(api, registered_by="nobody") == []
 
 
+async def test_search_finds_the_same_whether_it_starts_from_the_indexes_or_reads_newest_first(api, monkeypatch):
+    from services.registrar import search
+
+    await seed_catalog(api)
+    searches = [{"metric": ["auc>0.8", "auc<0.9"]}, {"tag": "team=risk", "metric": "auc>=0.9"}, {"q": "fraud mod"},
+                {"stage": "dev", "status": "Approved"}, {"tag": "champion", "group": "churn"}]
+    from_indexes = [await found(api, **params) for params in searches]
+    monkeypatch.setattr(search, "SMALL", 0)  # no filter counts as small: read newest first, check each
+    assert [await found(api, **params) for params in searches] == from_indexes
+    assert from_indexes[0] == ["churn/1", "fraud/1"]
+
+
 async def test_search_sorts_and_pages(api):
     await seed_catalog(api)
     assert await found(api, sort="metrics.auc") == ["churn/2", "fraud/2", "fraud/4", "churn/1", "fraud/1", "fraud/3"]
