@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiobotocore.session import get_session
 
@@ -59,7 +59,7 @@ class BareSystem:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
-    async def __aenter__(self) -> BareSystem:
+    async def __aenter__(self) -> Self:
         self.bus = await asyncio.to_thread(provision, self.namespace, self.endpoint)
         self.notifications_arn = self.bus.topic_arn.rsplit(":", 1)[0] + ":" + notifications_topic_name(self.namespace)
         session = get_session()

@@ -143,7 +143,7 @@ class Chaos:
         stack_mod.start_service(self.stack, service)
         stack_mod.wait_ready(self.stack, service, 60.0)
 
-    async def pause_aws(self, client: httpx.AsyncClient, localstack_pid: int, after: float, seconds: float) -> None:
+    async def pause_aws(self, localstack_pid: int, after: float, seconds: float) -> None:
         """SIGSTOP LocalStack `after` s into the run for `seconds`, watching every service's /readyz meanwhile."""
         await asyncio.sleep(after)
         seen = dict.fromkeys(SERVICES, False)
@@ -152,8 +152,9 @@ class Chaos:
             until = time.monotonic() + seconds
             while time.monotonic() < until:
                 for service in SERVICES:
-                    try:
-                        response = await client.get(f"{self.stack.url(service)}/readyz", timeout=2)
+                    try:  # a client of its own: the registrations waiting for S3 hold the other one's connections
+                        async with httpx.AsyncClient(timeout=2) as probe:
+                            response = await probe.get(f"{self.stack.url(service)}/readyz")
                         seen[service] |= response.status_code == 503
                     except httpx.HTTPError:
                         pass
@@ -248,7 +249,7 @@ async def run_chaos(
                 if kill_every:
                     work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
                 if pause:
-                    work.append(asyncio.create_task(chaos.pause_aws(client, *pause)))
+                    work.append(asyncio.create_task(chaos.pause_aws(*pause)))
                 await asyncio.gather(*work)
                 await chaos.wait_for_end_states(client, deadline)
                 await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from botocore.exceptions import ClientError
 from rich.console import Console
 from rich.table import Table
 
@@ -49,7 +50,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if receiver.hang_seconds:
                     time.sleep(receiver.hang_seconds)
@@ -98,14 +99,14 @@ def private_localstack(port: int | None = None) -> Iterator[LocalStackProcess]:
     run_dir = Path(tempfile.mkdtemp(prefix="modelgate-localstack-"))
     env = {**os.environ, "LOCALSTACK_PORT": str(port), "LOCALSTACK_RUN_DIR": str(run_dir)}
     subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "install"], check=True, env=env, capture_output=True)
-    started = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "start"], env=env, capture_output=True, text=True)
+    started = subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "start"], check=False, env=env, capture_output=True, text=True)
     if started.returncode != 0:
         raise RuntimeError(f"private LocalStack did not start on port {port}: {started.stdout}{started.stderr}")
     pid = int((run_dir / "run" / "localstack.pid").read_text())
     try:
         yield LocalStackProcess(f"http://127.0.0.1:{port}", pid, run_dir)
     finally:
-        subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "stop"], env=env, capture_output=True)
+        subprocess.run(["bash", str(LOCALSTACK_SCRIPT), "stop"], check=False, env=env, capture_output=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -140,20 +141,16 @@ def deprovision(namespace: str, endpoint: str) -> None:
     sqs, sns, s3 = (boto_client(name, endpoint) for name in ("sqs", "sns", "s3"))
     for service in SERVICES:
         for name in (queue_name(namespace, service), dlq_name(namespace, service)):
-            try:
+            with suppress(ClientError):
                 sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"])
-            except Exception:
-                pass
     for topic in sns.list_topics().get("Topics", []):
         if topic["TopicArn"].endswith(f":{topic_name(namespace)}"):
             sns.delete_topic(TopicArn=topic["TopicArn"])
     bucket = bucket_name(namespace)
-    try:
+    with suppress(ClientError):
         for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
             s3.delete_object(Bucket=bucket, Key=item["Key"])
         s3.delete_bucket(Bucket=bucket)
-    except Exception:
-        pass
 
 
 def upload_artifact(stack: Stack, key: str) -> str:

@@ -10,7 +10,17 @@ import argparse
 import asyncio
 import time
 
-from bench.common import Processes, conditions, console, new_stack, private_localstack, running_system, table, verdict, write_json
+from bench.common import (
+    Processes,
+    conditions,
+    console,
+    new_stack,
+    private_localstack,
+    running_system,
+    table,
+    verdict,
+    write_json,
+)
 from bench.journey import run_journeys
 
 

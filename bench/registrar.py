@@ -64,6 +64,7 @@ REGISTRATION_RATIO_GOAL = 3.0
 @dataclass
 class Result:
     name: str
+    label: str  # a short column heading
     seed_seconds: float = 0.0
     registrations_per_second: float = 0.0
     latencies: dict[str, list[float]] = field(default_factory=dict)  # query -> seconds
@@ -168,8 +169,8 @@ def http_queries(groups: int, per_group: int, rng: random.Random) -> dict[str, C
     }
 
 
-async def catalog_backend(name: str, url: str, args: argparse.Namespace) -> Backend:
-    result = Result(name)
+async def catalog_backend(name: str, label: str, url: str, args: argparse.Namespace) -> Backend:
+    result = Result(name, label)
     rng = random.Random(7)
     engine = make_engine(url)
     await prepare_database(engine, "registrar")
@@ -215,7 +216,7 @@ def mlflow_backend(path: Path, args: argparse.Namespace) -> Backend:
     except ImportError:
         raise SystemExit("MLflow is not installed: .venv/bin/pip install -e '.[bench]' (or run with --no-mlflow)") from None
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    result = Result("MLflow (SQLite)")
+    result = Result("MLflow (SQLite)", "MLflow")
     rng = random.Random(7)
     uri = f"sqlite:///{path}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -312,12 +313,12 @@ async def run(args: argparse.Namespace) -> list[Result]:
         try:
             if "sqlite" in args.databases:
                 console.print(f"[dim]• SQLite: seeding {args.versions:,} versions…[/]")
-                backends.append(await catalog_backend("modelgate (SQLite)", f"sqlite+aiosqlite:///{scratch}/registrar.db", args))
+                backends.append(await catalog_backend("modelgate (SQLite)", "SQLite", f"sqlite+aiosqlite:///{scratch}/registrar.db", args))
             if "postgres" in args.databases:
                 console.print(f"[dim]• PostgreSQL: seeding {args.versions:,} versions…[/]")
                 url, drop = await postgres_database()
                 cleanups.append(drop)
-                backends.append(await catalog_backend("modelgate (PostgreSQL)", url, args))
+                backends.append(await catalog_backend("modelgate (PostgreSQL)", "Postgres", url, args))
             if args.mlflow:
                 console.print(f"[dim]• MLflow: seeding {args.versions:,} versions…[/]")
                 backends.append(mlflow_backend(Path(scratch) / "mlflow.db", args))
@@ -333,7 +334,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
 
 def report(results: list[Result], args: argparse.Namespace) -> dict[str, Any]:
     kinds = list(dict.fromkeys(q for r in results for q in r.latencies))
-    columns = ["query (ms)"] + [f"{r.name} {p}" for r in results for p in ("p50", "p99")]
+    columns = ["query (ms)"] + [f"{r.label} {p}" for r in results for p in ("p50", "p99")]
     rows = []
     for kind in kinds:
         cells: list[object] = [kind]
@@ -343,8 +344,13 @@ def report(results: list[Result], args: argparse.Namespace) -> dict[str, Any]:
         rows.append(cells)
     rows.append(["registrations/s"] + [c for r in results for c in (r.registrations_per_second, "")])
     rows.append(["seed (s)"] + [c for r in results for c in (r.seed_seconds, "")])
-    console.print(table(f"registrar catalog: {args.versions:,} versions in {args.groups} groups; "
-                        f"{args.registrations} registrations, {args.queries} calls per query", columns, rows))
+    title = (f"registrar catalog: {args.versions:,} versions in {args.groups} groups; {args.registrations} registrations, "
+             f"{args.queries} calls per query; {', '.join(f'{r.label} = {r.name}' for r in results)}")
+    console.print(table(title, columns, rows))
+    if args.markdown:
+        print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+        for row in rows:
+            print("| " + " | ".join(f"{c:.1f}" if isinstance(c, float) else str(c) for c in row) + " |")
 
     summary: dict[str, Any] = {"versions": args.versions, "results": {}}
     mlflow = next((r for r in results if r.name.startswith("MLflow")), None)
@@ -376,6 +382,7 @@ def main() -> None:
     parser.add_argument("--databases", default="sqlite,postgres", help="sqlite, postgres or both (default)")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false", help="skip MLflow")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args()
     args.groups = args.groups or max(1, args.versions // 1000)
     args.databases = {d.strip() for d in args.databases.split(",")}

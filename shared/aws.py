@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+import weakref
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -29,6 +31,15 @@ def client_kwargs(settings: ServiceSettings, service: str | None = None) -> dict
     return kwargs
 
 
+class _Call:
+    """An AWS call on its way; gone when its request context is (a call cancelled midway included)."""
+
+    __slots__ = ("__weakref__", "limit", "operation", "started")
+
+    def __init__(self, operation: str, limit: float):
+        self.operation, self.limit, self.started = operation, limit, time.monotonic()
+
+
 class AwsClients:
     """Opens each requested client once and keeps it for the life of the process."""
 
@@ -37,6 +48,7 @@ class AwsClients:
         self._services = services
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
+        self._in_flight: weakref.WeakSet[_Call] = weakref.WeakSet()
 
     async def __aenter__(self) -> AwsClients:
         session = get_session()
@@ -50,7 +62,10 @@ class AwsClients:
             self._clients[name] = await self._stack.enter_async_context(
                 session.create_client(name, config=config, **client_kwargs(self._settings, name))
             )
-            self._clients[name].meta.events.register("before-call", _count_call)
+            events = self._clients[name].meta.events
+            events.register("before-call", self._call_started)
+            events.register("after-call", self._call_ended)
+            events.register("after-call-error", self._call_ended)
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -59,9 +74,19 @@ class AwsClients:
     def __getitem__(self, name: str) -> Any:
         return self._clients[name]
 
+    def overdue(self) -> list[str]:
+        """The calls AWS has not answered in time (a long poll may take its wait, plus 5 s; others 10 s)."""
+        now = time.monotonic()
+        return [call.operation for call in list(self._in_flight) if now - call.started > call.limit]
 
-def _count_call(model: Any, **_kwargs: Any) -> None:
-    metrics.AWS_CALLS.labels(model.service_model.service_name, model.name).inc()
+    def _call_started(self, model: Any, context: dict[str, Any], **_kwargs: Any) -> None:
+        metrics.AWS_CALLS.labels(model.service_model.service_name, model.name).inc()
+        limit = self._settings.poll_wait_seconds + 5 if model.name == "ReceiveMessage" else 10
+        context["modelgate_call"] = call = _Call(model.name, limit)
+        self._in_flight.add(call)
+
+    def _call_ended(self, context: dict[str, Any], **_kwargs: Any) -> None:
+        self._in_flight.discard(context.get("modelgate_call"))  # type: ignore[arg-type]
 
 
 async def topic_arn(clients: AwsClients, settings: ServiceSettings) -> str:

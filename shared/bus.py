@@ -10,7 +10,6 @@ Outcomes of a message:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,14 +91,7 @@ class Consumer:
     wait_seconds: int = 20
     batch_size: int = 10
     max_in_flight_batches: int = 4
-    _last_receive_ok: bool = field(default=True, init=False)  # the queue URL resolved at start-up
-    _receiving_since: float | None = field(default=None, init=False)
-
-    @property
-    def last_poll_ok(self) -> bool:
-        """False when the last receive failed, or the current one is overdue (AWS accepts but does not answer)."""
-        overdue = self._receiving_since is not None and time.monotonic() - self._receiving_since > self.wait_seconds + 5
-        return self._last_receive_ok and not overdue
+    last_poll_ok: bool = field(default=True, init=False)  # the queue URL resolved at start-up
 
     async def run(self, stop: asyncio.Event, drain_seconds: float = 25.0) -> None:
         """Poll until `stop` is set, then let in-flight batches finish (up to `drain_seconds`)."""
@@ -136,7 +128,6 @@ class Consumer:
                     task.cancel()
 
     async def _receive(self) -> list[dict[str, Any]]:
-        self._receiving_since = time.monotonic()
         try:
             response = await self.sqs.receive_message(
                 QueueUrl=self.queue_url,
@@ -148,13 +139,11 @@ class Consumer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # AWS unreachable: back off, stay alive, report not-ready
-            self._last_receive_ok = False
+            self.last_poll_ok = False
             log.warning("receive_failed", error=str(exc))
             await asyncio.sleep(2)
             return []
-        finally:
-            self._receiving_since = None
-        self._last_receive_ok = True
+        self.last_poll_ok = True
         return response.get("Messages", [])
 
     async def _process_batch(self, messages: list[dict[str, Any]]) -> None:

@@ -20,9 +20,14 @@ def health_router(runtime: Runtime) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.settings.service}
 
-    @router.get("/readyz", summary="Database, queue and topic are reachable")
+    @router.get("/readyz", summary="Database, queue and topic are reachable, and AWS answers in time")
     async def readyz() -> JSONResponse:
-        checks = {"database": await _database_ok(runtime), "queue": runtime.consumer_ok(), "outbox": runtime.relay_ok()}
+        checks = {
+            "database": await _database_ok(runtime),
+            "queue": runtime.consumer_ok(),
+            "outbox": runtime.relay_ok(),
+            "aws": runtime.aws_ok(),
+        }
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 

@@ -53,6 +53,10 @@ class Runtime:
     def relay_ok(self) -> bool:
         return self.relay is None or self.relay.healthy
 
+    def aws_ok(self) -> bool:
+        """False while a call to AWS waits longer than it should: AWS accepts, but does not answer."""
+        return not self.aws.overdue()
+
 
 @dataclass
 class ServiceSpec:

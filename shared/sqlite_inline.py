@@ -21,14 +21,14 @@ from sqlite3 import (  # noqa: F401  (the DB-API names the dialect reads from it
     sqlite_version,
     sqlite_version_info,
 )
-from typing import Any
+from typing import Any, Self
 
 
 class Cursor:
     def __init__(self, cursor: sqlite3.Cursor):
         self._cursor = cursor
 
-    async def __aenter__(self) -> Cursor:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -82,7 +82,7 @@ class _RunNow:
         future, function = item
         try:
             result = function()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  (handed to the caller, like aiosqlite does)
             future.set_exception(exc)
         else:
             future.set_result(result)
@@ -119,7 +119,7 @@ class Connection:
 class _Opening:
     """What connect() returns: awaitable like aiosqlite's; `_thread` is looked at by the dialect."""
 
-    class _thread:  # noqa: N801
+    class _thread:
         daemon = True
 
     def __init__(self, database: str, kwargs: dict[str, Any]):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import CompoundSelect, Select, and_, exists, func, intersect, select, text
+from sqlalchemy import Select, and_, exists, func, intersect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -92,9 +92,10 @@ async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[l
 
 
 # How a search avoids reading many rows, on SQLite (no statistics on values) as on PostgreSQL: the filters
-# on metrics, tags, stages and words that match fewer than SMALL versions are intersected in their indexes.
-# When fewer than FEW versions are left, the query starts from them and sorts them. Otherwise versions are
-# read in the order asked for, each checked against the filters, until the page is full.
+# on metrics, tags, stages and words are counted in their indexes (up to SMALL). When one matches fewer than
+# FEW versions, or the small ones have fewer than FEW in common, the query starts from those versions and
+# sorts them. Otherwise versions are read in the order asked for, each checked against the filters, until
+# the page is full.
 SMALL = 10_000
 FEW = 2_000
 
@@ -141,23 +142,23 @@ def _row_filters(query: VersionQuery) -> list[Filter]:
     return filters
 
 
-async def _few_matches(session: AsyncSession, filters: list[Filter]) -> Select[Any] | CompoundSelect | None:
-    """The ids that every small filter matches, if there are fewer than FEW of them."""
-
-    def count(matches: Select[Any] | CompoundSelect, limit: int) -> Any:
-        return select(func.count()).select_from(matches.limit(limit).subquery()).scalar_subquery()
-
+async def _few_matches(session: AsyncSession, filters: list[Filter]) -> Select[Any] | list[str] | None:
+    """The ids that every small filter matches (or the query for them), if there are fewer than FEW."""
     if not filters:
         return None
     each = [select(table.version_id).where(*conditions) for table, conditions in filters]
-    counts = (await session.execute(select(*(count(m, SMALL) for m in each)))).one()  # one round trip
+    capped = (select(func.count()).select_from(m.limit(SMALL).subquery()).scalar_subquery() for m in each)
+    counts = (await session.execute(select(*capped))).one()  # one round trip
     small = sorted((found, i) for i, found in enumerate(counts) if found < SMALL)
     if not small:
         return None
-    few = each[small[0][1]] if len(small) == 1 else intersect(*(each[i] for _, i in small))
-    if small[0][0] < FEW:  # the intersection is no larger than its smallest part
-        return few
-    return few if len(small) > 1 and await session.scalar(select(count(few, FEW))) < FEW else None
+    fewest, first = small[0]
+    if fewest < FEW:  # start from the smallest; the other filters are checked on its few versions
+        return each[first]
+    if len(small) == 1:
+        return None
+    ids = list(await session.scalars(intersect(*(each[i] for _, i in small)).limit(FEW)))
+    return ids if len(ids) < FEW else None
 
 
 def _sorted(stmt: Select[tuple[ModelVersion]], query: VersionQuery) -> Select[tuple[ModelVersion]]:

@@ -4,7 +4,6 @@ retries hold, and the other journeys go on meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest

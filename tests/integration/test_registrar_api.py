@@ -212,6 +212,8 @@ async def test_search_finds_the_same_whether_it_starts_from_the_indexes_or_reads
     searches = [{"metric": ["auc>0.8", "auc<0.9"]}, {"tag": "team=risk", "metric": "auc>=0.9"}, {"q": "fraud mod"},
                 {"stage": "dev", "status": "Approved"}, {"tag": "champion", "group": "churn"}]
     from_indexes = [await found(api, **params) for params in searches]
+    monkeypatch.setattr(search, "FEW", 3)  # no filter alone is few: the small ones are intersected first
+    assert [await found(api, **params) for params in searches] == from_indexes
     monkeypatch.setattr(search, "SMALL", 0)  # no filter counts as small: read newest first, check each
     assert [await found(api, **params) for params in searches] == from_indexes
     assert from_indexes[0] == ["churn/1", "fraud/1"]
