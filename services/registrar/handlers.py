@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from services.registrar.catalog import record_history, set_stage
+from services.registrar.comet_writeback import CometWriteback
 from services.registrar.models import ModelVersion
 from shared.bus import Handler
 from shared.db import UnitOfWork
@@ -28,18 +31,35 @@ async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> No
     record_history(uow, event)
 
 
-async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork) -> None:
+async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
     version = await _version(uow, event)
     p = event.payload
     await set_stage(uow.session, version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
+    if (registry := _comet_registry_version(version, comet)) is not None:
+        await comet.on_approval_decided(*registry, p.stage, p.decision)  # type: ignore[union-attr]
 
 
-async def on_deployed(event: Deployed, uow: UnitOfWork) -> None:
+async def on_deployed(event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
     version = await _version(uow, event)
     p = event.payload
     await set_stage(uow.session, version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
     record_history(uow, event)
+    if (registry := _comet_registry_version(version, comet)) is not None:
+        await comet.on_deployed(*registry, p.stage)  # type: ignore[union-attr]
+
+
+def _comet_registry_version(version: ModelVersion, comet: CometWriteback | None) -> tuple[str, str] | None:
+    """Comet's registry model name and version, when this version came from Comet's registry and Comet is set up.
+
+    A failed write-back raises, so SQS redelivers the event; the write-back skips what is already there.
+    """
+    if comet is None or not comet.enabled:
+        return None
+    registry = (version.lineage or {}).get("comet") or {}
+    if registry.get("registry_model") and registry.get("registry_version"):
+        return registry["registry_model"], str(registry["registry_version"])
+    return None
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
@@ -49,9 +69,13 @@ async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None
     record_history(uow, event)
 
 
-HANDLERS: dict[str, Handler] = {
-    "ApprovalRequested": on_approval_requested,
-    "ApprovalDecided": on_approval_decided,
-    "Deployed": on_deployed,
-    "DeploymentFailed": on_deployment_failed,
-}
+def build_handlers(comet: CometWriteback | None = None) -> dict[str, Handler]:
+    return {
+        "ApprovalRequested": on_approval_requested,
+        "ApprovalDecided": partial(on_approval_decided, comet=comet),
+        "Deployed": partial(on_deployed, comet=comet),
+        "DeploymentFailed": on_deployment_failed,
+    }
+
+
+HANDLERS = build_handlers()

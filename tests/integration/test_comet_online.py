@@ -15,7 +15,7 @@ os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")  # before anything
 
 import pytest
 
-from services.notifier.comet_writeback import CometWriteback, CometWritebackError
+from services.registrar.comet_writeback import CometWriteback, CometWritebackError
 from services.registrar.comet import LINEAGE_ASSET, CometFetchError, fetch_online, fetch_online_async
 from tests.fakes.comet_server import FakeComet
 
@@ -195,3 +195,32 @@ async def test_writeback_does_nothing_when_not_configured(
     assert not writeback.enabled
     assert await writeback.on_deployed("fraud-xgb", "1.0.0", "prod") == []
     assert comet.requests == []
+
+
+async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_registry_version(comet: FakeComet, tmp_path) -> None:
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from services.registrar.catalog import Registration, register
+    from services.registrar.handlers import build_handlers
+    from shared.db import UnitOfWork, make_engine
+    from shared.migrations import prepare_database
+    from tests.factories import approval_decided, sample_events
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/registrar.db")
+    await prepare_database(engine, "registrar")
+    sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
+    from_registry = {"comet": {"registry_model": "fraud-xgb", "registry_version": "1.0.0"}}
+    async with UnitOfWork(sessionmaker) as uow:
+        await register(uow, "fraud", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=from_registry))
+        await register(uow, "manual", Registration(artifact_uri="s3://b/m", registered_by="ana"))
+        await uow.commit()
+    handlers = build_handlers(CometWriteback.from_env())
+    deployed = next(e for e in sample_events() if e.event_type == "Deployed")  # fraud/1 in dev
+    for event in (approval_decided(), deployed, approval_decided(group="manual")):
+        async with UnitOfWork(sessionmaker) as uow:
+            await handlers[event.event_type](event, uow)
+            await uow.commit()
+    item = comet.version_item("acme", "fraud-xgb", "1.0.0")
+    assert (item["status"], item["tags"]) == ("Development", ["dev-approved", "dev"])
+    assert len(comet.calls("write/registry-model/item/stage")) == 2  # nothing for the manual version
+    await engine.dispose()
