@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser localstack localstack-stop up down demo test test-unit schemas lint clean
+.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -44,6 +44,20 @@ test: $(STAMP) browser  ## unit, integration (LocalStack, PostgreSQL) and end-to
 
 test-unit: $(STAMP)  ## the fast tests only (no network)
 	$(BIN)/pytest tests/unit -q
+
+bench: $(STAMP)  ## latency, throughput vs the emulator ceiling, footprint (docs/performance.md); ~15 min
+	bash scripts/localstack.sh install
+	$(BIN)/python -m bench.journey
+	$(BIN)/python -m bench.footprint
+
+bench-registrar: $(STAMP)  ## the catalog at 100k versions on SQLite and PostgreSQL, against MLflow
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.registrar --markdown
+
+chaos: $(STAMP)  ## 1,000 journeys under kill -9, then 300 with LocalStack stopped for 20 s; prints the counts
+	bash scripts/localstack.sh install
+	$(BIN)/python -m bench.chaos --journeys 1000 --kill-every 3
+	$(BIN)/python -m bench.chaos --journeys 300 --kill-every 0 --pause 20
 
 schemas: $(STAMP)  ## regenerate the committed JSON Schemas of the events
 	$(BIN)/python -m shared.schemas
