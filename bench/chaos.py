@@ -1,12 +1,13 @@
 """Chaos: journeys keep their promises while services are killed (kill -9) or AWS stops answering.
 
     python -m bench.chaos --journeys 1000                # kill -9 a random service every 3 s, restart it
-    python -m bench.chaos --journeys 300 --pause 20      # SIGSTOP LocalStack for 20 s mid-run, then SIGCONT
+    python -m bench.chaos --journeys 300 --kill-every 0 --pause 20   # SIGSTOP LocalStack 20 s mid-run
 
 Each run has a private LocalStack (pausing the shared one would stop everyone's tests). A journey ends when
 its version is Deployed to dev and the test approval is requested. Counted at the end: every journey at
 its end state, one deployment per version, exactly one delivery per event and channel in the notifier's
 log, and what the webhook receiver got (the same Idempotency-Key twice is a repeat a receiver drops).
+MODELGATE_BENCH_KEEP=1 keeps the services' logs and databases (in /tmp/modelgate-chaos-*).
 """
 
 from __future__ import annotations

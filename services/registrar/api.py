@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -283,3 +283,5 @@ async def _check_artifact(runtime: Runtime, uri: str) -> None:
         await runtime.aws["s3"].head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
     except ClientError:
         raise HTTPException(422, f"artifact {uri} does not exist; upload it first (modelgate register --file)") from None
+    except BotoCoreError as exc:  # S3 unreachable or timing out: nothing is written, the client may retry
+        raise HTTPException(503, f"S3 did not answer ({type(exc).__name__}); try again shortly") from None
