@@ -170,6 +170,18 @@ class Chaos:
                 return
             await asyncio.sleep(2)
 
+    async def wait_for_deliveries(self, client: httpx.AsyncClient, deadline: float) -> None:
+        """Waits for every notification: one received in the moment AWS stopped answering stays invisible on its
+        queue until its visibility timeout (60 s) ends, and only then comes back to the notifier."""
+        while time.monotonic() < deadline:
+            if await self._count_sent(client) >= EVENTS_PER_JOURNEY * self.journeys:
+                return
+            await asyncio.sleep(2)
+
+    async def _count_sent(self, client: httpx.AsyncClient) -> int:
+        rows = (await client.get(f"{self.stack.url('notifier')}/v1/deliveries", params={"channel": "webhook"})).json()
+        return sum(1 for r in rows if r["status"] == "sent" and r["correlation_id"].startswith("chaos-"))
+
     async def _count_end_states(self, client: httpx.AsyncClient) -> int:
         done, offset = 0, 0
         while offset is not None:
@@ -253,6 +265,7 @@ async def run_chaos(
                     work.append(asyncio.create_task(chaos.pause_aws(*pause)))
                 await asyncio.gather(*work)
                 await chaos.wait_for_end_states(client, deadline)
+                await chaos.wait_for_deliveries(client, deadline)
                 await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
                 await chaos.count(client)
     finally:
