@@ -1,16 +1,17 @@
 """Delivering each event to whom routing names: once per (event, channel, recipient), never silently dropped.
 
-Per recipient: a `sending` row is committed first, then the message is sent (with retries), then the row
-becomes `sent` or `failed`. So:
+Per event: a `sending` row per recipient is committed first (one transaction), then the messages are sent
+at once (each with retries), then the rows become `sent` or `failed` (one transaction). So:
 - a repeated or redelivered event finds the row `sent` or `failed` and sends nothing again;
 - a notifier killed between sending and recording leaves `sending`; the redelivered event sends again
   (a webhook gets the same Idempotency-Key, so the receiver can drop the repeat; email and SNS have no
   such key: a crash in those few milliseconds can repeat one message, never lose it);
-- a `sending` row claimed moments ago is a twin delivery in flight: the event is retried later.
+- a `sending` row claimed moments ago is a twin handling in flight: the event is retried later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -62,53 +63,74 @@ async def notify(
     webhook_url: str | None = None,
     notifier: Notifier | None = None,
 ) -> None:
+    """Claims every delivery of the event in one transaction, sends them all at once, and leaves the outcomes
+    in `uow` for the caller's commit (the consumer's, which also marks the event handled)."""
     notifier = notifier or log_and_webhook(http, webhook_url)
     message = render(event, notifier.deployer_url)
     recipients, unknown = notifier.routing.recipients(event, notifier.default_webhook)
-    await uow.commit()  # each delivery below is its own small transaction, committed before anything is sent
-    for audience in unknown:
-        await _record_unroutable(uow, event, message, audience)
-    for recipient in recipients:
-        channel = notifier.channels.get(recipient.channel)
-        if channel is not None:
-            await _deliver(uow, event, message, recipient, channel, notifier)
+    claimed = await _claim(uow, event, message, recipients, unknown, notifier)
+    await uow.commit()  # the claims are durable before anything is sent; nothing is held while sending
+    await asyncio.gather(*(_send(event, message, recipient, row, notifier) for recipient, row in claimed))
 
 
-async def _deliver(
-    uow: UnitOfWork, event: Envelope, message: Message, recipient: Recipient, channel: Channel, notifier: Notifier
-) -> None:
-    address = shown_address(recipient)
-    row = await uow.session.scalar(
-        select(Delivery).where(
-            Delivery.event_id == event.event_id, Delivery.channel == recipient.channel, Delivery.recipient == address
-        )
-    )
+async def _claim(
+    uow: UnitOfWork,
+    event: Envelope,
+    message: Message,
+    recipients: list[Recipient],
+    unknown: list[str],
+    notifier: Notifier,
+) -> list[tuple[Recipient, Delivery]]:
+    """The (recipient, row) pairs to send now: new ones, and those whose sender died after claiming them."""
+    rows = {
+        (row.channel, row.recipient): row
+        for row in await uow.session.scalars(select(Delivery).where(Delivery.event_id == event.event_id))
+    }
     now = utcnow()
-    if row is not None and row.status in (SENT, FAILED):
-        await uow.commit()
-        return
-    if row is not None and row.claimed_at > now - timedelta(seconds=notifier.claim_seconds):
-        await uow.commit()
-        raise DeliveryInProgress(f"{recipient.channel} delivery of {event.event_id} is in flight")
-    if row is None:
-        row = Delivery(
-            event_id=event.event_id,
-            event_type=event.event_type,
-            correlation_id=event.correlation_id,
-            channel=recipient.channel,
-            recipient=address,
-            audiences=",".join(recipient.audiences),
-            status=SENDING,
-            subject=message.subject,
-            text=message.text,
-            attempts=0,
-            claimed_at=now,
-        )
-        uow.session.add(row)
-    else:  # its sender died after claiming it: send it again
-        log.warning("delivery_resumed", channel=recipient.channel, event_id=event.event_id)
-        row.claimed_at = now
-    await uow.commit()
+    claimed = []
+    for recipient in recipients:
+        if recipient.channel not in notifier.channels:  # routed to a channel this notifier is not configured for
+            continue
+        address = shown_address(recipient)
+        row = rows.get((recipient.channel, address))
+        if row is None:
+            row = _delivery(event, message, recipient.channel, address, ",".join(recipient.audiences), SENDING)
+            uow.session.add(row)
+        elif row.status in (SENT, FAILED):
+            continue
+        elif row.claimed_at > now - timedelta(seconds=notifier.claim_seconds):
+            raise DeliveryInProgress(f"{recipient.channel} delivery of {event.event_id} is in flight")
+        else:
+            log.warning("delivery_resumed", channel=recipient.channel, event_id=event.event_id)
+            row.claimed_at = now
+        claimed.append((recipient, row))
+    for audience in unknown:  # routing names an audience it does not define: a failed delivery, for a person to fix
+        if ("routing", audience) not in rows:
+            log.error("unknown_audience", audience=audience, event_type=event.event_type)
+            row = _delivery(event, message, "routing", audience, audience, FAILED)
+            row.error = f"no audience {audience!r} in the routing file: add it under `audiences:`"
+            uow.session.add(row)
+    return claimed
+
+
+def _delivery(event: Envelope, message: Message, channel: str, address: str, audiences: str, status: str) -> Delivery:
+    return Delivery(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        correlation_id=event.correlation_id,
+        channel=channel,
+        recipient=address,
+        audiences=audiences,
+        status=status,
+        subject=message.subject,
+        text=message.text,
+        attempts=0,
+        claimed_at=utcnow(),
+    )
+
+
+async def _send(event: Envelope, message: Message, recipient: Recipient, row: Delivery, notifier: Notifier) -> None:
+    channel = notifier.channels[recipient.channel]
     tries = 0
     try:
         async for attempt in AsyncRetrying(
@@ -121,38 +143,10 @@ async def _deliver(
                 await channel.send(event, message, recipient, _idempotency_key(event, recipient))
     except Exception as exc:
         row.status, row.error = FAILED, _describe(exc)
-        log.error("delivery_failed", channel=recipient.channel, recipient=address, tries=tries, error=row.error)
+        log.error("delivery_failed", channel=recipient.channel, recipient=row.recipient, tries=tries, error=row.error)
     else:
         row.status, row.sent_at, row.error = SENT, utcnow(), None
     row.attempts = (row.attempts or 0) + tries
-    await uow.commit()
-
-
-async def _record_unroutable(uow: UnitOfWork, event: Envelope, message: Message, audience: str) -> None:
-    """Routing names an audience it does not define: recorded as a failed delivery, for a person to fix."""
-    exists = await uow.session.scalar(
-        select(Delivery.id).where(
-            Delivery.event_id == event.event_id, Delivery.channel == "routing", Delivery.recipient == audience
-        )
-    )
-    if not exists:
-        log.error("unknown_audience", audience=audience, event_type=event.event_type)
-        uow.session.add(
-            Delivery(
-                event_id=event.event_id,
-                event_type=event.event_type,
-                correlation_id=event.correlation_id,
-                channel="routing",
-                recipient=audience,
-                audiences=audience,
-                status=FAILED,
-                subject=message.subject,
-                text=message.text,
-                error=f"no audience {audience!r} in the routing file: add it under `audiences:`",
-                attempts=0,
-            )
-        )
-    await uow.commit()
 
 
 def shown_address(recipient: Recipient) -> str:
