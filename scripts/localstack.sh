@@ -189,6 +189,34 @@ check_import() {
     fi
 }
 
+# LocalStack indexes every AWS service's spec on its first request unless it finds this index in its cache
+# (its Docker image ships one, built at image build time). Building it once here, and copying it into each
+# run's cache, halves LocalStack's memory: ~320 MB instead of ~650 MB with SQS, SNS, S3, SSM and STS in use.
+CATALOG_DIR_NAME="service-catalog"
+
+build_catalog() {
+    mkdir -p "$(dirname "$INSTALL_LOG")"
+    "$VENV/bin/python" - "$VENV/$CATALOG_DIR_NAME" >>"$INSTALL_LOG" 2>&1 <<'EOF_PY' || die "could not build LocalStack's service catalog index (log: $INSTALL_LOG)"
+import os, sys
+from localstack.aws.spec import _get_catalog_filename, build_service_index_cache
+os.makedirs(sys.argv[1], exist_ok=True)
+build_service_index_cache(os.path.join(sys.argv[1], _get_catalog_filename()))
+EOF_PY
+}
+
+seed_catalog_cache() {
+    local cache="$DATA_DIR/var/lib/localstack/cache"
+    if ! compgen -G "$VENV/$CATALOG_DIR_NAME/service-catalog-*.dill" >/dev/null; then
+        say "building LocalStack's service catalog index (once per install)"
+        build_catalog
+    fi
+    mkdir -p "$cache"
+    local index
+    for index in "$VENV/$CATALOG_DIR_NAME"/service-catalog-*.dill; do
+        [[ -e "$cache/$(basename "$index")" ]] || cp "$index" "$cache/"
+    done
+}
+
 cmd_install() {
     choose_python
     choose_packages
@@ -205,6 +233,7 @@ cmd_install() {
     if [[ "$FLAVOR" == py312 ]]; then write_py312_shim; fi
     pip_install
     check_import
+    build_catalog
     echo "$wanted" >"$MARKER"
     say "installed in $(( ($(now_ms) - started) / 1000 )) s: $(describe_install)"
 }
@@ -271,6 +300,7 @@ is_localstack_pid() {
 
 launch() {
     mkdir -p "$(dirname "$LOG_FILE")" "$(dirname "$PID_FILE")" "$DATA_DIR"
+    seed_catalog_cache
     if [[ -f "$LOG_FILE" ]]; then mv -f "$LOG_FILE" "$LOG_FILE.prev"; fi
     # setsid: own session and process group (pid == pgid), detached from the caller's
     # terminal so `make up` can return. cd: keep the repo off LocalStack's sys.path.

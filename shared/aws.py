@@ -89,9 +89,11 @@ class AwsClients:
         self._in_flight.discard(context.get("modelgate_call"))  # type: ignore[arg-type]
 
 
-async def topic_arn(clients: AwsClients, settings: ServiceSettings) -> str:
-    identity = await clients["sts"].get_caller_identity()
-    return f"arn:aws:sns:{settings.aws_region}:{identity['Account']}:{settings.topic_name}"
+def topic_arn(queue_url: str, settings: ServiceSettings) -> str:
+    """The events topic's ARN, in the account of the service's own queue (its URL ends /<account>/<name>):
+    no STS call, and no STS client held for it."""
+    account = queue_url.rstrip("/").split("/")[-2]
+    return f"arn:aws:sns:{settings.aws_region}:{account}:{settings.topic_name}"
 
 
 async def queue_url(clients: AwsClients, name: str) -> str:

@@ -20,7 +20,7 @@ def _redact(_logger: object, _name: str, event_dict: dict) -> dict:
 def configure_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     logging.basicConfig(stream=sys.stdout, level=level.upper(), format="%(message)s", force=True)
-    for noisy in ("botocore", "aiobotocore", "urllib3", "httpx", "httpcore", "uvicorn.access"):
+    for noisy in ("botocore", "aiobotocore", "urllib3", "httpx", "httpcore", "uvicorn.access", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[

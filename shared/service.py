@@ -21,7 +21,7 @@ from shared.bus import Consumer, Handler, Publisher
 from shared.db import UnitOfWork, make_engine, reading
 from shared.http import health_router
 from shared.logging import configure_logging
-from shared.migrations import prepare_database
+from shared.migrations import prepare_service_database
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -80,8 +80,8 @@ class _Server(uvicorn.Server):
 async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
     configure_logging(spec.name, settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
-    await prepare_database(engine, spec.name)
-    async with AwsClients(settings, ("sqs", "sns", "sts", *spec.aws_services)) as clients:
+    await prepare_service_database(engine, spec.name, settings.database_url)
+    async with AwsClients(settings, ("sqs", "sns", *spec.aws_services)) as clients:
         topic_arn, queue_url, dlq_url = await _resolve_bus(clients, settings)
         runtime = Runtime(
             settings=settings,
@@ -119,11 +119,8 @@ async def _resolve_bus(clients: AwsClients, settings: ServiceSettings) -> tuple[
         stop=stop_after_delay(60), wait=wait_exponential(max=5), retry=retry_if_exception_type(Exception), reraise=True
     ):
         with attempt:
-            return (
-                await aws.topic_arn(clients, settings),
-                await aws.queue_url(clients, settings.queue_name),
-                await aws.queue_url(clients, settings.dlq_name),
-            )
+            queue_url = await aws.queue_url(clients, settings.queue_name)
+            return aws.topic_arn(queue_url, settings), queue_url, await aws.queue_url(clients, settings.dlq_name)
     raise AssertionError("unreachable")
 
 
