@@ -80,10 +80,20 @@ async def on_approval_decided(
     p = event.payload
     if p.decision != "Approved":
         raise Skip(f"{p.model_version_id} was {p.decision} for {p.stage}: nothing to deploy")
-    deployment = await record_approval(uow, event, target_for(targets, p.stage).name)
-    await uow.commit()  # recorded before anything is deployed: a redelivery now finds it and deploys nothing
-    if deployment.status == PENDING:
-        await run_stage(uow, p.group, p.stage, ssm, targets, options)
+    target = target_for(targets, p.stage).name
+    lock = _stage_lock(p.group, p.stage)
+    deployment = None
+    if lock.locked():  # this process is deploying to the stage now: record the approval without waiting for that
+        deployment = await record_approval(uow, event, target)
+        await uow.commit()
+    async with lock:
+        # Otherwise the approval is recorded in the transaction that claims the stage. Either way it is recorded
+        # before anything is deployed: a redelivery finds it and deploys nothing.
+        deployment = deployment or await record_approval(uow, event, target)
+        if deployment.status == PENDING:
+            await _run_claimed(uow, p.group, p.stage, ssm, targets, options)
+        else:
+            await uow.commit()
 
 
 async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) -> Deployment:
@@ -149,9 +159,21 @@ async def run_stage(
     uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
 ) -> None:
     """Runs the stage's open deployments until none is left, or another deployer process holds the stage."""
-    async with _stage_locks.setdefault((group, stage), asyncio.Lock()):
-        while (deployment := await _claim(uow, group, stage, options)) is not None:
-            await _run(uow, deployment, ssm, targets, options)
+    async with _stage_lock(group, stage):
+        await _run_claimed(uow, group, stage, ssm, targets, options)
+
+
+def _stage_lock(group: str, stage: str) -> asyncio.Lock:
+    return _stage_locks.setdefault((group, stage), asyncio.Lock())
+
+
+async def _run_claimed(
+    uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
+) -> None:
+    deployment = await _claim(uow, group, stage, options)
+    while deployment is not None:
+        more = await _run(uow, deployment, ssm, targets, options)
+        deployment = await _claim(uow, group, stage, options) if more else None
 
 
 async def lock_stage(session: AsyncSession, group: str, stage: str) -> Stage:
@@ -203,7 +225,8 @@ async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOp
     return chosen
 
 
-async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions) -> None:
+async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions) -> bool:
+    """Deploys, verifies and points to the version; True if the stage has more open deployments to run."""
     spec = spec_of(deployment)
     target = _target_named(targets, deployment.target)
     tries = 0
@@ -235,12 +258,14 @@ async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mappi
         endpoint_url, deployed_at = work.result()
     except Exception as exc:  # every try failed: announce it, keep what was live
         log.error("deployment_failed", model_version_id=deployment.model_version_id, stage=deployment.stage, tries=tries, error=str(exc))
-        if await _finish_failed(uow, deployment, str(exc) or type(exc).__name__, tries) and target:
+        failed, more = await _finish_failed(uow, deployment, str(exc) or type(exc).__name__, tries)
+        if failed and target:
             await _quietly(target.retire(spec), "retire_failed_deployment")
-        return
-    previous = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
+        return more
+    previous, more = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
     if previous is not None and (old_target := _target_named(targets, previous.target)) is not None:
         await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
+    return more
 
 
 async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime) -> None:
@@ -268,13 +293,14 @@ async def _renew_lease(uow: UnitOfWork, deployment: Deployment, options: DeployO
 
 async def _go_live(
     uow: UnitOfWork, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime, tries: int
-) -> Deployment | None:
-    """Makes the deployment the stage's live one and announces it; returns what was live before."""
+) -> tuple[Deployment | None, bool]:
+    """Makes the deployment the stage's live one and announces it; returns what was live before, and whether
+    the stage has more open deployments (if not, its lease is released in the same transaction)."""
     stage = await lock_stage(uow.session, deployment.group_name, deployment.stage)
     if stage.lease_owner != OWNER:
         log.warning("stage_lease_lost", model_version_id=deployment.model_version_id, stage=deployment.stage)
         await uow.commit()
-        return None
+        return None, False
     d = await uow.session.get(Deployment, deployment.id, populate_existing=True)
     assert d is not None
     previous = await uow.session.get(Deployment, stage.live_deployment_id) if stage.live_deployment_id else None
@@ -310,17 +336,19 @@ async def _go_live(
             ),
         )
     )
+    more = await _release_lease_if_done(uow, stage)
     await uow.commit()
     log.info("deployed", model_version_id=d.model_version_id, stage=d.stage, target=d.target, endpoint_url=endpoint_url,
              previous=d.previous_model_version_id, rollback=d.rollback)
-    return previous
+    return previous, more
 
 
-async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, tries: int) -> bool:
+async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, tries: int) -> tuple[bool, bool]:
+    """Records the failure and announces it; returns whether it did, and whether the stage has more to run."""
     stage = await lock_stage(uow.session, deployment.group_name, deployment.stage)
     if stage.lease_owner != OWNER:
         await uow.commit()
-        return False
+        return False, False
     d = await uow.session.get(Deployment, deployment.id, populate_existing=True)
     assert d is not None
     d.status, d.reason, d.finished_at = FAILED, reason[:4000], utcnow()
@@ -342,8 +370,18 @@ async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, t
             ),
         )
     )
+    more = await _release_lease_if_done(uow, stage)
     await uow.commit()
-    return True
+    return True, more
+
+
+async def _release_lease_if_done(uow: UnitOfWork, stage: Stage) -> bool:
+    """Releases the stage's lease when nothing more is open on it; True if something is (the lease is kept)."""
+    await uow.session.flush()
+    if await uow.session.scalar(_open_in(stage.group_name, stage.stage).limit(1)) is not None:
+        return True
+    stage.lease_owner, stage.lease_until = None, None
+    return False
 
 
 def spec_of(d: Deployment) -> DeploySpec:
