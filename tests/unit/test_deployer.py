@@ -3,6 +3,7 @@ failures are announced after bounded retries, rollback walks back through what w
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from functools import partial
@@ -224,3 +225,34 @@ async def test_a_deployment_left_half_done_by_a_dead_deployer_is_finished_once(d
 async def test_a_rejection_deploys_nothing(deployer):
     assert await deployer.deliver(approval_decided(decision="Rejected")) == "skipped"
     assert await deployer.deployments() == []
+
+
+class GatedTarget(FakeTarget):
+    """Deploys only once `go` is set: a deployment that takes its time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started, self.go = asyncio.Event(), asyncio.Event()
+
+    async def deploy(self, spec: DeploySpec) -> str:
+        self.started.set()
+        await self.go.wait()
+        return await super().deploy(spec)
+
+
+async def test_an_approval_arriving_while_the_stage_deploys_is_recorded_at_once_and_deployed_next(deployer):
+    deployer.target = deployer.targets["dev"] = target = GatedTarget()
+    deployer.handler = partial(on_approval_decided, ssm=deployer.ssm, targets=deployer.targets, options=FAST)
+    first = asyncio.create_task(deployer.deliver(approval_decided(version=1, approval_id="a1")))
+    await asyncio.wait_for(target.started.wait(), timeout=5)
+    second = asyncio.create_task(deployer.deliver(approval_decided(version=2, approval_id="a2")))
+    deadline = asyncio.get_running_loop().time() + 5
+    while {d.model_version_id: d.status for d in await deployer.deployments()}.get("fraud/2") != "Pending":
+        assert asyncio.get_running_loop().time() < deadline, "the second approval was not recorded while the first deployed"
+        await asyncio.sleep(0.01)
+    target.go.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=5) == ["handled", "handled"]
+    assert target.deployed == ["fraud/1", "fraud/2"] and deployer.pointer()["model_version_id"] == "fraud/2"
+    async with deployer.sessionmaker() as session:
+        stage = await session.get(Stage, ("fraud", "dev"))
+    assert stage.lease_owner is None  # released with the last deployment: another deployer may take the stage

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import httpx
@@ -192,3 +193,25 @@ async def test_an_audience_routing_does_not_define_is_recorded_as_a_failed_deliv
     await handle(sessionmaker, event_of("Deployed"), notifier_with(Receiver(), Inbox(), routing))
     failed = [d for d in await deliveries(sessionmaker) if d.status == "failed"]
     assert len(failed) == 1 and "nobody" in failed[0].error
+
+
+async def test_an_events_channels_are_sent_at_once_so_a_slow_webhook_holds_back_no_email(sessionmaker):
+    webhook_called, email_sent = asyncio.Event(), asyncio.Event()
+
+    class MeetingInbox(Inbox):
+        async def send(self, event, message, recipient, key) -> None:  # type: ignore[no-untyped-def]
+            await super().send(event, message, recipient, key)
+            email_sent.set()
+            await asyncio.wait_for(webhook_called.wait(), timeout=2)  # sent one after the other, this times out
+
+    async def slow_webhook(request: httpx.Request) -> httpx.Response:
+        webhook_called.set()
+        await asyncio.wait_for(email_sent.wait(), timeout=2)
+        return httpx.Response(200)
+
+    inbox = MeetingInbox()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(slow_webhook))
+    notifier = Notifier(ROUTING, {"webhook": WebhookChannel(http), "email": inbox}, default_webhook=HOOK, attempts=1)
+    await handle(sessionmaker, event_of("Deployed"), notifier)
+    assert [address for address, _subject in inbox.sent] == ["team@example.com"]
+    assert {d.channel: d.status for d in await deliveries(sessionmaker)} == {"webhook": "sent", "email": "sent"}
