@@ -139,6 +139,7 @@ STATUS_STYLE = {
     "PendingManualApproval": "yellow",
     "pending": "yellow",
     "Rejected": "red",
+    "Superseded": "dim",
     "DeploymentFailed": "red",
 }
 

@@ -218,6 +218,7 @@ GATE_OPEN = ("Approved", "Deployed")
 GATE_CODES = {
     "PendingApproval": ExitCode.GATE_PENDING,
     "Rejected": ExitCode.GATE_REJECTED,
+    "Superseded": ExitCode.GATE_REJECTED,
     "DeploymentFailed": ExitCode.GATE_DEPLOYMENT_FAILED,
 }
 
@@ -238,6 +239,9 @@ def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
     if status == "Rejected":
         who = ", ".join(details.get("decided_by") or [])
         return ExitCode.GATE_REJECTED, f"{vid} was rejected for {stage}" + (f" by {who}" if who else "")
+    if status == "Superseded":
+        newer = details.get("superseded_by") or "a newer version"
+        return ExitCode.GATE_REJECTED, f"{vid} was superseded for {stage} by {newer}, which was put up for it later"
     if status == "DeploymentFailed":
         reason = details.get("reason", "see modelgate show")
         return ExitCode.GATE_DEPLOYMENT_FAILED, f"{vid} was approved for {stage} but its deployment failed: {reason}"

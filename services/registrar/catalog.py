@@ -343,10 +343,13 @@ async def set_stage(
 
 
 def approval_status(stages: dict[str, dict[str, Any]]) -> str:
-    """SageMaker's single status, derived from the stages: any rejection wins, then any approval."""
+    """SageMaker's single status, derived from the stages: any rejection wins, then any approval; a version
+    superseded before any approval will go no further, so it reads as rejected."""
     statuses = {s["status"] for s in stages.values()}
     if "Rejected" in statuses:
         return "Rejected"
     if statuses & {"Approved", "Deployed", "DeploymentFailed"}:
         return "Approved"
+    if "Superseded" in statuses:
+        return "Rejected"
     return "PendingManualApproval"

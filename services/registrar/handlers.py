@@ -34,7 +34,11 @@ async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> No
 async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
+    if p.decision == "Rejected" and p.superseded_by:  # a newer version took the stage: not a person's verdict
+        await set_stage(uow.session, version, p.stage, "Superseded", event, superseded_by=p.superseded_by,
+                        approval_id=p.approval_id)
+    else:
+        await set_stage(uow.session, version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
     if (registry := _comet_registry_version(version, comet)) is not None:
         await comet.on_approval_decided(*registry, p.stage, p.decision)  # type: ignore[union-attr]

@@ -110,6 +110,17 @@ async def test_stage_status_and_history_follow_the_journey_in_order(api):
     assert (await api.get("/v1/groups/fraud/versions/2/history")).status_code == 404
 
 
+async def test_a_version_superseded_for_a_later_stage_keeps_its_approval_and_shows_the_newer_one(api):
+    await post_version(api, "fraud")
+    await deliver(api, approval_decided("fraud", 1, "dev", "Approved"))
+    await deliver(api, deployed("fraud", 1, "dev"))
+    rejected = approval_decided("fraud", 1, "test", "Rejected", approval_id="a2")
+    await deliver(api, rejected.model_copy(update={"payload": rejected.payload.model_copy(update={"superseded_by": "fraud/2"})}))
+    record = (await api.get("/v1/groups/fraud/versions/1")).json()
+    assert record["stages"] == {"dev": "Deployed", "test": "Superseded"} and record["approval_status"] == "Approved"
+    assert record["stage_details"]["test"]["superseded_by"] == "fraud/2"
+
+
 async def test_groups_are_created_listed_read_and_changed(api):
     created = await api.post("/v1/groups", json={"name": "churn", "description": "Churn risk", "tags": {"team": "crm"}, "owners": ["lee"]})
     assert created.status_code == 201 and created.json()["latest_version"] == 0
