@@ -140,6 +140,7 @@ STATUS_STYLE = {
     "pending": "yellow",
     "Rejected": "red",
     "Superseded": "dim",
+    "RolledBack": "red",
     "DeploymentFailed": "red",
 }
 

@@ -219,6 +219,7 @@ GATE_CODES = {
     "PendingApproval": ExitCode.GATE_PENDING,
     "Rejected": ExitCode.GATE_REJECTED,
     "Superseded": ExitCode.GATE_REJECTED,
+    "RolledBack": ExitCode.GATE_REJECTED,
     "DeploymentFailed": ExitCode.GATE_DEPLOYMENT_FAILED,
 }
 
@@ -242,6 +243,8 @@ def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
     if status == "Superseded":
         newer = details.get("superseded_by") or "a newer version"
         return ExitCode.GATE_REJECTED, f"{vid} was superseded for {stage} by {newer}, which was put up for it later"
+    if status == "RolledBack":
+        return ExitCode.GATE_REJECTED, f"{vid} was rolled back from {stage} to {details.get('replaced_by', 'an earlier version')}"
     if status == "DeploymentFailed":
         reason = details.get("reason", "see modelgate show")
         return ExitCode.GATE_DEPLOYMENT_FAILED, f"{vid} was approved for {stage} but its deployment failed: {reason}"

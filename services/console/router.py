@@ -23,7 +23,8 @@ from services.console.session import COOKIE, SignedIn, approver_api, identify, s
 Me = Annotated[SignedIn, Depends(signed_in)]
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 STAGE_STYLE = {"Deployed": "ok", "Approved": "ok", "PendingApproval": "wait", "pending": "wait",
-               "PendingManualApproval": "wait", "Rejected": "bad", "DeploymentFailed": "bad"}
+               "PendingManualApproval": "wait", "Rejected": "bad", "DeploymentFailed": "bad",
+               "RolledBack": "bad"}
 templates.env.filters["status_class"] = lambda status: STAGE_STYLE.get(status or "", "none")
 
 

@@ -52,7 +52,7 @@ class VersionOut(BaseModel):
     model_card: dict[str, Any]
     lineage: dict[str, Any]
     approval_status: str = Field(description="SageMaker's: PendingManualApproval, Approved or Rejected.")
-    stages: dict[str, str] = Field(description="stage -> PendingApproval, Approved, Rejected, Superseded (a newer version took the stage), Deployed or DeploymentFailed")
+    stages: dict[str, str] = Field(description="stage -> PendingApproval, Approved, Rejected, Superseded (a newer version took the stage), Deployed, DeploymentFailed or RolledBack (the stage was rolled back from it)")
     stage_details: dict[str, dict[str, Any]]
     created_at: datetime
 

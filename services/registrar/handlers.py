@@ -48,6 +48,10 @@ async def on_deployed(event: Deployed, uow: UnitOfWork, comet: CometWriteback | 
     version = await _version(uow, event)
     p = event.payload
     await set_stage(uow.session, version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
+    if p.rollback and p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
+        rolled_back = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
+        if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
+            await set_stage(uow.session, rolled_back, p.stage, "RolledBack", event, replaced_by=p.model_version_id)
     record_history(uow, event)
     if (registry := _comet_registry_version(version, comet)) is not None:
         await comet.on_deployed(*registry, p.stage)  # type: ignore[union-attr]

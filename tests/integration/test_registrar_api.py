@@ -121,6 +121,21 @@ async def test_a_version_superseded_for_a_later_stage_keeps_its_approval_and_sho
     assert record["stage_details"]["test"]["superseded_by"] == "fraud/2"
 
 
+async def test_after_a_rollback_the_version_rolled_back_from_no_longer_reads_deployed(api):
+    await post_version(api, "fraud")
+    await post_version(api, "fraud")
+    await deliver(api, deployed("fraud", 1, "prod"))
+    newer = deployed("fraud", 2, "prod")
+    await deliver(api, newer.model_copy(update={"payload": newer.payload.model_copy(
+        update={"previous_model_version_id": "fraud/1", "previous_version": 1})}))
+    back = deployed("fraud", 1, "prod")
+    await deliver(api, back.model_copy(update={"payload": back.payload.model_copy(
+        update={"rollback": True, "previous_model_version_id": "fraud/2", "previous_version": 2})}))
+    assert (await api.get("/v1/groups/fraud/versions/1")).json()["stages"] == {"prod": "Deployed"}
+    record = (await api.get("/v1/groups/fraud/versions/2")).json()
+    assert record["stages"] == {"prod": "RolledBack"} and record["stage_details"]["prod"]["replaced_by"] == "fraud/1"
+
+
 async def test_groups_are_created_listed_read_and_changed(api):
     created = await api.post("/v1/groups", json={"name": "churn", "description": "Churn risk", "tags": {"team": "crm"}, "owners": ["lee"]})
     assert created.status_code == 201 and created.json()["latest_version"] == 0

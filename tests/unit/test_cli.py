@@ -128,6 +128,7 @@ def test_shell_completion_is_offered():
         ("dev", "PendingApproval", {}, ExitCode.GATE_PENDING, "waiting for approval"),
         ("dev", "Rejected", {"decided_by": ["kim"]}, ExitCode.GATE_REJECTED, "rejected for dev by kim"),
         ("test", "Superseded", {"superseded_by": "fraud/8"}, ExitCode.GATE_REJECTED, "superseded for test by fraud/8"),
+        ("prod", "RolledBack", {"replaced_by": "fraud/6"}, ExitCode.GATE_REJECTED, "rolled back from prod to fraud/6"),
         ("dev", "DeploymentFailed", {"reason": "endpoint never healthy"}, ExitCode.GATE_DEPLOYMENT_FAILED,
          "endpoint never healthy"),
         ("prod", None, {}, ExitCode.GATE_NOT_REQUESTED, "not been put up for prod"),
