@@ -256,3 +256,32 @@ async def test_an_approval_arriving_while_the_stage_deploys_is_recorded_at_once_
     async with deployer.sessionmaker() as session:
         stage = await session.get(Stage, ("fraud", "dev"))
     assert stage.lease_owner is None  # released with the last deployment: another deployer may take the stage
+
+
+async def test_a_target_is_polled_until_it_settles_and_a_target_that_never_does_fails_with_where_it_stands():
+    from services.deployer.targets.base import NotSettled, until_settled
+
+    looks = []
+
+    async def settles_on_the_third_look() -> None:
+        looks.append(1)
+        if len(looks) < 3:
+            raise NotSettled("endpoint Creating")
+
+    await until_settled(settles_on_the_third_look, wait_seconds=5, poll_seconds=0)
+    assert len(looks) == 3
+
+    async def never() -> None:
+        raise NotSettled("endpoint Creating")
+
+    with pytest.raises(DeployError, match="endpoint Creating after 0s"):
+        await until_settled(never, wait_seconds=0.05, poll_seconds=0.01)
+
+    async def failed() -> None:
+        looks.append(1)
+        raise DeployError("endpoint Failed: image not found")
+
+    looks.clear()
+    with pytest.raises(DeployError, match="image not found"):
+        await until_settled(failed, wait_seconds=5, poll_seconds=0)
+    assert len(looks) == 1  # a failure is not waited on

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,23 @@ class DeploySpec:
 
 class DeployError(Exception):
     """The target could not serve the version; the message says why (it becomes DeploymentFailed.reason)."""
+
+
+class NotSettled(Exception):
+    """The target is still on its way to the version; the message says where it stands."""
+
+
+async def until_settled(check: Callable[[], Awaitable[None]], wait_seconds: float, poll_seconds: float) -> None:
+    """Calls `check` every `poll_seconds` until it returns; still NotSettled after `wait_seconds` is a DeployError."""
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(wait_seconds), wait=wait_fixed(poll_seconds),
+            retry=retry_if_exception_type(NotSettled), reraise=True,
+        ):
+            with attempt:
+                await check()
+    except NotSettled as exc:
+        raise DeployError(f"{exc} after {wait_seconds:.0f}s") from None
 
 
 class Target:

@@ -8,11 +8,9 @@ runs that revision; with `wait_seconds` > 0, also when its rollout has COMPLETED
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
-from services.deployer.targets.base import DeployError, DeploySpec, Target
+from services.deployer.targets.base import DeployError, DeploySpec, NotSettled, Target, until_settled
 
 # What RegisterTaskDefinition accepts back from DescribeTaskDefinition.
 REGISTERABLE = (
@@ -62,8 +60,7 @@ class EcsTarget(Target):
         return None
 
     async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
-        deadline = time.monotonic() + self.wait_seconds
-        while True:
+        async def rolled_out() -> None:
             service = await self._service(spec)
             definition = (await self.client.describe_task_definition(taskDefinition=service["taskDefinition"]))["taskDefinition"]
             if _pinned(definition, spec.deployment_id) is None:
@@ -73,11 +70,10 @@ class EcsTarget(Target):
             primary = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
             if primary.get("rolloutState") == "FAILED":
                 raise DeployError(f"ECS rollout failed: {primary.get('rolloutStateReason', 'no reason')}")
-            if primary.get("taskDefinition") == service["taskDefinition"] and primary.get("rolloutState") == "COMPLETED":
-                return
-            if time.monotonic() > deadline:
-                raise DeployError(f"ECS service {self.service_name(spec)} rollout not COMPLETED after {self.wait_seconds:.0f}s")
-            await asyncio.sleep(self.poll_seconds)
+            if primary.get("taskDefinition") != service["taskDefinition"] or primary.get("rolloutState") != "COMPLETED":
+                raise NotSettled(f"ECS service {self.service_name(spec)} rollout not COMPLETED")
+
+        await until_settled(rolled_out, self.wait_seconds, self.poll_seconds)
 
     async def _service(self, spec: DeploySpec) -> dict[str, Any]:
         name = self.service_name(spec)

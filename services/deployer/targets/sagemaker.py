@@ -9,13 +9,11 @@ a joblib file, see services/inference/model.py).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.deployer.targets.base import DeployError, DeploySpec, Target, aws_name
+from services.deployer.targets.base import DeployError, DeploySpec, NotSettled, Target, aws_name, until_settled
 
 
 class SageMakerTarget(Target):
@@ -88,19 +86,18 @@ class SageMakerTarget(Target):
 
     async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
         endpoint, config = self.endpoint_name(spec), self.config_name(spec)
-        deadline = time.monotonic() + self.wait_seconds
-        while True:
+
+        async def in_service() -> None:
             current = await self._describe_endpoint(endpoint)
             if current is None:
                 raise DeployError(f"SageMaker endpoint {endpoint} disappeared")
             status = current["EndpointStatus"]
             if status == "Failed":
                 raise DeployError(f"SageMaker endpoint {endpoint} failed: {current.get('FailureReason', 'no reason')}")
-            if status == "InService" and current["EndpointConfigName"] == config:
-                return
-            if time.monotonic() > deadline:
-                raise DeployError(f"SageMaker endpoint {endpoint} not InService on {config} after {self.wait_seconds:.0f}s ({status})")
-            await asyncio.sleep(self.poll_seconds)
+            if status != "InService" or current["EndpointConfigName"] != config:
+                raise NotSettled(f"SageMaker endpoint {endpoint} not InService on {config} ({status})")
+
+        await until_settled(in_service, self.wait_seconds, self.poll_seconds)
 
     async def _describe_endpoint(self, name: str) -> dict[str, Any] | None:
         try:
