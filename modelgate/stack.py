@@ -123,6 +123,7 @@ def wait_ready(stack: Stack, service: str, timeout: float = 60.0) -> None:
             raise StackError(f"{service} exited during start-up; see {stack.logfile(service)}")
         try:
             response = httpx.get(f"{stack.url(service)}/readyz", timeout=2)
+            _check_answered_by(stack, service, response)
             if response.status_code == 200:
                 return
             last = response.text
@@ -130,6 +131,20 @@ def wait_ready(stack: Stack, service: str, timeout: float = 60.0) -> None:
             last = str(exc)
         time.sleep(0.2)
     raise StackError(f"{service} not ready after {timeout:.0f}s ({last}); see {stack.logfile(service)}")
+
+
+def _check_answered_by(stack: Stack, service: str, response: httpx.Response) -> None:
+    """Another stack's service on this port would pass for ours: say so instead."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = {}
+    answered = (body.get("service"), body.get("namespace")) if isinstance(body, dict) else (None, None)
+    if answered != (None, None) and answered != (service, stack.namespace):
+        raise StackError(
+            f"port {stack.ports[service]} answers as the {answered[0]} of namespace {answered[1]!r}, not this stack's "
+            f"{service} (namespace {stack.namespace!r}): stop that one (modelgate down) or give this stack other ports"
+        )
 
 
 def stop_service(stack: Stack, service: str, timeout: float = 35.0, sig: int = signal.SIGTERM) -> bool:

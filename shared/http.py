@@ -29,7 +29,8 @@ def health_router(runtime: Runtime) -> APIRouter:
             "aws": runtime.aws_ok(),
         }
         ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        who = {"service": runtime.settings.service, "namespace": runtime.settings.namespace}
+        return JSONResponse({"ready": ready, "checks": checks, **who}, status_code=200 if ready else 503)
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def metrics() -> Response:
