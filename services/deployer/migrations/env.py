@@ -1,0 +1,5 @@
+"""Alembic's entry point for the deployer's migrations (see shared/migrations.py)."""
+
+from shared.migrations import run_env
+
+run_env()
