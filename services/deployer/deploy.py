@@ -80,20 +80,13 @@ async def on_approval_decided(
     p = event.payload
     if p.decision != "Approved":
         raise Skip(f"{p.model_version_id} was {p.decision} for {p.stage}: nothing to deploy")
-    target = target_for(targets, p.stage).name
-    lock = _stage_lock(p.group, p.stage)
-    deployment = None
-    if lock.locked():  # this process is deploying to the stage now: record the approval without waiting for that
-        deployment = await record_approval(uow, event, target)
-        await uow.commit()
-    async with lock:
-        # Otherwise the approval is recorded in the transaction that claims the stage. Either way it is recorded
-        # before anything is deployed: a redelivery finds it and deploys nothing.
-        deployment = deployment or await record_approval(uow, event, target)
-        if deployment.status == PENDING:
-            await _run_claimed(uow, p.group, p.stage, ssm, targets, options)
-        else:
-            await uow.commit()
+    deployment = await record_approval(uow, event, target_for(targets, p.stage).name)
+    # Recorded before anything is deployed: a redelivery now finds it and deploys nothing. Committed before
+    # waiting for the stage: a handler never waits for the stage's lock inside a transaction, because the
+    # deployment holding the stage needs the database to finish.
+    await uow.commit()
+    if deployment.status == PENDING:
+        await run_stage(uow, p.group, p.stage, ssm, targets, options)
 
 
 async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) -> Deployment:

@@ -59,8 +59,9 @@ async def test_email_and_sns_notifications_arrive_once_per_address_even_when_the
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     failed = next(e for e in sample_events() if e.event_type == "DeploymentFailed")
     for _ in range(2):
-        async with UnitOfWork(sessionmaker) as uow:
+        async with UnitOfWork(sessionmaker) as uow:  # as the consumer handles it: the outcomes commit after
             await notify(failed, uow, notifier=notifier)
+            await uow.commit()
     await engine.dispose()
 
     mails = mailbox(localstack_endpoint, sender)
