@@ -152,21 +152,11 @@ async def run_stage(
     uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
 ) -> None:
     """Runs the stage's open deployments until none is left, or another deployer process holds the stage."""
-    async with _stage_lock(group, stage):
-        await _run_claimed(uow, group, stage, ssm, targets, options)
-
-
-def _stage_lock(group: str, stage: str) -> asyncio.Lock:
-    return _stage_locks.setdefault((group, stage), asyncio.Lock())
-
-
-async def _run_claimed(
-    uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
-) -> None:
-    deployment = await _claim(uow, group, stage, options)
-    while deployment is not None:
-        more = await _run(uow, deployment, ssm, targets, options)
-        deployment = await _claim(uow, group, stage, options) if more else None
+    async with _stage_locks.setdefault((group, stage), asyncio.Lock()):
+        deployment = await _claim(uow, group, stage, options)
+        while deployment is not None:
+            more = await _run(uow, deployment, ssm, targets, options)
+            deployment = await _claim(uow, group, stage, options) if more else None
 
 
 async def lock_stage(session: AsyncSession, group: str, stage: str) -> Stage:
