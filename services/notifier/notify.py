@@ -5,7 +5,7 @@ at once (each with retries), then the rows become `sent` or `failed` (one transa
 - a repeated or redelivered event finds the row `sent` or `failed` and sends nothing again;
 - a notifier killed between sending and recording leaves `sending`; the redelivered event sends again
   (a webhook gets the same Idempotency-Key, so the receiver can drop the repeat; email and SNS have no
-  such key: a crash in those few milliseconds can repeat one message, never lose it);
+  such key: a crash in those few milliseconds can repeat the event's messages, never lose one);
 - a `sending` row claimed moments ago is a twin handling in flight: the event is retried later.
 """
 
