@@ -5,11 +5,17 @@ The template is read with cfn-lint's own YAML loader, which understands the shor
 short symbols (`RegistrarQueue.Arn`, `EventsTopic`, or the Fn::Sub text), so the expected policies
 below read like the template itself. Statements under !If count with their condition true: a role is
 checked for the most it can ever be granted.
+
+The containers' environment is checked against modelgate/runenv.py and docker-compose.yml (everything but
+LOCAL_ONLY_VARIABLES), and each service's settings class is loaded from it, with the template's defaults and
+with every option set (a small evaluator of !Ref, !If, !Sub stands in for CloudFormation).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import re
 import subprocess
 from collections import defaultdict
@@ -23,6 +29,7 @@ from modelgate import runenv
 from shared import infra
 from shared.settings import REPO_ROOT, ServiceSettings
 from shared.topology import CONSUMES, DEFAULT_PORTS, SERVICES, filter_policy
+from tests.unit.test_compose import services as compose_services
 from tests.unit.test_dockerfiles import tool
 
 TEMPLATE = REPO_ROOT / "infra" / "cloudformation.yaml"
@@ -323,19 +330,28 @@ def container(service: str) -> dict[str, Any]:
     return definition
 
 
+def environment(service: str) -> dict[str, Any]:
+    """name -> value of the container's plain variables, those under Fn::If included (either branch)."""
+    return {e["Name"]: e["Value"] for e in as_list(container(service)["Environment"])}
+
+
+def secrets(service: str) -> set[str]:
+    return {s["Name"] for s in as_list(container(service).get("Secrets", []))}
+
+
+#: What `make up` and docker-compose.yml set that the task definitions must not: LocalStack's endpoint and
+#: fake keys (on AWS the SDK's own endpoints and the task role's credentials).
+LOCAL_ONLY_VARIABLES = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_task_definition_runs_the_service_like_make_up(service: str) -> None:
     definition = container(service)
     assert definition["Command"] == runenv.service_command(service)
     assert definition["PortMappings"] == [{"ContainerPort": DEFAULT_PORTS[service], "Protocol": "tcp"}]
-    env = {e["Name"]: e["Value"] for e in definition["Environment"]}
-    local_only = {
-        "AWS_ENDPOINT_URL",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-    }  # LocalStack's, never on AWS
+    env = environment(service)
     for key, value in runenv.service_env(service, endpoint=runenv.LOCAL_ENDPOINT).items():
-        if key in local_only:
+        if key in LOCAL_ONLY_VARIABLES:
             assert key not in env, f"{key} must not be set on AWS"
         elif key == "MODELGATE_NAMESPACE":
             assert env[key] == {"Ref": "Namespace"}
@@ -356,7 +372,7 @@ def test_task_definition_runs_the_service_like_make_up(service: str) -> None:
 def test_task_definition_health_check_and_graceful_stop(service: str) -> None:
     definition = container(service)
     drain = ServiceSettings.model_fields["drain_seconds"].default
-    env = {e["Name"]: e["Value"] for e in definition["Environment"]}
+    env = environment(service)
     assert float(env["MODELGATE_DRAIN_SECONDS"]) == drain
     assert definition["StopTimeout"] >= drain + 5, "ECS must wait for the drain before SIGKILL"
     assert definition["StopTimeout"] <= 120, "Fargate's maximum"
@@ -368,6 +384,170 @@ def test_task_definition_health_check_and_graceful_stop(service: str) -> None:
         "/readyz",
         "/healthz",
     )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_task_definition_sets_every_variable_the_container_gets_in_compose(service: str) -> None:
+    """Compose gives each container runenv's environment plus the container-network extras (the approver's
+    sibling URLs, ...): the task definition sets each of them too, but for LOCAL_ONLY_VARIABLES."""
+    in_compose = set(compose_services()[service]["environment"])
+    on_aws = set(environment(service)) | secrets(service)
+    assert in_compose - LOCAL_ONLY_VARIABLES - on_aws == set(), (
+        "compose sets it, the task definition does not"
+    )
+    assert not LOCAL_ONLY_VARIABLES & on_aws
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    return getattr(importlib.import_module(f"services.{service}.settings"), f"{C(service)}Settings")
+
+
+def lb_url(service: str) -> dict[str, str]:
+    return {"Fn::Sub": f"http://${{LoadBalancer.DNSName}}:{DEFAULT_PORTS[service]}"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_sibling_urls_are_the_load_balancers_listeners(service: str) -> None:
+    """A service reads another's URL (a settings field, or the console's MODELGATE_<SERVICE>_URL): it gets
+    that service's listener on the load balancer, as MODELGATE_PUBLIC_URL is its own."""
+    env = environment(service)
+    assert env["MODELGATE_PUBLIC_URL"] == lb_url(service)
+    fields = {f"{other}_url" for other in SERVICES} & set(settings_class(service).model_fields)
+    assert {f"MODELGATE_{f.upper()}" for f in fields} <= set(env), "a sibling URL setting is not set"
+    for other in SERVICES:
+        if f"MODELGATE_{other.upper()}_URL" in env:
+            assert env[f"MODELGATE_{other.upper()}_URL"] == lb_url(other)
+
+
+# ---- the services' settings load from what the task definitions give them ----------------------------
+
+NO_VALUE = object()
+#: Stand-ins for what CloudFormation knows only at deploy time.
+DEPLOY_TIME = {
+    "AWS::Region": "eu-west-1",
+    "AWS::AccountId": "123456789012",
+    "LoadBalancer.DNSName": "lb.example",
+}
+
+
+def resolve(node: Any, params: dict[str, Any]) -> Any:
+    """Evaluates the few intrinsic functions the containers' environment and the rules use."""
+    if isinstance(node, list):
+        return [v for v in (resolve(item, params) for item in node) if v is not NO_VALUE]
+    if not isinstance(node, dict):
+        return node
+    if len(node) == 1:
+        ((key, arg),) = node.items()
+        if key == "Ref":
+            return NO_VALUE if arg == "AWS::NoValue" else DEPLOY_TIME.get(arg, params.get(arg))
+        if key == "Fn::If":
+            condition = resolve(template()["Conditions"][arg[0]], params)
+            return resolve(arg[1] if condition else arg[2], params)
+        if key == "Fn::Sub" and isinstance(arg, str):
+            return re.sub(r"\$\{([^}]+)\}", lambda m: str(DEPLOY_TIME.get(m[1], params.get(m[1]))), arg)
+        if key == "Fn::Equals":
+            return resolve(arg[0], params) == resolve(arg[1], params)
+        if key == "Fn::Not":
+            return not resolve(arg[0], params)
+        if key == "Fn::Join":
+            return arg[0].join(resolve(arg[1], params))
+    return {k: resolve(v, params) for k, v in node.items()}
+
+
+def parameters(**overrides: str) -> dict[str, Any]:
+    values = {name: str(spec.get("Default", "")) for name, spec in template()["Parameters"].items()}
+    values |= overrides
+    for name, spec in template()["Parameters"].items():
+        if spec["Type"] == "CommaDelimitedList":
+            values[name] = values[name].split(",")
+    return values
+
+
+def aws_environment(service: str, params: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as ECS would start it; injected secrets get plausible values."""
+    env = {e["Name"]: str(e["Value"]) for e in resolve(container(service)["Environment"], params)}
+    for secret in resolve(container(service).get("Secrets", []), params):
+        env[secret["Name"]] = "{}"  # JSON secrets (tokens); a webhook URL or a database URL just below
+    if "MODELGATE_WEBHOOK_URL" in env:
+        env["MODELGATE_WEBHOOK_URL"] = "https://hooks.example/x"
+    env["MODELGATE_DATABASE_URL"] = "postgresql+asyncpg://user:password@db:5432/x"
+    return env
+
+
+ALL_OPTIONS = {
+    "DeployTargets": '{"test": "ecs", "prod": "sagemaker"}',
+    "SageMakerExecutionRoleArn": "arn:aws:iam::123456789012:role/sagemaker-models",
+    "SageMakerImageUri": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/serving:1",
+    "SageMakerInstanceType": "ml.c5.xlarge",
+    "SageMakerInstanceCount": "2",
+    "ServingEcsClusterName": "serving",
+    "ServingEcsServiceName": "serve-{group}-{stage}",
+    "ServingEcsContainerName": "model",
+    "ServingEcsEndpointUrl": "https://{group}-{stage}.models.example.com",
+    "ServingTaskRoleArns": "arn:aws:iam::123456789012:role/serve-task,arn:aws:iam::123456789012:role/serve-exec",
+    "NotificationEmailIdentity": "modelgate@example.com",
+    "NotifierWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:modelgate-webhook",
+}
+
+
+@pytest.mark.parametrize("options", [{}, ALL_OPTIONS], ids=["defaults", "all-options"])
+@pytest.mark.parametrize("service", SERVICES)
+def test_service_settings_load_from_the_task_definition(
+    service: str, options: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in list(os.environ):
+        if key.startswith(("MODELGATE_", "AWS_")):
+            monkeypatch.delenv(key)
+    for key, value in aws_environment(service, parameters(**options)).items():
+        monkeypatch.setenv(key, value)
+    settings: Any = settings_class(service)()  # validation included: the deployer's target checks
+    assert settings.aws_region == "eu-west-1" and settings.public_url.startswith("http://lb.example:")
+    if service == "approver":
+        assert settings.console_url == "http://lb.example:8082/console"
+    if service == "notifier":
+        assert settings.deployer_url == "http://lb.example:8083"
+        assert settings.email_sender == (options.get("NotificationEmailIdentity") or None)
+        assert (settings.webhook_url is not None) == bool(options)
+    if service == "deployer" and options:
+        assert settings.targets == {"test": "ecs", "prod": "sagemaker"}
+        assert (settings.sagemaker_role_arn, settings.sagemaker_image_uri) == (
+            options["SageMakerExecutionRoleArn"],
+            options["SageMakerImageUri"],
+        )
+        assert (settings.sagemaker_instance_type, settings.sagemaker_instance_count) == ("ml.c5.xlarge", 2)
+        assert (
+            settings.ecs_cluster,
+            settings.ecs_service,
+            settings.ecs_container,
+            settings.ecs_endpoint_url,
+        ) == (
+            "serving",
+            "serve-{group}-{stage}",
+            "model",
+            options["ServingEcsEndpointUrl"],
+        )
+    if service == "deployer" and not options:
+        defaults = settings_class("deployer").model_fields
+        assert settings.targets == {} and settings.ecs_container is None and settings.ecs_endpoint_url is None
+        assert settings.ecs_service == defaults["ecs_service"].default
+        assert settings.sagemaker_instance_type == defaults["sagemaker_instance_type"].default
+
+
+def rules_broken(**options: str) -> list[str]:
+    params = parameters(**options)
+    return [
+        name
+        for name, rule in template().get("Rules", {}).items()
+        if resolve(rule.get("RuleCondition", True), params)
+        and not all(resolve(a["Assert"], params) for a in rule["Assertions"])
+    ]
+
+
+def test_a_sagemaker_role_without_a_serving_image_is_refused_before_deploying() -> None:
+    assert rules_broken() == [] and rules_broken(**ALL_OPTIONS) == []
+    assert rules_broken(SageMakerExecutionRoleArn=ALL_OPTIONS["SageMakerExecutionRoleArn"]) == [
+        "SageMakerNeedsAnImage"
+    ]
 
 
 def test_database_init_task_creates_what_the_services_log_in_to() -> None:
