@@ -187,20 +187,9 @@ class Consumer:
 
     async def _handle(self, event: Envelope, handler: Handler, message: dict[str, Any]) -> str:
         try:
-            async with self.uow_factory() as uow:
-                if await uow.already_processed(event):
-                    log.info("duplicate_skipped")
-                    return "duplicate"
-                await handler(event, uow)
-                uow.mark_processed(event)
-                await uow.commit()
-            log.info("event_handled")
-            return "handled"
+            return await dispatch(event, handler, self.uow_factory)
         except asyncio.CancelledError:
             raise
-        except Skip as exc:
-            log.info("event_skipped", reason=str(exc))
-            return "skipped"
         except Exception as exc:
             if await was_processed(self.sessionmaker, event.event_id):  # a concurrent twin won the race
                 log.info("duplicate_skipped")
@@ -233,6 +222,25 @@ class Consumer:
         attributes["dlq_source_queue"] = {"DataType": "String", "StringValue": self.queue_url}
         await self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=message["Body"], MessageAttributes=attributes)
         log.error("dead_lettered", reason=reason)
+
+
+async def dispatch(event: Envelope, handler: Handler, uow_factory: UowFactory) -> str:
+    """Handles one event in one transaction that the caller's unit of work owns: the handler records, the
+    handled-event mark is added, and both commit together. Returns "handled", "duplicate" or "skipped";
+    anything else the handler raises propagates (left for redelivery by the consumer loop)."""
+    try:
+        async with uow_factory() as uow:
+            if await uow.already_processed(event):
+                log.info("duplicate_skipped")
+                return "duplicate"
+            await handler(event, uow)
+            uow.mark_processed(event)
+            await uow.commit()
+    except Skip as exc:
+        log.info("event_skipped", reason=str(exc))
+        return "skipped"
+    log.info("event_handled")
+    return "handled"
 
 
 def _short(exc: ValidationError) -> str:

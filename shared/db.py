@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Integer, String, Text, TypeDecorator, event, select
@@ -173,7 +174,12 @@ class UnitOfWork:
     async def __aenter__(self) -> UnitOfWork:
         self.session = self._sessionmaker(**self._writing)
         self._published = False
+        self._after_commit: list[Callable[[], None]] = []
         return self
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this unit of work commits (e.g. wake a worker for the rows it just wrote)."""
+        self._after_commit.append(callback)
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.session.rollback()
@@ -195,6 +201,9 @@ class UnitOfWork:
         if self._published and self._outbox_signal is not None:
             self._outbox_signal.set()
         self._published = False
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
 
 async def was_processed(sessionmaker: async_sessionmaker[AsyncSession], event_id: str) -> bool:

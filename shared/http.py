@@ -1,45 +1,90 @@
-"""Routes every service serves: /healthz (alive), /readyz (can do its job), /metrics (Prometheus)."""
+"""The HTTP side every service shares: the app factory, the dependencies routes take, the health routes.
+
+Routes live in module-level routers, one module per resource (`services/<svc>/routes/<resource>.py`), and get
+what they need through `Annotated` dependencies: `SessionDep` (a read session), `UowDep` (a write
+transaction the route commits), `RuntimeDep`, and each service's own `<Service>Dep` built on `context_of`.
+Every refusal (`shared.errors.Refused`) becomes a JSON answer with its status here, in one place.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-if TYPE_CHECKING:
-    from shared.service import Runtime
-
-
-def health_router(runtime: Runtime) -> APIRouter:
-    router = APIRouter(tags=["health"])
-
-    @router.get("/healthz", summary="The process is alive")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "service": runtime.settings.service}
-
-    @router.get("/readyz", summary="Database, queue and topic are reachable, and AWS answers in time")
-    async def readyz() -> JSONResponse:
-        checks = {
-            "database": await _database_ok(runtime),
-            "queue": runtime.consumer_ok(),
-            "outbox": runtime.relay_ok(),
-            "aws": runtime.aws_ok(),
-        }
-        ready = all(checks.values())
-        who = {"service": runtime.settings.service, "namespace": runtime.settings.namespace}
-        return JSONResponse({"ready": ready, "checks": checks, **who}, status_code=200 if ready else 503)
-
-    @router.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-    return router
+from shared.db import UnitOfWork
+from shared.errors import Refused
+from shared.runtime import Runtime, Wiring
 
 
-async def _database_ok(runtime: Runtime) -> bool:
+def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
+    """The service's FastAPI app: its routers, the health routes, and refusals mapped to HTTP."""
+    app = FastAPI(title=wiring.title or f"modelgate {runtime.settings.service}", version="0.1.0",
+                  description=wiring.description)
+    app.state.runtime = runtime
+    app.state.context = wiring.context
+    for router in wiring.routers:
+        app.include_router(router)
+    app.include_router(health_router)
+    app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
+    return app
+
+
+async def _refused(_request: Request, refused: Refused) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+    return JSONResponse({"detail": refused.message}, status_code=refused.status, headers=headers)
+
+
+def runtime_of(request: Request) -> Runtime[Any]:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def context_of(request: Request) -> Any:
+    """The service's own object (what its bootstrap built); each service wraps this in a typed dependency."""
+    return request.app.state.context
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with runtime_of(request).sessionmaker() as session:
+        yield session
+
+
+async def _uow(request: Request) -> AsyncIterator[UnitOfWork]:
+    async with runtime_of(request).uow() as uow:
+        yield uow
+
+
+RuntimeDep = Annotated[Runtime[Any], Depends(runtime_of)]
+SessionDep = Annotated[AsyncSession, Depends(_session)]
+UowDep = Annotated[UnitOfWork, Depends(_uow)]
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/healthz", summary="The process is alive")
+async def healthz(runtime: RuntimeDep) -> dict[str, str]:
+    return {"status": "ok", "service": runtime.settings.service}
+
+
+@health_router.get("/readyz", summary="Database, queue and topic are reachable, and AWS answers in time")
+async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks = {"database": await _database_ok(runtime), **{name: ok() for name, ok in runtime.healthy.items()}}
+    ready = all(checks.values())
+    who = {"service": runtime.settings.service, "namespace": runtime.settings.namespace}
+    return JSONResponse({"ready": ready, "checks": checks, **who}, status_code=200 if ready else 503)
+
+
+@health_router.get("/metrics", summary="Prometheus metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _database_ok(runtime: Runtime[Any]) -> bool:
     try:
         async with runtime.sessionmaker() as session:
             await session.execute(text("SELECT 1"))

@@ -1,74 +1,37 @@
-"""Runs one service: HTTP API, consumer loop and outbox relay in one process, stopped gracefully by SIGTERM."""
+"""Runs one service: HTTP API, consumer loop, outbox relay and the service's workers in one process.
+
+`__main__` of every service is the same two lines: build the settings, `serve(settings, bootstrap)`. The
+service's `bootstrap(runtime)` (services/<svc>/bootstrap.py) returns its Wiring; everything shared is here.
+SIGTERM stops polling, lets in-flight messages finish (drain_seconds), then stops the workers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared import aws
 from shared.aws import AwsClients
-from shared.bus import Consumer, Handler, Publisher
-from shared.db import UnitOfWork, make_engine, reading
-from shared.http import health_router
+from shared.bus import Consumer, Publisher
+from shared.db import make_engine, reading
+from shared.http import build_app
 from shared.logging import configure_logging
 from shared.migrations import prepare_service_database
 from shared.outbox import OutboxRelay
-from shared.settings import ServiceSettings
+from shared.runtime import Runtime, S, Wiring, Worker
 
 log = structlog.get_logger()
 
-BackgroundLoop = Callable[["Runtime", asyncio.Event], Awaitable[None]]
-
-
-@dataclass
-class Runtime:
-    """What a running service has: its settings, database, AWS clients and the bus."""
-
-    settings: ServiceSettings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    aws: AwsClients
-    publisher: Publisher
-    outbox_signal: asyncio.Event = field(default_factory=asyncio.Event)
-    consumer: Consumer | None = None
-    relay: OutboxRelay | None = None
-    state: dict[str, Any] = field(default_factory=dict)
-
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.sessionmaker, self.outbox_signal)
-
-    def consumer_ok(self) -> bool:
-        return self.consumer is None or self.consumer.last_poll_ok
-
-    def relay_ok(self) -> bool:
-        return self.relay is None or self.relay.healthy
-
-    def aws_ok(self) -> bool:
-        """False while a call to AWS waits longer than it should: AWS accepts, but does not answer."""
-        return not self.aws.overdue()
-
-
-@dataclass
-class ServiceSpec:
-    """What makes one service different from another."""
-
-    name: str
-    build_handlers: Callable[[Runtime], Mapping[str, Handler]]
-    build_api: Callable[[Runtime], FastAPI]
-    aws_services: tuple[str, ...] = ()
-    background: tuple[BackgroundLoop, ...] = ()
-    on_start: Callable[[Runtime], Awaitable[None]] | None = None  # before the API and the consumer start
-    on_stop: Callable[[Runtime], Awaitable[None]] | None = None
+Bootstrap = Callable[[Runtime[S]], Awaitable[Wiring]]
 
 
 class _Server(uvicorn.Server):
@@ -77,11 +40,11 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
-    configure_logging(spec.name, settings.log_level, settings.log_format)
+async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, ...] = ()) -> None:
+    configure_logging(settings.service, settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
-    await prepare_service_database(engine, spec.name, settings.database_url)
-    async with AwsClients(settings, ("sqs", "sns", *spec.aws_services)) as clients:
+    await prepare_service_database(engine, settings.service, settings.database_url)
+    async with AwsClients(settings, ("sqs", "sns", *aws_services)) as clients:
         topic_arn, queue_url, dlq_url = await _resolve_bus(clients, settings)
         runtime = Runtime(
             settings=settings,
@@ -90,14 +53,13 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
             aws=clients,
             publisher=Publisher(clients["sns"], topic_arn),
         )
-        runtime.relay = OutboxRelay(
-            runtime.sessionmaker, runtime.publisher, runtime.outbox_signal, settings.outbox_poll_seconds
-        )
-        runtime.consumer = Consumer(
+        wiring = await bootstrap(runtime)
+        relay = OutboxRelay(runtime.sessionmaker, runtime.publisher, runtime.outbox_signal, settings.outbox_poll_seconds)
+        consumer = Consumer(
             sqs=clients["sqs"],
             queue_url=queue_url,
             dlq_url=dlq_url,
-            handlers=spec.build_handlers(runtime),
+            handlers=wiring.handlers,
             uow_factory=runtime.uow,
             sessionmaker=runtime.sessionmaker,
             max_receive_count=settings.max_receive_count,
@@ -105,16 +67,14 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings) -> None:
             batch_size=settings.batch_size,
             max_in_flight_batches=settings.max_in_flight_batches,
         )
-        if spec.on_start is not None:
-            await spec.on_start(runtime)
-        app = spec.build_api(runtime)
-        app.state.runtime = runtime
-        app.include_router(health_router(runtime))
-        await _run_until_stopped(spec, runtime, app)
+        runtime.healthy.update(
+            queue=lambda: consumer.last_poll_ok, outbox=lambda: relay.healthy, aws=lambda: not clients.overdue()
+        )
+        await _run_until_stopped(runtime, wiring, build_app(runtime, wiring), consumer, relay)
     await engine.dispose()
 
 
-async def _resolve_bus(clients: AwsClients, settings: ServiceSettings) -> tuple[str, str, str]:
+async def _resolve_bus(clients: AwsClients, settings: Any) -> tuple[str, str, str]:
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(60), wait=wait_exponential(max=5), retry=retry_if_exception_type(Exception), reraise=True
     ):
@@ -124,7 +84,9 @@ async def _resolve_bus(clients: AwsClients, settings: ServiceSettings) -> tuple[
     raise AssertionError("unreachable")
 
 
-async def _run_until_stopped(spec: ServiceSpec, runtime: Runtime, app: FastAPI) -> None:
+async def _run_until_stopped(
+    runtime: Runtime[Any], wiring: Wiring, app: FastAPI, consumer: Consumer, relay: OutboxRelay
+) -> None:
     settings = runtime.settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -132,20 +94,19 @@ async def _run_until_stopped(spec: ServiceSpec, runtime: Runtime, app: FastAPI) 
         loop.add_signal_handler(sig, stop.set)
     server = _Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None, lifespan="off"))
     server_task = asyncio.create_task(server.serve())
-    assert runtime.consumer is not None and runtime.relay is not None
-    consumer_task = asyncio.create_task(runtime.consumer.run(stop, settings.drain_seconds))
-    relay_task = asyncio.create_task(runtime.relay.run(stop))
-    extra = [asyncio.create_task(loop_fn(runtime, stop)) for loop_fn in spec.background]
-    log.info("service_started", port=settings.http_port, queue=settings.queue_name)
+    consumer_task = asyncio.create_task(consumer.run(stop, settings.drain_seconds))
+    workers: list[Worker] = [relay, *wiring.workers]
+    worker_tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
+    log.info("service_started", port=settings.http_port, queue=settings.queue_name, workers=len(workers))
     await asyncio.wait({asyncio.create_task(stop.wait()), server_task}, return_when=asyncio.FIRST_COMPLETED)
     stop.set()
     log.info("service_stopping")
     await consumer_task
-    await asyncio.wait([relay_task, *extra], timeout=5)
-    for task in [relay_task, *extra]:
+    await asyncio.wait(worker_tasks, timeout=settings.drain_seconds)  # workers drain what they claimed
+    for task in worker_tasks:
         task.cancel()
-    if spec.on_stop is not None:
-        await spec.on_stop(runtime)
+    if wiring.on_stop is not None:
+        await wiring.on_stop()
     server.should_exit = True
     await server_task
     log.info("service_stopped")
