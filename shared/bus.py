@@ -1,10 +1,16 @@
 """The message bus: one publisher (SNS) and one consumer loop (SQS) that turns messages into typed events.
 
-Handlers never see SQS: they are plain `async def handler(event, uow)` functions, looked up by event type.
-Outcomes of a message:
+Handlers never see SQS: they are plain `async def handler(event, uow)` functions, looked up by event type,
+and run through `dispatch` in one transaction the consumer owns. Outcomes of a message:
 - handled, a known duplicate, or `Skip` (stale/irrelevant)  -> deleted
 - unparseable, or failing on its last allowed receive         -> sent to the DLQ with the reason, deleted
 - any other failure                                           -> left for redelivery (SQS owns retries)
+
+Dead letters, one story: the consumer is what dead-letters, because only it can say why (the `dlq_reason`
+and `dlq_source_queue` attributes `modelgate dlq list` shows). It does so on the receive whose
+ApproximateReceiveCount reaches MODELGATE_MAX_RECEIVE_COUNT. Each queue's RedrivePolicy uses the same count
+and acts one receive later, so it only moves what no consumer could answer for (a message whose handling
+killed the process each time): such a message carries no reason, and `dlq list` says so.
 """
 
 from __future__ import annotations
