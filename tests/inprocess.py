@@ -1,28 +1,29 @@
-"""The four services' handlers wired together in one process, with a bus made of their outbox tables.
+"""The four services built by their own bootstraps in one process, joined by the in-memory bus.
 
-Fast and network-free: for testing the journey's logic. The real bus is tested against LocalStack.
+Fast and network-free: for testing the journey's logic with the production wiring (handlers, workers, outbox
+relays), AWS replaced by small fakes. The real bus is tested against LocalStack.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from functools import partial
+from importlib import import_module
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.approver.handlers import build_handlers as approver_handlers
-from services.approver.policy import load_policy
-from services.approver.settings import DEFAULT_POLICY
-from services.deployer.deploy import on_approval_decided
-from services.notifier.notify import notify
-from services.registrar.handlers import HANDLERS as registrar_handlers
-from shared.bus import Handler, Skip
-from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
-from shared.events import Envelope, parse_event
-from shared.topology import CONSUMES
+from shared.db import UnitOfWork, create_tables, make_engine, reading
+from shared.events import Envelope
+from shared.memory_bus import InMemoryBus
+from shared.runtime import Runtime
+
+SETTINGS = {
+    "registrar": "services.registrar.settings:RegistrarSettings",
+    "approver": "services.approver.settings:ApproverSettings",
+    "deployer": "services.deployer.settings:DeployerSettings",
+    "notifier": "services.notifier.settings:NotifierSettings",
+}
 
 
 class FakeSsm:
@@ -36,59 +37,75 @@ class FakeSsm:
         return {"Version": self.writes}
 
 
+class FakeSecretsManager:
+    def __init__(self) -> None:
+        self.secrets: dict[str, str] = {}
+
+    async def create_secret(self, Name: str, SecretString: str, **_: Any) -> dict:  # noqa: N803
+        self.secrets.setdefault(Name, SecretString)
+        return {"Name": Name}
+
+    async def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803
+        if SecretId not in self.secrets:
+            raise _ResourceNotFound({"Error": {"Code": "ResourceNotFoundException"}}, "GetSecretValue")
+        return {"SecretString": self.secrets[SecretId]}
+
+
+def _resource_not_found() -> type[Exception]:
+    from botocore.exceptions import ClientError
+
+    return ClientError
+
+
+_ResourceNotFound = _resource_not_found()
+
+
 @dataclass
 class InProcessSystem:
     tmp_path: Any
     ssm: FakeSsm = field(default_factory=FakeSsm)
+    secrets: FakeSecretsManager = field(default_factory=FakeSecretsManager)
+    bus: InMemoryBus = field(default_factory=InMemoryBus)
     sessionmakers: dict[str, async_sessionmaker[AsyncSession]] = field(default_factory=dict)
-    handlers: dict[str, dict[str, Handler]] = field(default_factory=dict)
-    delivered: list[Envelope] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> list[Envelope]:
+        return self.bus.published
 
     async def start(self) -> InProcessSystem:
-        for service in ("registrar", "approver", "deployer", "notifier"):
-            engine = make_engine(f"sqlite+aiosqlite:///{self.tmp_path}/{service}.db")
+        aws = {"ssm": self.ssm, "secretsmanager": self.secrets}
+        for service, where in SETTINGS.items():
+            module, name = where.split(":")
+            settings = getattr(import_module(module), name)(
+                database_url=f"sqlite+aiosqlite:///{self.tmp_path}/{service}.db", namespace="inprocess"
+            )
+            engine = make_engine(settings.database_url)
             await create_tables(engine)
-            self.sessionmakers[service] = async_sessionmaker(engine, expire_on_commit=False)
-        policy = load_policy(DEFAULT_POLICY)
-        self.handlers = {
-            "registrar": registrar_handlers,
-            "approver": approver_handlers(policy, "http://approver"),
-            "deployer": {"ApprovalDecided": partial(on_approval_decided, ssm=self.ssm, targets={})},
-            "notifier": {t: partial(notify, http=None, webhook_url=None) for t in CONSUMES["notifier"]},
-        }
+            self.sessionmakers[service] = async_sessionmaker(reading(engine), expire_on_commit=False)
+            runtime = Runtime(settings=settings, engine=engine, sessionmaker=self.sessionmakers[service], aws=aws,
+                              publisher=self.bus)
+            wiring = await import_module(f"services.{service}.bootstrap").bootstrap(runtime)
+            self.bus.attach(service, runtime, wiring)
         return self
 
     def uow(self, service: str) -> UnitOfWork:
-        return UnitOfWork(self.sessionmakers[service])
+        return self.bus.services[service].runtime.uow()
 
     async def deliver(self, service: str, event: Envelope) -> str:
         """Handles one event the way the consumer loop does (idempotent on event_id)."""
-        async with self.uow(service) as uow:
-            if await uow.already_processed(event):
-                return "duplicate"
-            try:
-                await self.handlers[service][event.event_type](event, uow)
-            except Skip:
-                return "skipped"
-            uow.mark_processed(event)
-            await uow.commit()
-        return "handled"
+        from shared.bus import dispatch
 
-    async def pump(self, rounds: int = 20) -> None:
-        """Moves every outbox's events to their consumers until nothing is left to move."""
-        for _ in range(rounds):
-            moved = 0
-            for service, sessionmaker in self.sessionmakers.items():
-                async with sessionmaker() as session, session.begin():
-                    rows = (await session.scalars(select(OutboxRow).where(OutboxRow.published_at.is_(None)))).all()
-                    await session.execute(update(OutboxRow).where(OutboxRow.id.in_([r.id for r in rows])).values(published_at=OutboxRow.created_at))
-                for row in rows:
-                    event = parse_event(row.body)
-                    self.delivered.append(event)
-                    moved += 1
-                    for consumer, types in CONSUMES.items():
-                        if event.event_type in types:
-                            await self.deliver(consumer, event)
-            if not moved:
-                return
-            await asyncio.sleep(0)
+        attached = self.bus.services[service]
+        return await dispatch(event, attached.wiring.handlers[event.event_type], attached.runtime.uow)
+
+    async def pump(self, timeout: float = 10.0) -> None:
+        """Moves every outbox's events to their consumers, with the workers running, until nothing moves."""
+        async with self.bus.running():
+            await self.bus.settle(timeout=timeout)
+
+    async def close(self) -> None:
+        for attached in self.bus.services.values():
+            if attached.wiring.on_stop is not None:
+                with contextlib.suppress(Exception):
+                    await attached.wiring.on_stop()
+            await attached.runtime.engine.dispose()
