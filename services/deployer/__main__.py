@@ -1,8 +1,8 @@
 import asyncio
 
-from services.deployer.service import spec
+from services.deployer.bootstrap import bootstrap
 from services.deployer.settings import DeployerSettings
 from shared.service import serve
 
 settings = DeployerSettings()
-asyncio.run(serve(spec(settings), settings))
+asyncio.run(serve(settings, bootstrap, aws_services=settings.aws_services))

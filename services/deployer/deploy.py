@@ -9,8 +9,9 @@ Every deployment, from an approval or a rollback, takes the same path:
    pointer /modelgate/<group>/<stage>/current is written, so it only ever names a version that serves;
 4. live (or Failed) in one transaction with its Deployed (or DeploymentFailed) event; then what served
    before is retired.
-Steps 2-4 run right after an approval is recorded, and from `resume_deployments` for what a crash or a
-rollback request left. Targets are idempotent per deployment, so resuming after kill -9 is safe.
+Step 1 is the ApprovalDecided handler's (or the rollback route's), in its own transaction; steps 2-4 are the
+deployment worker's (services/deployer/worker.py), woken when step 1 commits, so no target ever runs inside
+a message handler. Targets are idempotent per deployment, so resuming after kill -9 is safe.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING,
 from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
 from shared.bus import Skip
 from shared.db import UnitOfWork
+from shared.errors import Refused
 from shared.events import (
     ApprovalDecided,
     Deployed,
@@ -62,31 +64,18 @@ class DeployOptions:
     lease_seconds: float = 15.0
 
 
-class RollbackRefused(Exception):
-    """A rollback that cannot be done; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
 def target_for(targets: Mapping[str, Target], stage: str) -> Target:
     return targets.get(stage, DEFAULT_TARGET)
 
 
-async def on_approval_decided(
-    event: ApprovalDecided, uow: UnitOfWork, ssm: Any, targets: Mapping[str, Target], options: DeployOptions = DeployOptions()
-) -> None:
+async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, targets: Mapping[str, Target], wake: asyncio.Event) -> None:
+    """Records an approved version's deployment as Pending, in the consumer's transaction; the deployment
+    worker runs it once that commits (woken at once). A redelivery finds it recorded and deploys nothing."""
     p = event.payload
     if p.decision != "Approved":
         raise Skip(f"{p.model_version_id} was {p.decision} for {p.stage}: nothing to deploy")
-    deployment = await record_approval(uow, event, target_for(targets, p.stage).name)
-    # Recorded before anything is deployed: a redelivery now finds it and deploys nothing. Committed before
-    # waiting for the stage: a handler never waits for the stage's lock inside a transaction, because the
-    # deployment holding the stage needs the database to finish.
-    await uow.commit()
-    if deployment.status == PENDING:
-        await run_stage(uow, p.group, p.stage, ssm, targets, options)
+    await record_approval(uow, event, target_for(targets, p.stage).name)
+    uow.after_commit(wake.set)
 
 
 async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) -> Deployment:
@@ -123,13 +112,13 @@ async def request_rollback(
     stage = await uow.session.get(Stage, (group, stage_name), with_for_update=True)
     live = await uow.session.get(Deployment, stage.live_deployment_id) if stage and stage.live_deployment_id else None
     if stage is None or live is None:
-        raise RollbackRefused(404, f"nothing is live in {group}/{stage_name}, so there is nothing to roll back")
+        raise Refused(404, f"nothing is live in {group}/{stage_name}, so there is nothing to roll back")
     busy = await uow.session.scalar(_open_in(group, stage_name).limit(1))
     if busy is not None:
-        raise RollbackRefused(409, f"{busy.model_version_id} is being deployed to {stage_name} ({busy.status}); roll back once it is done")
+        raise Refused(409, f"{busy.model_version_id} is being deployed to {stage_name} ({busy.status}); roll back once it is done")
     restore = await uow.session.get(Deployment, live.rollback_to_deployment_id) if live.rollback_to_deployment_id else None
     if restore is None:
-        raise RollbackRefused(409, f"{live.model_version_id} is the first version live in {group}/{stage_name}: there is no earlier one")
+        raise Refused(409, f"{live.model_version_id} is the first version live in {group}/{stage_name}: there is no earlier one")
     deployment = Deployment(
         group_name=group,
         stage=stage_name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,11 +11,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
 
-PENDING = "Pending"  # recorded, waiting for its stage
-DEPLOYING = "Deploying"  # its target is being brought to this version
-DEPLOYED = "Deployed"  # went live (it may have been replaced since: see Stage.live_deployment_id)
-FAILED = "Failed"  # the target could not be brought to this version; the stage kept what it had
-SUPERSEDED = "Superseded"  # never started: a newer version was approved for the stage
+class DeploymentStatus(StrEnum):
+    """Where one deployment stands (the strings are stored and served as they are)."""
+
+    PENDING = "Pending"  # recorded, waiting for its stage
+    DEPLOYING = "Deploying"  # its target is being brought to this version
+    DEPLOYED = "Deployed"  # went live (it may have been replaced since: see Stage.live_deployment_id)
+    FAILED = "Failed"  # the target could not be brought to this version; the stage kept what it had
+    SUPERSEDED = "Superseded"  # never started: a newer version was approved for the stage
+
+
+PENDING, DEPLOYING, DEPLOYED, FAILED, SUPERSEDED = DeploymentStatus
 OPEN = (PENDING, DEPLOYING)
 
 

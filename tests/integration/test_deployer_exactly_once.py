@@ -13,7 +13,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.deployer.deploy import DeployOptions, on_approval_decided
 from services.deployer.models import Deployment
+from services.deployer.settings import DeployerSettings
+from services.deployer.worker import DeploymentWorker
 from shared.bus import Skip
+from shared.runtime import Runtime
 from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
 from shared.events import parse_event
 from tests.factories import approval_decided
@@ -32,7 +35,12 @@ async def test_concurrent_and_duplicated_approvals_for_one_stage(database_url):
     await create_tables(engine)
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     ssm, target = FakeSsm(), SlowTarget()
-    handler = partial(on_approval_decided, ssm=ssm, targets={"dev": target}, options=DeployOptions(retry_seconds=0))
+    targets, wake, stop = {"dev": target}, asyncio.Event(), asyncio.Event()
+    handler = partial(on_approval_decided, targets=targets, wake=wake)
+    settings = DeployerSettings(database_url=database_url, namespace="it")
+    runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, aws={})
+    worker = DeploymentWorker(runtime, ssm, targets, DeployOptions(retry_seconds=0), wake, every=0.5)
+    running = asyncio.create_task(worker.run(stop))
 
     async def deliver(event) -> None:  # type: ignore[no-untyped-def]
         for _ in range(5):  # as SQS does: a handler that failed (e.g. lost a race) gets the event again
@@ -53,6 +61,16 @@ async def test_concurrent_and_duplicated_approvals_for_one_stage(database_url):
     approvals = [approval_decided(version=v, approval_id=f"a{v}") for v in range(1, 9)]
     duplicates = approvals[::2] + [approval_decided(version=v, approval_id=f"a{v}") for v in (3, 8)]
     await asyncio.gather(*(deliver(e) for e in approvals + duplicates))
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the deployment worker runs what the handlers recorded
+        async with sessionmaker() as session:
+            open_ = await session.scalar(select(Deployment.id).where(Deployment.status.in_(("Pending", "Deploying"))).limit(1))
+        if open_ is None:
+            break
+        assert asyncio.get_running_loop().time() < deadline, "deployments still open after 30 s"
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(running, timeout=10)
 
     async with sessionmaker() as session:
         deployments = list(await session.scalars(select(Deployment)))

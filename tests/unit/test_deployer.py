@@ -14,17 +14,20 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.deployer.deploy import (
     DeployOptions,
-    RollbackRefused,
     on_approval_decided,
     request_rollback,
     run_stage,
 )
+from shared.errors import Refused as RollbackRefused
 from services.deployer.models import Deployment, Stage
 from services.deployer.targets import DeployError, DeploySpec, Target
-from shared.bus import Skip
+from shared.bus import dispatch
 from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
 from shared.events import parse_event, utcnow
 from tests.factories import approval_decided
+from services.deployer.settings import DeployerSettings
+from services.deployer.worker import DeploymentWorker
+from shared.runtime import Runtime
 from tests.inprocess import FakeSsm
 
 FAST = DeployOptions(attempts=3, retry_seconds=0, lease_seconds=15)
@@ -50,29 +53,26 @@ class FakeTarget(Target):
 
 
 class Deployer:
-    """The deployer's handler and tables on an SQLite file, handled the way the consumer loop does."""
+    """The deployer's handler and tables on an SQLite file: each event handled the way the consumer loop
+    does, then its stage run the way the deployment worker does."""
 
     def __init__(self, sessionmaker: async_sessionmaker, target: FakeTarget):  # type: ignore[type-arg]
         self.sessionmaker = sessionmaker
         self.ssm = FakeSsm()
         self.target = target
         self.targets = {"dev": target}
-        self.handler = partial(on_approval_decided, ssm=self.ssm, targets=self.targets, options=FAST)
+        self.wake = asyncio.Event()
+        self.handler = partial(on_approval_decided, targets=self.targets, wake=self.wake)
 
     def uow(self) -> UnitOfWork:
         return UnitOfWork(self.sessionmaker)
 
-    async def deliver(self, event) -> str:  # type: ignore[no-untyped-def]
-        async with self.uow() as uow:
-            if await uow.already_processed(event):
-                return "duplicate"
-            try:
-                await self.handler(event, uow)
-            except Skip:
-                return "skipped"
-            uow.mark_processed(event)
-            await uow.commit()
-        return "handled"
+    async def deliver(self, event, deploy: bool = True) -> str:  # type: ignore[no-untyped-def]
+        outcome = await dispatch(event, self.handler, self.uow)
+        if outcome == "handled" and deploy:
+            async with self.uow() as uow:
+                await run_stage(uow, event.payload.group, event.payload.stage, self.ssm, self.targets, FAST)
+        return outcome
 
     async def events(self) -> list:  # type: ignore[type-arg]
         async with self.sessionmaker() as session:
@@ -240,22 +240,65 @@ class GatedTarget(FakeTarget):
         return await super().deploy(spec)
 
 
-async def test_an_approval_arriving_while_the_stage_deploys_is_recorded_at_once_and_deployed_next(deployer):
-    deployer.target = deployer.targets["dev"] = target = GatedTarget()
-    deployer.handler = partial(on_approval_decided, ssm=deployer.ssm, targets=deployer.targets, options=FAST)
-    first = asyncio.create_task(deployer.deliver(approval_decided(version=1, approval_id="a1")))
-    await asyncio.wait_for(target.started.wait(), timeout=5)
-    second = asyncio.create_task(deployer.deliver(approval_decided(version=2, approval_id="a2")))
-    deadline = asyncio.get_running_loop().time() + 5
-    while {d.model_version_id: d.status for d in await deployer.deployments()}.get("fraud/2") != "Pending":
-        assert asyncio.get_running_loop().time() < deadline, "the second approval was not recorded while the first deployed"
+def worker_of(deployer: Deployer, tmp_path) -> DeploymentWorker:  # type: ignore[no-untyped-def]
+    settings = DeployerSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/deployer.db", namespace="unit")
+    runtime = Runtime(settings=settings, engine=None, sessionmaker=deployer.sessionmaker, aws={})  # type: ignore[arg-type]
+    return DeploymentWorker(runtime, deployer.ssm, deployer.targets, FAST, deployer.wake, every=30)
+
+
+async def until(condition, what: str, timeout: float = 5) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, what
         await asyncio.sleep(0.01)
+
+
+async def test_an_approval_arriving_while_the_stage_deploys_is_recorded_at_once_and_deployed_next(deployer, tmp_path):
+    deployer.target = deployer.targets["dev"] = target = GatedTarget()
+    stop = asyncio.Event()
+    worker = asyncio.create_task(worker_of(deployer, tmp_path).run(stop))
+    assert await deployer.deliver(approval_decided(version=1, approval_id="a1"), deploy=False) == "handled"
+    await asyncio.wait_for(target.started.wait(), timeout=5)
+    assert await deployer.deliver(approval_decided(version=2, approval_id="a2"), deploy=False) == "handled"
+    statuses = {d.model_version_id: d.status for d in await deployer.deployments()}
+    assert statuses == {"fraud/1": "Deploying", "fraud/2": "Pending"}  # recorded at once, while the first deploys
     target.go.set()
-    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=5) == ["handled", "handled"]
+
+    async def both_deployed() -> bool:
+        return [d.status for d in await deployer.deployments()] == ["Deployed", "Deployed"]
+
+    await until(both_deployed, "the second approval was not deployed after the first")
     assert target.deployed == ["fraud/1", "fraud/2"] and deployer.pointer()["model_version_id"] == "fraud/2"
     async with deployer.sessionmaker() as session:
         stage = await session.get(Stage, ("fraud", "dev"))
     assert stage.lease_owner is None  # released with the last deployment: another deployer may take the stage
+    stop.set()
+    await asyncio.wait_for(worker, timeout=5)
+
+
+async def test_a_thirty_minute_deployment_holds_back_no_other_event_and_no_other_stage(deployer, tmp_path):
+    slow = GatedTarget()  # a SageMaker endpoint taking its half hour: `go` is never set in this test
+    slow.name = "sagemaker"
+    deployer.targets["prod"] = slow
+    stop, runner = asyncio.Event(), worker_of(deployer, tmp_path)
+    worker = asyncio.create_task(runner.run(stop))
+    prod = approval_decided(version=1, approval_id="p1", stage="prod")
+    assert await asyncio.wait_for(deployer.deliver(prod, deploy=False), timeout=1) == "handled"
+    await asyncio.wait_for(slow.started.wait(), timeout=5)
+    for version in (1, 2, 3):  # the queue keeps flowing: each handler returns at once
+        event = approval_decided(version=version, approval_id=f"d{version}")
+        assert await asyncio.wait_for(deployer.deliver(event, deploy=False), timeout=1) == "handled"
+
+    async def dev_serves_the_newest() -> bool:
+        return any(d.stage == "dev" and d.status == "Deployed" and d.version == 3 for d in await deployer.deployments())
+
+    await until(dev_serves_the_newest, "dev waited for prod's deployment")
+    assert deployer.pointer("dev")["model_version_id"] == "fraud/3"
+    assert {d.stage: d.status for d in await deployer.deployments() if d.stage == "prod"} == {"prod": "Deploying"}
+    stop.set()
+    for task in (worker, *runner.running.values()):  # SIGTERM's drain would wait; the lease lets another resume
+        task.cancel()
+    await asyncio.gather(worker, *runner.running.values(), return_exceptions=True)
 
 
 async def test_a_target_is_polled_until_it_settles_and_a_target_that_never_does_fails_with_where_it_stands():

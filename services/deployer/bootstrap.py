@@ -1,0 +1,32 @@
+"""The deployer's composition root: what it is made of, built once, used alike by __main__ and the tests."""
+
+from __future__ import annotations
+
+from services.deployer import deploy
+from services.deployer.context import Deployer
+from services.deployer.routes import deployments, rollback
+from services.deployer.settings import DeployerSettings
+from services.deployer.targets import build_targets
+from services.deployer.worker import DeploymentWorker
+from shared.runtime import Runtime, Wiring
+from shared.wiring import inject
+
+#: Event type -> its handler. The handler only records a deployment; the DeploymentWorker runs it.
+HANDLERS = {
+    "ApprovalDecided": deploy.on_approval_decided,
+}
+
+
+async def bootstrap(runtime: Runtime[DeployerSettings]) -> Wiring:
+    settings = runtime.settings
+    options = deploy.DeployOptions(settings.deploy_attempts, settings.deploy_retry_seconds, settings.lease_seconds)
+    deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws), options)
+    return Wiring(
+        handlers=inject(HANDLERS, targets=deployer.targets, wake=deployer.wake),
+        routers=[deployments.router, rollback.router],
+        workers=[DeploymentWorker(runtime, deployer.ssm, deployer.targets, options, deployer.wake, settings.resume_seconds)],
+        context=deployer,
+        title="modelgate deployer",
+        description="Deployments per stage, and rollback.",
+        on_stop=deployer.close,
+    )

@@ -1,0 +1,1 @@
+"""The deployer's HTTP routes, one module per resource."""
