@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.models import ModelVersion
-from shared.bus import Handler
 from shared.db import UnitOfWork
 from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
 
@@ -75,15 +72,3 @@ async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None
     p = event.payload
     await set_stage(uow.session, version, p.stage, "DeploymentFailed", event, reason=p.reason)
     record_history(uow, event)
-
-
-def build_handlers(comet: CometWriteback | None = None) -> dict[str, Handler]:
-    return {
-        "ApprovalRequested": on_approval_requested,
-        "ApprovalDecided": partial(on_approval_decided, comet=comet),
-        "Deployed": partial(on_deployed, comet=comet),
-        "DeploymentFailed": on_deployment_failed,
-    }
-
-
-HANDLERS = build_handlers()

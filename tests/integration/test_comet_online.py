@@ -201,8 +201,9 @@ async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_regis
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from services.registrar.catalog import Registration, register
-    from services.registrar.handlers import build_handlers
+    from services.registrar.bootstrap import HANDLERS
     from shared.db import UnitOfWork, make_engine
+    from shared.wiring import inject
     from shared.migrations import prepare_database
     from tests.factories import approval_decided, sample_events
 
@@ -214,7 +215,7 @@ async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_regis
         await register(uow, "fraud", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=from_registry))
         await register(uow, "manual", Registration(artifact_uri="s3://b/m", registered_by="ana"))
         await uow.commit()
-    handlers = build_handlers(CometWriteback.from_env())
+    handlers = inject(HANDLERS, comet=CometWriteback.from_env())
     deployed = next(e for e in sample_events() if e.event_type == "Deployed")  # fraud/1 in dev
     for event in (approval_decided(), deployed, approval_decided(group="manual")):
         async with UnitOfWork(sessionmaker) as uow:
