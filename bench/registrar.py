@@ -50,8 +50,8 @@ from services.registrar.search import words
 from services.registrar.settings import RegistrarSettings
 from shared.db import UnitOfWork, make_engine
 from shared.events import utcnow
-from shared.migrations import prepare_database
 from shared.http import build_app
+from shared.migrations import prepare_database
 from shared.runtime import Runtime
 
 POSTGRES_ADMIN = os.environ.get("MODELGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -18,9 +18,9 @@ from services.registrar.settings import RegistrarSettings
 from shared.aws import AwsClients
 from shared.db import OutboxRow, make_engine
 from shared.events import Deployed, DeployedPayload, utcnow
+from shared.http import build_app
 from shared.infra import boto_client
 from shared.migrations import prepare_database
-from shared.http import build_app
 from shared.runtime import Runtime
 from tests.factories import approval_decided, ref
 

@@ -7,7 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import or_, select
 
-from services.registrar.catalog import GroupChange, GroupExists, GroupIn, UnknownGroup, change_group, create_group
+from services.registrar.catalog import (
+    GroupChange,
+    GroupExists,
+    GroupIn,
+    UnknownGroup,
+    change_group,
+    create_group,
+)
 from services.registrar.deps import GroupName, ReadableErrors
 from services.registrar.models import ModelGroup
 from services.registrar.schemas import GroupOut, GroupPage
