@@ -31,8 +31,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.lineage import LINEAGE_ASSET, DatasetVersion, LineageError, datasets_from_json
-from shared.lineage import log_dataset_lineage  # noqa: F401  (modelgate/fraud/tracking.py still imports it here)
+from shared.lineage import (
+    LINEAGE_ASSET,
+    DatasetVersion,
+    LineageError,
+    datasets_from_json,
+    log_dataset_lineage,  # noqa: F401  (modelgate/fraud/tracking.py still imports it here)
+)
 
 PLOT_TYPES = {"confusion-matrix", "curve"}  # small JSON assets kept inline for the console's plots
 MAX_INLINE_BYTES = 1_000_000
