@@ -36,7 +36,7 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from bench.common import console, percentile, table, verdict, write_json
-from services.registrar.api import build_api
+from services.registrar.bootstrap import bootstrap
 from services.registrar.catalog import Registration, approval_status, register
 from services.registrar.models import (
     ModelGroup,
@@ -50,8 +50,9 @@ from services.registrar.search import words
 from services.registrar.settings import RegistrarSettings
 from shared.db import UnitOfWork, make_engine
 from shared.events import utcnow
+from shared.http import build_app
 from shared.migrations import prepare_database
-from shared.service import Runtime
+from shared.runtime import Runtime
 
 POSTGRES_ADMIN = os.environ.get("MODELGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEAMS = [f"team-{i}" for i in range(10)]
@@ -192,7 +193,7 @@ async def catalog_backend(name: str, label: str, url: str, args: argparse.Namesp
 
     settings = RegistrarSettings(database_url=url, check_artifacts=False)
     runtime = Runtime(settings=settings, engine=engine, sessionmaker=sessionmaker, aws={}, publisher=None)  # type: ignore[arg-type]
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_api(runtime)), base_url="http://registrar")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(runtime, await bootstrap(runtime))), base_url="http://registrar")
 
     def calling(make: Callable[[int], tuple[str, dict[str, Any]]]) -> Callable[[int], Awaitable[None]]:
         async def call(i: int) -> None:

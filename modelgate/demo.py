@@ -26,8 +26,8 @@ from rich.table import Table
 from modelgate import stack as stack_mod
 from modelgate.fraud import data, score, tracking, train
 from modelgate.stack import Stack
-from services.registrar.comet import DatasetVersion
 from shared.infra import boto_client
+from shared.lineage import DatasetVersion
 from shared.topology import bucket_name, parameter_name
 
 console = Console()

@@ -1,8 +1,12 @@
-"""The notifier's delivery log: one row per (event, channel, recipient), written before anything is sent."""
+"""The notifier's delivery log: one row per (event, channel, recipient), recorded before anything is sent.
+
+The row is the idempotency: an event handled twice finds its rows and records nothing again.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -10,9 +14,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base, UTCDateTime
 from shared.events import utcnow
 
-SENDING = "sending"  # claimed: being sent now, or the notifier died while sending (then sent again)
-SENT = "sent"
-FAILED = "failed"  # every try failed (or nobody to send it to): see `error`
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"  # recorded by the handler; the delivery worker sends it
+    SENDING = "sending"  # claimed by a worker at claimed_at; sent again if that worker died (lease expired)
+    SENT = "sent"
+    FAILED = "failed"  # every try failed (or nobody to send it to): see `error`
 
 
 class Delivery(Base):
@@ -33,3 +40,4 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    event: Mapped[str | None] = mapped_column(Text)  # the event's JSON: what the worker sends it from

@@ -1,8 +1,8 @@
 import asyncio
 
-from services.registrar.service import spec
+from services.registrar.bootstrap import bootstrap
 from services.registrar.settings import RegistrarSettings
 from shared.service import serve
 
 settings = RegistrarSettings()
-asyncio.run(serve(spec(settings), settings))
+asyncio.run(serve(settings, bootstrap, aws_services=("s3",)))

@@ -16,10 +16,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.registrar.models import (
+    ApprovalStatus,
     HistoryEntry,
     IdempotencyKey,
     ModelGroup,
     ModelVersion,
+    StageStatus,
     VersionMetric,
     VersionStage,
     VersionTag,
@@ -330,7 +332,7 @@ def record_history(uow: UnitOfWork, event: Envelope) -> None:
 
 
 async def set_stage(
-    session: AsyncSession, version: ModelVersion, stage: str, status: str, event: Envelope, **details: Any
+    session: AsyncSession, version: ModelVersion, stage: str, status: StageStatus, event: Envelope, **details: Any
 ) -> bool:
     """Moves a stage to `status` unless a later event already moved it: events may arrive out of order."""
     current = version.stages.get(stage)
@@ -342,14 +344,14 @@ async def set_stage(
     return True
 
 
-def approval_status(stages: dict[str, dict[str, Any]]) -> str:
+def approval_status(stages: dict[str, dict[str, Any]]) -> ApprovalStatus:
     """SageMaker's single status, derived from the stages: any rejection wins, then any approval; a version
     superseded before any approval will go no further, so it reads as rejected."""
     statuses = {s["status"] for s in stages.values()}
-    if "Rejected" in statuses:
-        return "Rejected"
-    if statuses & {"Approved", "Deployed", "DeploymentFailed"}:
-        return "Approved"
-    if "Superseded" in statuses:
-        return "Rejected"
-    return "PendingManualApproval"
+    if StageStatus.REJECTED in statuses:
+        return ApprovalStatus.REJECTED
+    if statuses & {StageStatus.APPROVED, StageStatus.DEPLOYED, StageStatus.DEPLOYMENT_FAILED}:
+        return ApprovalStatus.APPROVED
+    if StageStatus.SUPERSEDED in statuses:
+        return ApprovalStatus.REJECTED
+    return ApprovalStatus.PENDING_MANUAL_APPROVAL

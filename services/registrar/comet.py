@@ -6,7 +6,7 @@ Online: `fetch_online` reads the same facts through `comet_ml.API`; the server c
 `COMET_URL_OVERRIDE` (or `server_url=`), the key from `COMET_API_KEY` (or `api_key=`).
 
 Dataset lineage. Comet artifacts (`log_artifact`) exist only online, so lineage travels as an asset:
-the training script calls `log_dataset_lineage(experiment, datasets)`, which logs `modelgate-lineage.json`,
+the training script calls `shared.lineage.log_dataset_lineage(experiment, datasets)`, which logs `modelgate-lineage.json`,
 a JSON list of `{name, version, aliases, uri, metadata}`. It works the same on an `OfflineExperiment` and an
 online `Experiment`. Online, each entry is also looked up as a Comet artifact (`API.get_artifact`, by name and
 version) and, when found, its version, aliases and metadata come from Comet, so aliases moved since training
@@ -31,7 +31,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-LINEAGE_ASSET = "modelgate-lineage.json"
+from shared.lineage import (
+    LINEAGE_ASSET,
+    DatasetVersion,
+    LineageError,
+    datasets_from_json,
+    log_dataset_lineage,  # noqa: F401  (modelgate/fraud/tracking.py still imports it here)
+)
+
 PLOT_TYPES = {"confusion-matrix", "curve"}  # small JSON assets kept inline for the console's plots
 MAX_INLINE_BYTES = 1_000_000
 AUTO_METRICS = {"process duration"}  # logged by comet_ml itself, not by the training script
@@ -44,14 +51,6 @@ class CometArchiveError(ValueError):
 
 class CometFetchError(LookupError):
     """The experiment or registry model asked for is not in Comet, or has no usable model."""
-
-
-class DatasetVersion(BaseModel):
-    name: str
-    version: str | None = None
-    aliases: list[str] = Field(default_factory=list)
-    uri: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class CometModel(BaseModel):
@@ -107,26 +106,11 @@ def import_comet() -> Any:
     return comet_ml
 
 
-def log_dataset_lineage(
-    experiment: Any, datasets: list[DatasetVersion | dict[str, Any]]
-) -> list[DatasetVersion]:
-    """Log the datasets an experiment used as the `modelgate-lineage.json` asset (offline or online)."""
-    entries = [d if isinstance(d, DatasetVersion) else DatasetVersion.model_validate(d) for d in datasets]
-    body = json.dumps([e.model_dump() for e in entries], indent=2, default=str)
-    experiment.log_asset_data(body, name=LINEAGE_ASSET, overwrite=True)
-    return entries
-
-
 def _datasets_from_json(raw: bytes | str, where: str) -> list[DatasetVersion]:
     try:
-        items = json.loads(raw)
-        if not isinstance(items, list):
-            raise TypeError("expected a JSON list")
-        return [DatasetVersion.model_validate(item) for item in items]
-    except (ValueError, TypeError, ValidationError) as exc:
-        raise CometArchiveError(
-            f"{LINEAGE_ASSET} in {where} is not a list of {{name, version, aliases, uri, metadata}}: {exc}"
-        ) from exc
+        return datasets_from_json(raw, where)
+    except LineageError as exc:
+        raise CometArchiveError(str(exc)) from exc
 
 
 def _json_or_none(raw: bytes) -> Any:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
-from services.registrar.models import ModelVersion
-from shared.bus import Handler
+from services.registrar.models import ModelVersion, StageStatus
 from shared.db import UnitOfWork
 from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
 
@@ -27,18 +24,18 @@ async def _version(uow: UnitOfWork, event: Envelope) -> ModelVersion:
 async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, "PendingApproval", event, approval_id=p.approval_id)
+    await set_stage(uow.session, version, p.stage, StageStatus.PENDING_APPROVAL, event, approval_id=p.approval_id)
     record_history(uow, event)
 
 
 async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
     version = await _version(uow, event)
     p = event.payload
-    if p.decision == "Rejected" and p.superseded_by:  # a newer version took the stage: not a person's verdict
-        await set_stage(uow.session, version, p.stage, "Superseded", event, superseded_by=p.superseded_by,
+    if p.decision == StageStatus.REJECTED and p.superseded_by:  # a newer version took the stage: not a person's verdict
+        await set_stage(uow.session, version, p.stage, StageStatus.SUPERSEDED, event, superseded_by=p.superseded_by,
                         approval_id=p.approval_id)
     else:
-        await set_stage(uow.session, version, p.stage, p.decision, event, decided_by=p.decided_by, approval_id=p.approval_id)
+        await set_stage(uow.session, version, p.stage, StageStatus(p.decision), event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
     if (registry := _comet_registry_version(version, comet)) is not None:
         await comet.on_approval_decided(*registry, p.stage, p.decision)  # type: ignore[union-attr]
@@ -47,11 +44,11 @@ async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: Co
 async def on_deployed(event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, "Deployed", event, endpoint_url=p.endpoint_url, rollback=p.rollback)
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, endpoint_url=p.endpoint_url, rollback=p.rollback)
     if p.rollback and p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
         rolled_back = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
         if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
-            await set_stage(uow.session, rolled_back, p.stage, "RolledBack", event, replaced_by=p.model_version_id)
+            await set_stage(uow.session, rolled_back, p.stage, StageStatus.ROLLED_BACK, event, replaced_by=p.model_version_id)
     record_history(uow, event)
     if (registry := _comet_registry_version(version, comet)) is not None:
         await comet.on_deployed(*registry, p.stage)  # type: ignore[union-attr]
@@ -73,17 +70,5 @@ def _comet_registry_version(version: ModelVersion, comet: CometWriteback | None)
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, "DeploymentFailed", event, reason=p.reason)
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, reason=p.reason)
     record_history(uow, event)
-
-
-def build_handlers(comet: CometWriteback | None = None) -> dict[str, Handler]:
-    return {
-        "ApprovalRequested": on_approval_requested,
-        "ApprovalDecided": partial(on_approval_decided, comet=comet),
-        "Deployed": partial(on_deployed, comet=comet),
-        "DeploymentFailed": on_deployment_failed,
-    }
-
-
-HANDLERS = build_handlers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Double, ForeignKey, Index, Integer, String, Text, UniqueConstraint
@@ -10,6 +11,26 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.db import Base, UTCDateTime
 from shared.events import utcnow
+
+
+class StageStatus(StrEnum):
+    """Where a version stands in one stage (the stored and published spelling)."""
+
+    PENDING_APPROVAL = "PendingApproval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    SUPERSEDED = "Superseded"  # a newer version took the stage before a decision
+    DEPLOYED = "Deployed"
+    DEPLOYMENT_FAILED = "DeploymentFailed"
+    ROLLED_BACK = "RolledBack"  # the stage was rolled back from this version
+
+
+class ApprovalStatus(StrEnum):
+    """SageMaker's single approval status of a version, derived from its stages."""
+
+    PENDING_MANUAL_APPROVAL = "PendingManualApproval"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
 
 
 class ModelGroup(Base):
@@ -46,7 +67,7 @@ class ModelVersion(Base):
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     model_card: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    approval_status: Mapped[str] = mapped_column(String(40), default="PendingManualApproval")
+    approval_status: Mapped[str] = mapped_column(String(40), default=ApprovalStatus.PENDING_MANUAL_APPROVAL)
     stages: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, default=dict)  # stage -> {status, at, ...}
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     description: Mapped[str] = mapped_column(Text, default="")

@@ -15,8 +15,9 @@ os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")  # before anything
 
 import pytest
 
+from services.registrar.comet import CometFetchError, fetch_online, fetch_online_async
 from services.registrar.comet_writeback import CometWriteback, CometWritebackError
-from services.registrar.comet import LINEAGE_ASSET, CometFetchError, fetch_online, fetch_online_async
+from shared.lineage import LINEAGE_ASSET
 from tests.fakes.comet_server import FakeComet
 
 pytestmark = pytest.mark.timeout(60)
@@ -200,10 +201,11 @@ async def test_writeback_does_nothing_when_not_configured(
 async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_registry_version(comet: FakeComet, tmp_path) -> None:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
+    from services.registrar.bootstrap import HANDLERS
     from services.registrar.catalog import Registration, register
-    from services.registrar.handlers import build_handlers
     from shared.db import UnitOfWork, make_engine
     from shared.migrations import prepare_database
+    from shared.wiring import inject
     from tests.factories import approval_decided, sample_events
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/registrar.db")
@@ -214,7 +216,7 @@ async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_regis
         await register(uow, "fraud", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=from_registry))
         await register(uow, "manual", Registration(artifact_uri="s3://b/m", registered_by="ana"))
         await uow.commit()
-    handlers = build_handlers(CometWriteback.from_env())
+    handlers = inject(HANDLERS, comet=CometWriteback.from_env())
     deployed = next(e for e in sample_events() if e.event_type == "Deployed")  # fraud/1 in dev
     for event in (approval_decided(), deployed, approval_decided(group="manual")):
         async with UnitOfWork(sessionmaker) as uow:

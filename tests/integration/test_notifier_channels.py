@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from services.notifier.channels import EmailChannel, LogChannel, SnsChannel
 from services.notifier.notify import Notifier, notify
 from services.notifier.routing import Routing
+from services.notifier.worker import DeliveryWorker
 from shared import infra
 from shared.db import UnitOfWork, create_tables, make_engine
 from tests.factories import sample_events
@@ -58,10 +59,13 @@ async def test_email_and_sns_notifications_arrive_once_per_address_even_when_the
     await create_tables(engine)
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     failed = next(e for e in sample_events() if e.event_type == "DeploymentFailed")
+    worker = DeliveryWorker(notifier, lambda: UnitOfWork(sessionmaker))
     for _ in range(2):
-        async with UnitOfWork(sessionmaker) as uow:  # as the consumer handles it: the outcomes commit after
+        async with UnitOfWork(sessionmaker) as uow:  # as the consumer handles it: the handler only records
             await notify(failed, uow, notifier=notifier)
             await uow.commit()
+        while await worker.deliver_once():  # the delivery worker sends what was recorded
+            pass
     await engine.dispose()
 
     mails = mailbox(localstack_endpoint, sender)

@@ -11,16 +11,17 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from services.registrar.api import build_api
-from services.registrar.handlers import HANDLERS
+from services.registrar.bootstrap import bootstrap
+from services.registrar.comet_writeback import CometWriteback
 from services.registrar.models import ModelVersion
 from services.registrar.settings import RegistrarSettings
 from shared.aws import AwsClients
 from shared.db import OutboxRow, make_engine
 from shared.events import Deployed, DeployedPayload, utcnow
+from shared.http import build_app
 from shared.infra import boto_client
 from shared.migrations import prepare_database
-from shared.service import Runtime
+from shared.runtime import Runtime
 from tests.factories import approval_decided, ref
 
 
@@ -35,9 +36,11 @@ async def registrar_client(database_url: str, aws=None, **settings):
         aws=aws or {},
         publisher=None,  # events stay in the outbox: the relay is tested with the bus
     )
-    transport = httpx.ASGITransport(app=build_api(runtime))
+    wiring = await bootstrap(runtime, comet=CometWriteback(None, None))
+    transport = httpx.ASGITransport(app=build_app(runtime, wiring))
     async with httpx.AsyncClient(transport=transport, base_url="http://registrar") as client:
         client.runtime = runtime
+        client.handlers = wiring.handlers
         yield client
     await engine.dispose()
 
@@ -60,7 +63,7 @@ async def post_version(api, group: str, expect: int = 201, headers=None, **field
 
 async def deliver(api, event) -> None:
     async with api.runtime.uow() as uow:
-        await HANDLERS[event.event_type](event, uow)
+        await api.handlers[event.event_type](event, uow)
         await uow.commit()
 
 

@@ -24,8 +24,9 @@ import pytest
 
 from modelgate import stack as stack_mod
 from modelgate.stack import Stack
-from services.registrar.comet import LINEAGE_ASSET, import_comet, log_dataset_lineage
+from services.registrar.comet import import_comet
 from shared.infra import boto_client, provision
+from shared.lineage import LINEAGE_ASSET, log_dataset_lineage
 from tests.fakes.comet_server import FakeComet
 
 pytestmark = pytest.mark.timeout(120)

@@ -14,7 +14,7 @@ import pytest
 
 from modelgate.fraud import data, tracking, train
 from services.registrar.comet import DatasetVersion, parse_offline_archive
-from services.registrar.comet_api import plots, to_registration
+from services.registrar.routes.comet import plots, to_registration
 from tests.unit.test_comet_offline import close_network
 
 pytestmark = pytest.mark.timeout(120)

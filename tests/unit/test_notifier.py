@@ -1,5 +1,6 @@
 """The notifier's promises, without a network: routing by event type, readable messages, each
-(event, channel, recipient) delivered once, failures retried and then recorded, never dropped."""
+(event, channel, recipient) recorded by the handler and delivered once by the worker, failures retried and
+then recorded, never dropped."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.notifier.channels import LogChannel, WebhookChannel
 from services.notifier.messages import render
-from services.notifier.models import Delivery
-from services.notifier.notify import DeliveryInProgress, Notifier, notify
+from services.notifier.bootstrap import bootstrap
+from services.notifier.models import Delivery, DeliveryStatus
+from services.notifier.notify import Notifier, notify
 from services.notifier.routing import Routing, load_routing
-from services.notifier.settings import DEFAULT_ROUTING
-from shared.db import UnitOfWork, create_tables, make_engine
+from services.notifier.settings import DEFAULT_ROUTING, NotifierSettings
+from services.notifier.worker import DeliveryWorker
+from shared.bus import dispatch
+from shared.db import UnitOfWork, create_tables, make_engine, reading
 from shared.events import utcnow
+from shared.http import build_app
+from shared.runtime import Runtime
+from shared.topology import CONSUMES
 from tests.factories import sample_events
 
 HOOK = "https://hooks.example.com/services/T000/B000/secret-token"
@@ -81,10 +88,14 @@ def notifier_with(receiver: Receiver, inbox: Inbox, routing: Routing = ROUTING) 
 
 
 async def handle(sessionmaker, event, notifier: Notifier) -> None:  # type: ignore[no-untyped-def]
-    """One handling of the event, without the processed-events ledger: as after a crash before it was marked."""
+    """One handling of the event, without the processed-events ledger (as after a crash before it was marked),
+    then the delivery worker until it finds nothing to claim."""
     async with UnitOfWork(sessionmaker) as uow:
         await notify(event, uow, notifier=notifier)
         await uow.commit()
+    worker = DeliveryWorker(notifier, lambda: UnitOfWork(sessionmaker))
+    while await worker.deliver_once():
+        pass
 
 
 async def deliveries(sessionmaker) -> list[Delivery]:  # type: ignore[no-untyped-def]
@@ -176,16 +187,26 @@ async def test_a_delivery_left_sending_by_a_crash_is_sent_again_with_the_same_id
     assert receiver.requests[0].headers["Idempotency-Key"] == receiver.requests[1].headers["Idempotency-Key"]
 
 
-async def test_a_delivery_being_sent_right_now_by_a_twin_is_left_to_it_and_the_event_retried(sessionmaker):
+async def test_a_delivery_being_sent_right_now_by_another_worker_is_left_to_it(sessionmaker):
     receiver = Receiver()
     event = event_of("Deployed")
     await handle(sessionmaker, event, notifier_with(receiver, Inbox()))
     async with sessionmaker() as session, session.begin():
         row = (await session.scalars(select(Delivery).where(Delivery.channel == "webhook"))).one()
-        row.status, row.claimed_at = "sending", utcnow()
-    with pytest.raises(DeliveryInProgress):
-        await handle(sessionmaker, event, notifier_with(receiver, Inbox()))
+        row.status, row.claimed_at = "sending", utcnow()  # its lease has not expired
+    await handle(sessionmaker, event, notifier_with(receiver, Inbox()))
     assert len(receiver.requests) == 1
+
+
+async def test_the_handler_only_records_queued_deliveries_and_wakes_the_worker_once_committed(sessionmaker):
+    receiver = Receiver()
+    notifier = notifier_with(receiver, Inbox())
+    async with UnitOfWork(sessionmaker) as uow:
+        await notify(event_of("Deployed"), uow, notifier=notifier)
+        assert not notifier.wake.is_set() and len(uow.session.new) == 3  # log, webhook, email: not yet committed
+        await uow.commit()
+    assert notifier.wake.is_set() and receiver.requests == []
+    assert {d.status for d in await deliveries(sessionmaker)} == {DeliveryStatus.QUEUED}
 
 
 async def test_an_audience_routing_does_not_define_is_recorded_as_a_failed_delivery(sessionmaker):
@@ -215,3 +236,29 @@ async def test_an_events_channels_are_sent_at_once_so_a_slow_webhook_holds_back_
     await handle(sessionmaker, event_of("Deployed"), notifier)
     assert [address for address, _subject in inbox.sent] == ["team@example.com"]
     assert {d.channel: d.status for d in await deliveries(sessionmaker)} == {"webhook": "sent", "email": "sent"}
+
+
+async def test_the_bootstrap_wires_every_consumed_event_to_the_handler_a_worker_and_the_delivery_log(tmp_path):
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/boot.db")
+    await create_tables(engine)
+    settings = NotifierSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/boot.db", webhook_url=None)
+    runtime = Runtime(settings, engine, async_sessionmaker(reading(engine), expire_on_commit=False), aws={})
+    wiring = await bootstrap(runtime)
+    assert set(wiring.handlers) == set(CONSUMES["notifier"])
+    event = event_of("Deployed")
+    await dispatch(event, wiring.handlers["Deployed"], runtime.uow)
+    stop = asyncio.Event()
+    (worker,) = wiring.workers
+    task = asyncio.create_task(worker.run(stop))
+    app = build_app(runtime, wiring)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as client:
+        for _ in range(100):
+            rows = (await client.get("/v1/deliveries", params={"event_id": event.event_id})).json()
+            if rows and all(r["status"] == "sent" for r in rows):
+                break
+            await asyncio.sleep(0.02)
+    stop.set()
+    await task
+    await wiring.on_stop()
+    await engine.dispose()
+    assert [(r["channel"], r["status"]) for r in rows] == [("log", "sent")]

@@ -9,8 +9,8 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from services.registrar.bootstrap import HANDLERS
 from services.registrar.catalog import IdempotencyConflict, Registration, UnknownGroup, register
-from services.registrar.handlers import HANDLERS
 from services.registrar.models import HistoryEntry, ModelGroup, ModelVersion
 from services.registrar.search import InvalidQuery, _after_words_starting_with, parse_metric_filter, words
 from shared.db import OutboxRow, UnitOfWork, make_engine

@@ -12,8 +12,10 @@ os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")  # before anything
 import httpx
 import pytest
 
-from services.registrar.api import build_api
+from services.registrar.bootstrap import bootstrap
+from services.registrar.comet_writeback import CometWriteback
 from services.registrar.settings import RegistrarSettings
+from shared.http import build_app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,9 +23,10 @@ BODY = {"workspace": "acme", "project": "fraud", "experiment_key": "abc", "regis
 
 
 @pytest.fixture
-def client(tmp_path):
+async def client(tmp_path):
     runtime = SimpleNamespace(settings=RegistrarSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/r.db"))
-    transport = httpx.ASGITransport(app=build_api(runtime))  # type: ignore[arg-type]
+    wiring = await bootstrap(runtime, comet=CometWriteback(None, None))  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=build_app(runtime, wiring))  # type: ignore[arg-type]
     return httpx.AsyncClient(transport=transport, base_url="http://registrar")
 
 

@@ -24,7 +24,8 @@ from services.registrar.comet import (
     import_comet,
     parse_offline_archive,
 )
-from shared.service import Runtime
+from services.registrar.deps import ReadableErrors, Registrar, RegistrarDep
+from services.registrar.schemas import VersionOut
 
 log = structlog.get_logger()
 
@@ -123,99 +124,95 @@ def _comet_configured() -> bool:
     return bool(comet_ml.config.get_api_key(None, comet_ml.config.get_config()))
 
 
-def comet_router(runtime: Runtime) -> APIRouter:
-    # api.py includes this router, so what it shares with api.py is imported here rather than at the top
-    from services.registrar.api import VersionOut, _check_artifact
+router = APIRouter(tags=["comet"], route_class=ReadableErrors)
 
-    router = APIRouter(tags=["comet"])
-    settings = runtime.settings
 
-    async def _register(group: str, body: Registration) -> VersionOut:
-        if settings.check_artifacts:
-            await _check_artifact(runtime, body.artifact_uri)
-        async with runtime.uow() as uow:
-            try:
-                version = await register(uow, group, body, settings.auto_create_groups)
-            except UnknownGroup as exc:
-                raise HTTPException(404, str(exc)) from None
-            await uow.commit()
-        return VersionOut.of(version)
-
-    @router.post(
-        "/v1/groups/{group}/versions/comet-archive",
-        status_code=201,
-        response_model=VersionOut,
-        responses={413: {"description": "archive too large"}, 422: {"description": "not a usable archive"}},
-    )
-    async def register_comet_archive(
-        group: GroupName,
-        archive: Annotated[UploadFile, File(description="The .zip an OfflineExperiment wrote, unchanged.")],
-        registered_by: Annotated[str, Form(min_length=1)],
-        model_name: Annotated[str | None, Form(description="Which logged model, when there are several.")] = None,
-        framework: Annotated[str | None, Form(description="Default: the model metadata's 'framework'.")] = None,
-        description: Annotated[str | None, Form()] = None,
-        tags: Annotated[str | None, Form(description='JSON object, e.g. {"team": "risk"}.')] = None,
-        model_card: Annotated[str | None, Form(description="JSON object: summary, intended_use, ...")] = None,
-    ) -> VersionOut:
-        """Register the next version of a group from a comet_ml OfflineExperiment archive (multipart upload).
-
-        The archive's remote model (`log_remote_model`, an `s3://` URI that must exist) is the artifact; its
-        parameters, metrics, datasets (`modelgate-lineage.json`) and plots come along. A bad archive is refused
-        with 422 saying why, and nothing is registered."""
-        content = await archive.read(MAX_ARCHIVE_BYTES + 1)
-        if len(content) > MAX_ARCHIVE_BYTES:
-            raise HTTPException(413, f"the archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB")
-        card, tag_map = _json_object(model_card, "model_card"), _json_object(tags, "tags")
+async def _register(registrar: Registrar, group: str, body: Registration) -> VersionOut:
+    await registrar.check_artifact(body.artifact_uri)
+    async with registrar.runtime.uow() as uow:
         try:
-            reg = await asyncio.to_thread(parse_offline_archive, content, model_name)
-        except CometArchiveError as exc:
-            raise HTTPException(422, str(exc)) from None
-        log.info("comet_archive_read", group=group, experiment_key=reg.experiment_key, model=reg.model.name)
-        body = to_registration(
-            reg, registered_by, framework=framework, description=description, tags=tag_map, model_card=card
-        )
-        return await _register(group, body)
+            version = await register(uow, group, body, registrar.settings.auto_create_groups)
+        except UnknownGroup as exc:
+            raise HTTPException(404, str(exc)) from None
+        await uow.commit()
+    return VersionOut.of(version)
 
-    @router.post(
-        "/v1/groups/{group}/versions/comet",
-        status_code=201,
-        response_model=VersionOut,
-        responses={422: {"description": "no such experiment, or no model"}, 502: {}, 503: {}},
+
+@router.post(
+    "/v1/groups/{group}/versions/comet-archive",
+    status_code=201,
+    response_model=VersionOut,
+    responses={413: {"description": "archive too large"}, 422: {"description": "not a usable archive"}},
+)
+async def register_comet_archive(
+    group: GroupName,
+    registrar: RegistrarDep,
+    archive: Annotated[UploadFile, File(description="The .zip an OfflineExperiment wrote, unchanged.")],
+    registered_by: Annotated[str, Form(min_length=1)],
+    model_name: Annotated[str | None, Form(description="Which logged model, when there are several.")] = None,
+    framework: Annotated[str | None, Form(description="Default: the model metadata's 'framework'.")] = None,
+    description: Annotated[str | None, Form()] = None,
+    tags: Annotated[str | None, Form(description='JSON object, e.g. {"team": "risk"}.')] = None,
+    model_card: Annotated[str | None, Form(description="JSON object: summary, intended_use, ...")] = None,
+) -> VersionOut:
+    """Register the next version of a group from a comet_ml OfflineExperiment archive (multipart upload).
+
+    The archive's remote model (`log_remote_model`, an `s3://` URI that must exist) is the artifact; its
+    parameters, metrics, datasets (`modelgate-lineage.json`) and plots come along. A bad archive is refused
+    with 422 saying why, and nothing is registered."""
+    content = await archive.read(MAX_ARCHIVE_BYTES + 1)
+    if len(content) > MAX_ARCHIVE_BYTES:
+        raise HTTPException(413, f"the archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB")
+    card, tag_map = _json_object(model_card, "model_card"), _json_object(tags, "tags")
+    try:
+        reg = await asyncio.to_thread(parse_offline_archive, content, model_name)
+    except CometArchiveError as exc:
+        raise HTTPException(422, str(exc)) from None
+    log.info("comet_archive_read", group=group, experiment_key=reg.experiment_key, model=reg.model.name)
+    body = to_registration(
+        reg, registered_by, framework=framework, description=description, tags=tag_map, model_card=card
     )
-    async def register_from_comet(group: GroupName, body: FromComet) -> VersionOut:
-        """Register the next version of a group from a Comet experiment, read through comet_ml.API from the
-        server in the registrar's COMET_URL_OVERRIDE with its COMET_API_KEY."""
-        if not await asyncio.to_thread(_comet_configured):
-            raise HTTPException(
-                503,
-                "Comet is not configured on the registrar: set COMET_API_KEY "
-                "(and COMET_URL_OVERRIDE for a self-hosted Comet) in its environment",
-            )
-        from comet_ml.exceptions import CometException
-        from requests import RequestException
+    return await _register(registrar, group, body)
 
-        try:
-            reg = await fetch_online_async(
-                body.workspace,
-                body.project,
-                experiment_key=body.experiment_key,
-                registry_model=body.registry_model,
-                version=body.registry_version,
-            )
-        except CometFetchError as exc:
-            raise HTTPException(422, str(exc)) from None
-        except (CometException, RequestException) as exc:
-            log.warning("comet_unavailable", error=repr(exc))
-            raise HTTPException(502, f"Comet did not answer as expected: {type(exc).__name__}: {exc}") from None
-        log.info("comet_experiment_read", group=group, experiment_key=reg.experiment_key, model=reg.model.name)
-        registration = to_registration(
-            reg,
-            body.registered_by,
-            framework=body.framework,
-            description=body.description,
-            tags=body.tags,
-            model_card=body.model_card,
+
+@router.post(
+    "/v1/groups/{group}/versions/comet",
+    status_code=201,
+    response_model=VersionOut,
+    responses={422: {"description": "no such experiment, or no model"}, 502: {}, 503: {}},
+)
+async def register_from_comet(group: GroupName, body: FromComet, registrar: RegistrarDep) -> VersionOut:
+    """Register the next version of a group from a Comet experiment, read through comet_ml.API from the
+    server in the registrar's COMET_URL_OVERRIDE with its COMET_API_KEY."""
+    if not await asyncio.to_thread(_comet_configured):
+        raise HTTPException(
+            503,
+            "Comet is not configured on the registrar: set COMET_API_KEY "
+            "(and COMET_URL_OVERRIDE for a self-hosted Comet) in its environment",
         )
-        return await _register(group, registration)
+    from comet_ml.exceptions import CometException
+    from requests import RequestException
 
-    return router
+    try:
+        reg = await fetch_online_async(
+            body.workspace,
+            body.project,
+            experiment_key=body.experiment_key,
+            registry_model=body.registry_model,
+            version=body.registry_version,
+        )
+    except CometFetchError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except (CometException, RequestException) as exc:
+        log.warning("comet_unavailable", error=repr(exc))
+        raise HTTPException(502, f"Comet did not answer as expected: {type(exc).__name__}: {exc}") from None
+    log.info("comet_experiment_read", group=group, experiment_key=reg.experiment_key, model=reg.model.name)
+    registration = to_registration(
+        reg,
+        body.registered_by,
+        framework=body.framework,
+        description=body.description,
+        tags=body.tags,
+        model_card=body.model_card,
+    )
+    return await _register(registrar, group, registration)

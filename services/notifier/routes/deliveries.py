@@ -1,0 +1,52 @@
+"""The notifier's HTTP API: the delivery log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from services.notifier.models import Delivery
+from shared.http import SessionDep
+
+router = APIRouter(tags=["deliveries"])
+
+
+class DeliveryOut(BaseModel):
+    event_id: str
+    event_type: str
+    correlation_id: str
+    channel: str
+    recipient: str
+    audiences: str
+    status: str
+    subject: str
+    text: str
+    error: str | None
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+
+
+@router.get("/v1/deliveries", response_model=list[DeliveryOut])
+async def list_deliveries(
+    session: SessionDep,
+    correlation_id: str | None = Query(None, description='Only this version\'s ("<group>/<version>").'),
+    event_id: str | None = Query(None, description="Only this event's."),
+    channel: Literal["log", "webhook", "email", "sns", "routing"] | None = Query(None),
+    status: Literal["queued", "sending", "sent", "failed"] | None = Query(None, description="failed: every try failed."),
+) -> list[DeliveryOut]:
+    """One row per (event, channel, recipient), oldest first. Webhook URLs are shown as host and digest."""
+    query = select(Delivery).order_by(Delivery.id)
+    if correlation_id:
+        query = query.where(Delivery.correlation_id == correlation_id)
+    if event_id:
+        query = query.where(Delivery.event_id == event_id)
+    if channel:
+        query = query.where(Delivery.channel == channel)
+    if status:
+        query = query.where(Delivery.status == status)
+    return [DeliveryOut.model_validate(d, from_attributes=True) for d in await session.scalars(query)]

@@ -1,0 +1,35 @@
+"""The registrar's composition root: its handlers, routes and parts, built once from the runtime.
+
+`serve` (shared.service) runs what this returns; tests call the same `bootstrap` with a Runtime of their own.
+"""
+
+from __future__ import annotations
+
+from services.registrar import handlers
+from services.registrar.comet_writeback import CometWriteback
+from services.registrar.deps import Registrar
+from services.registrar.routes import comet as comet_routes
+from services.registrar.routes import groups, history, versions
+from services.registrar.settings import RegistrarSettings
+from shared.runtime import Runtime, Wiring
+from shared.wiring import inject
+
+HANDLERS = {
+    "ApprovalRequested": handlers.on_approval_requested,
+    "ApprovalDecided": handlers.on_approval_decided,
+    "Deployed": handlers.on_deployed,
+    "DeploymentFailed": handlers.on_deployment_failed,
+}
+
+
+async def bootstrap(runtime: Runtime[RegistrarSettings], comet: CometWriteback | None = None) -> Wiring:
+    """The registrar's wiring; `comet` defaults to CometWriteback.from_env() (does nothing unless
+    COMET_API_KEY and COMET_WORKSPACE are set)."""
+    registrar = Registrar(runtime=runtime, comet=CometWriteback.from_env() if comet is None else comet)
+    return Wiring(
+        handlers=inject(HANDLERS, comet=registrar.comet),
+        routers=[groups.router, versions.router, history.router, comet_routes.router],
+        context=registrar,
+        title="modelgate registrar",
+        description="The catalog of model groups and versions: metrics, model cards, lineage, per-stage status.",
+    )

@@ -1,0 +1,66 @@
+"""What the registrar's routes share: the service's own object (`RegistrarDep`), the group-name path
+parameter, and the route class that turns invalid requests into one readable 422 sentence per problem."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from services.registrar.artifacts import check_artifact
+from services.registrar.catalog import GROUP_NAME, GROUP_NAME_RULE
+from services.registrar.comet_writeback import CometWriteback
+from services.registrar.settings import RegistrarSettings
+from shared.http import context_of
+from shared.runtime import Runtime
+
+
+@dataclass
+class Registrar:
+    """The registrar's own parts, built once by bootstrap(): its runtime and the Comet write-back."""
+
+    runtime: Runtime[RegistrarSettings]
+    comet: CometWriteback
+
+    @property
+    def settings(self) -> RegistrarSettings:
+        return self.runtime.settings
+
+    async def check_artifact(self, uri: str) -> None:
+        if self.settings.check_artifacts:
+            await check_artifact(self.runtime.aws["s3"], uri)
+
+
+RegistrarDep = Annotated[Registrar, Depends(context_of)]
+GroupName = Annotated[str, Path(pattern=GROUP_NAME, description="Letters, digits, '.', '_' and '-'.", examples=["fraud-detector"])]
+
+
+class ReadableErrors(APIRoute):
+    """422 with `detail` one readable sentence per problem (`metrics.auc: ...`) and the raw `errors`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return invalid_request(exc)
+
+        return route
+
+
+def invalid_request(exc: RequestValidationError) -> JSONResponse:
+    problems = []
+    for error in exc.errors():
+        where, *path = error["loc"]
+        field = ".".join(str(p) for p in path) if where == "body" else f"{where} {'.'.join(str(p) for p in path)}"
+        message = GROUP_NAME_RULE if error.get("ctx", {}).get("pattern") == GROUP_NAME else error["msg"]
+        problems.append(f"{field or 'body'}: {message}")
+    return JSONResponse({"detail": "; ".join(problems), "errors": jsonable_encoder(exc.errors())}, status_code=422)

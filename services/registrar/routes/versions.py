@@ -1,0 +1,89 @@
+"""Model versions: register the next one, list a group's, read one, search across groups."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query
+from sqlalchemy.exc import IntegrityError
+
+from services.registrar.catalog import IdempotencyConflict, Registration, UnknownGroup, register
+from services.registrar.deps import GroupName, ReadableErrors, RegistrarDep
+from services.registrar.models import ModelGroup, ModelVersion
+from services.registrar.schemas import VersionOut, VersionPage
+from services.registrar.search import InvalidQuery, VersionQuery, search_versions
+from shared.http import SessionDep
+
+router = APIRouter(tags=["versions"], route_class=ReadableErrors)
+
+
+@router.post(
+    "/v1/groups/{group}/versions",
+    status_code=201,
+    response_model=VersionOut,
+    responses={404: {"description": "unknown group (auto-create off)"}, 409: {"description": "Idempotency-Key reused"},
+               422: {"description": "invalid body, or the artifact does not exist"}},
+)
+async def register_version(
+    group: GroupName,
+    body: Registration,
+    registrar: RegistrarDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Retrying with the same key and body returns the same version."),
+    ] = None,
+) -> VersionOut:
+    """Register the next version of a model group; announces ModelRegistered.
+
+    Upload the artifact first (e.g. to the `<namespace>-artifacts` bucket): an `s3://` URI whose object does
+    not exist is refused.
+    """
+    await registrar.check_artifact(body.artifact_uri)
+    for attempt in (1, 2):
+        async with registrar.runtime.uow() as uow:
+            try:
+                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key)
+                await uow.commit()
+                return VersionOut.of(version)
+            except UnknownGroup as exc:
+                raise HTTPException(404, str(exc)) from None
+            except IdempotencyConflict as exc:
+                raise HTTPException(409, str(exc)) from None
+            except IntegrityError:
+                if not idempotency_key or attempt == 2:
+                    raise
+                # the same key registered concurrently: the next attempt finds it
+    raise AssertionError("unreachable")
+
+
+@router.get("/v1/groups/{group}/versions", response_model=list[VersionOut])
+async def list_versions(
+    group: GroupName,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[VersionOut]:
+    """The group's versions, oldest first. Search across groups, filter and sort with GET /v1/versions."""
+    if await session.get(ModelGroup, group) is None:
+        raise HTTPException(404, str(UnknownGroup(group)))
+    query = VersionQuery(group=group, sort="version", order="asc", limit=limit, offset=offset)
+    rows, _ = await search_versions(session, query)
+    return [VersionOut.of(v) for v in rows]
+
+
+@router.get("/v1/versions", response_model=VersionPage)
+async def find_versions(query: Annotated[VersionQuery, Query()], session: SessionDep) -> VersionPage:
+    """Search versions across groups, e.g. `?metric=auc>=0.9&tag=team=risk&stage=prod&stage_status=Deployed`."""
+    try:
+        rows, next_offset = await search_versions(session, query)
+    except InvalidQuery as exc:
+        raise HTTPException(422, str(exc)) from None
+    return VersionPage(items=[VersionOut.of(v) for v in rows], limit=query.limit, offset=query.offset, next_offset=next_offset)
+
+
+@router.get("/v1/groups/{group}/versions/{version}", response_model=VersionOut)
+async def get_version(group: GroupName, version: int, session: SessionDep) -> VersionOut:
+    row = await session.get(ModelVersion, f"{group}/{version}")
+    if row is None:
+        raise HTTPException(404, f"no version {version} in model group '{group}'")
+    return VersionOut.of(row)

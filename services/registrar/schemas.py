@@ -1,0 +1,90 @@
+"""The registrar's response models: what its HTTP API answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from services.registrar.models import ModelGroup, ModelVersion
+
+
+class VersionOut(BaseModel):
+    model_version_id: str = Field(examples=["fraud-detector/3"])
+    group: str
+    version: int
+    artifact_uri: str
+    registered_by: str
+    source: str
+    framework: str | None
+    description: str
+    metrics: dict[str, float]
+    params: dict[str, Any]
+    tags: dict[str, str]
+    metadata: dict[str, Any]
+    model_card: dict[str, Any]
+    lineage: dict[str, Any]
+    approval_status: str = Field(description="SageMaker's: PendingManualApproval, Approved or Rejected.")
+    stages: dict[str, str] = Field(description="stage -> PendingApproval, Approved, Rejected, Superseded (a newer version took the stage), Deployed, DeploymentFailed or RolledBack (the stage was rolled back from it)")
+    stage_details: dict[str, dict[str, Any]]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, v: ModelVersion) -> VersionOut:
+        return cls(
+            model_version_id=v.id,
+            group=v.group_name,
+            version=v.version,
+            artifact_uri=v.artifact_uri,
+            registered_by=v.registered_by,
+            source=v.source,
+            framework=v.framework,
+            description=v.description,
+            metrics=v.metrics,
+            params=v.params,
+            tags=v.tags,
+            metadata=v.meta,
+            model_card=v.model_card,
+            lineage=v.lineage,
+            approval_status=v.approval_status,
+            stages={stage: d["status"] for stage, d in v.stages.items()},
+            stage_details=v.stages,
+            created_at=v.created_at,
+        )
+
+
+class VersionPage(BaseModel):
+    items: list[VersionOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Pass as `offset` for the next page; null on the last page.")
+
+
+class GroupOut(BaseModel):
+    name: str
+    description: str
+    tags: dict[str, str]
+    owners: list[str]
+    latest_version: int = Field(description="The number of the last registered version; 0 when none yet.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, g: ModelGroup) -> GroupOut:
+        return cls.model_validate(g, from_attributes=True)
+
+
+class GroupPage(BaseModel):
+    items: list[GroupOut]
+    limit: int
+    offset: int
+    next_offset: int | None
+
+
+class HistoryOut(BaseModel):
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    producer: str
+    payload: dict[str, Any]
