@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.approver import auth, links
-from services.approver.approvals import DecisionRefused
+from shared.errors import Refused
 from services.approver.models import ApprovalRequest, Approver
 from services.approver.policy import PolicyError, load_policy, parse_duration
 from services.approver.settings import ApproverSettings
@@ -58,7 +58,7 @@ def in_database(work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except (ValueError, DecisionRefused) as exc:
+    except (ValueError, Refused) as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
 

@@ -13,9 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 
 from services.approver import audit
-from services.approver.models import ApprovalRequest, KnownVersion, LiveVersion, Vote
+from services.approver.models import ApprovalRequest, KnownVersion, LiveVersion, RequestStatus, Vote
 from services.approver.policy import Policy, StagePolicy
 from shared.db import UnitOfWork
+from shared.errors import Refused
 from shared.events import (
     ApprovalDecided,
     ApprovalDecidedPayload,
@@ -27,15 +28,7 @@ from shared.events import (
     utcnow,
 )
 
-PENDING = "pending"
-
-
-class DecisionRefused(Exception):
-    """A decision (or a credential) that is refused; `status` is the HTTP status that says why."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+PENDING = RequestStatus.PENDING
 
 
 @dataclass(frozen=True)
@@ -129,24 +122,24 @@ async def decide(
     """Records one approver's vote; decides the request when it is a rejection or the last approval needed."""
     request = await uow.session.get(ApprovalRequest, approval_id, with_for_update=True)
     if request is None:
-        raise DecisionRefused(404, f"no approval request {approval_id}")
+        raise Refused(404, f"no approval request {approval_id}")
     if request.status != PENDING:
         why = f": {request.closed_reason}" if request.closed_reason else ""
-        raise DecisionRefused(409, f"approval request {approval_id} is already {request.status}{why}")
+        raise Refused(409, f"approval request {approval_id} is already {request.status}{why}")
     version = await uow.session.get(KnownVersion, request.model_version_id)
     assert version is not None
     if approver == version.registered_by:
-        raise DecisionRefused(
+        raise Refused(
             403, f"{approver} registered {version.model_version_id} and cannot approve it (nobody decides on their own version)"
         )
     if not set(groups) & set(request.eligible_groups):
         needed = " or ".join(f"'{g}'" for g in request.eligible_groups)
-        raise DecisionRefused(403, f"{approver} is not in approver group {needed}, which decides {request.stage}")
+        raise Refused(403, f"{approver} is not in approver group {needed}, which decides {request.stage}")
     if decision == "Rejected" and not (comment or "").strip():
-        raise DecisionRefused(422, "a rejection needs a comment saying why")
+        raise Refused(422, "a rejection needs a comment saying why")
     votes = (await uow.session.scalars(select(Vote).where(Vote.approval_id == approval_id))).all()
     if any(v.approver == approver for v in votes):
-        raise DecisionRefused(409, f"{approver} has already voted on {approval_id}")
+        raise Refused(409, f"{approver} has already voted on {approval_id}")
     uow.session.add(Vote(approval_id=approval_id, approver=approver, decision=decision, comment=comment, via=via))
     approvers = sorted({v.approver for v in votes if v.decision == "Approved"} | {approver})
     audit.record(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from services.approver import audit
-from services.approver.approvals import DecisionRefused
+from shared.errors import Refused
 from services.approver.models import Approver
 from shared.db import UnitOfWork
 from shared.events import utcnow
@@ -41,16 +41,16 @@ async def authenticate(uow: UnitOfWork, token: str) -> Identity:
     """The approver whose API token this is; refused (401) when it is nobody's, or theirs is disabled."""
     approver = await uow.session.scalar(select(Approver).where(Approver.token_hash == token_hash(token)))
     if approver is None:
-        raise DecisionRefused(401, "unknown approver token: check it, or ask an administrator for a new one")
+        raise Refused(401, "unknown approver token: check it, or ask an administrator for a new one")
     if approver.disabled_at is not None:
-        raise DecisionRefused(401, f"approver {approver.name} is disabled")
+        raise Refused(401, f"approver {approver.name} is disabled")
     return Identity(approver.name, list(approver.groups))
 
 
 async def enabled_approver(uow: UnitOfWork, name: str) -> Identity:
     approver = await uow.session.get(Approver, name)
     if approver is None or approver.disabled_at is not None:
-        raise DecisionRefused(401, f"approver {name} is unknown or disabled")
+        raise Refused(401, f"approver {name} is unknown or disabled")
     return Identity(approver.name, list(approver.groups))
 
 

@@ -1,10 +1,11 @@
-"""The background loop that escalates or rejects approval requests waiting past their expiry."""
+"""The worker that escalates or rejects approval requests waiting past their expiry."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
@@ -15,7 +16,6 @@ from services.approver.models import ApprovalRequest
 from services.approver.policy import Policy
 from shared.db import UnitOfWork
 from shared.events import utcnow
-from shared.service import Runtime
 
 log = structlog.get_logger()
 
@@ -39,14 +39,22 @@ async def expire_due(uow_factory: Callable[[], UnitOfWork], policy: Policy, urls
     return outcomes
 
 
-async def expiry_loop(runtime: Runtime, stop: asyncio.Event, policy: Policy, urls: Urls) -> None:
-    interval = runtime.settings.expiry_check_seconds  # type: ignore[attr-defined]
-    while not stop.is_set():
-        try:
-            await expire_due(runtime.uow, policy, urls, utcnow())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the database may be briefly unreachable: try again next round
-            log.warning("expiry_check_failed", error=repr(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+@dataclass
+class ExpiryWorker:
+    """Every `every` seconds, escalates or rejects what waited past its expiry, as the policy says."""
+
+    uow_factory: Callable[[], UnitOfWork]
+    policy: Policy
+    urls: Urls
+    every: float = 30.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await expire_due(self.uow_factory, self.policy, self.urls, utcnow())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database may be briefly unreachable: try again next round
+                log.warning("expiry_check_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.every)

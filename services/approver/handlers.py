@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from services.approver.approvals import Urls, open_stage
 from services.approver.models import KnownVersion, LiveVersion
 from services.approver.policy import Policy
-from shared.bus import Handler, Skip
+from shared.bus import Skip
 from shared.db import UnitOfWork
 from shared.events import Deployed, ModelRegistered
 
@@ -50,11 +48,3 @@ async def on_deployed(event: Deployed, uow: UnitOfWork, policy: Policy, urls: Ur
     if version is None:
         raise LookupError(f"Deployed arrived before ModelRegistered for {p.model_version_id}")
     await open_stage(uow, version, next_stage, event, urls)
-
-
-def build_handlers(policy: Policy, urls: Urls | str) -> dict[str, Handler]:
-    urls = Urls(urls) if isinstance(urls, str) else urls
-    return {
-        "ModelRegistered": partial(on_model_registered, policy=policy, urls=urls),
-        "Deployed": partial(on_deployed, policy=policy, urls=urls),
-    }

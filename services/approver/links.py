@@ -20,7 +20,7 @@ from urllib.parse import quote
 import structlog
 from sqlalchemy import select
 
-from services.approver.approvals import DecisionRefused
+from shared.errors import Refused
 from services.approver.models import UsedLink
 from shared.db import UnitOfWork
 from shared.events import utcnow
@@ -63,7 +63,7 @@ class LinkSigner:
             data: dict[str, Any] = json.loads(_unb64(body))
             return LinkClaims(data["a"], data["u"], datetime.fromtimestamp(data["e"], UTC), data["n"])
         except (ValueError, KeyError, TypeError, OverflowError, OSError):
-            raise DecisionRefused(401, "this decision link is not valid: it was altered, cut short, or not issued here") from None
+            raise Refused(401, "this decision link is not valid: it was altered, cut short, or not issued here") from None
 
     def _sign(self, body: str) -> bytes:
         return hmac.new(self._key, body.encode(), hashlib.sha256).digest()
@@ -72,16 +72,16 @@ class LinkSigner:
 def check(claims: LinkClaims, approval_id: str, now: datetime | None = None) -> None:
     """Refused (401) when the link is for another request, or has expired."""
     if claims.approval_id != approval_id:
-        raise DecisionRefused(401, "this decision link is for another approval request")
+        raise Refused(401, "this decision link is for another approval request")
     if (now or utcnow()) >= claims.expires_at:
-        raise DecisionRefused(401, f"this decision link expired at {claims.expires_at.isoformat()}; ask for a new one")
+        raise Refused(401, f"this decision link expired at {claims.expires_at.isoformat()}; ask for a new one")
 
 
 async def consume(uow: UnitOfWork, claims: LinkClaims) -> None:
     """Marks the link used, in the transaction of the decision it carries; refused (401) if used before."""
     used = await uow.session.scalar(select(UsedLink).where(UsedLink.nonce == claims.nonce))
     if used is not None:
-        raise DecisionRefused(401, f"this decision link was already used at {used.used_at.isoformat()}; each link decides once")
+        raise Refused(401, f"this decision link was already used at {used.used_at.isoformat()}; each link decides once")
     uow.session.add(UsedLink(nonce=claims.nonce, approval_id=claims.approval_id, approver=claims.approver))
 
 

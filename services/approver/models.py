@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from datetime import datetime
 from typing import Any
 
@@ -10,6 +12,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
+
+
+
+class RequestStatus(StrEnum):
+    """Where an approval request stands (stored as is; the API's `?status=pending` filter names PENDING)."""
+
+    PENDING = "pending"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
 
 
 class KnownVersion(Base):

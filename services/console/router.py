@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from modelgate.client import ApiError, Approver, Deployer, Registrar, ServiceError, live_by_stage
+from shared.client import ApiError, Approver, Deployer, Registrar, ServiceError, live_by_stage
 from services.console.plots import MetricRow, confusion_svg, metric_bars_svg, plots_of, roc_svg
 from services.console.session import COOKIE, SignedIn, approver_api, identify, signed_in
 
@@ -71,163 +71,174 @@ def metric_rows(metrics: dict[str, float], live: dict[str, float] | None, checks
     return rows
 
 
-def console_router() -> APIRouter:
-    """The console's routes, under /console; the approver's app includes them."""
-    router = APIRouter(prefix="/console", include_in_schema=False)
+#: The console's routes, under /console; the approver's app includes them.
+router = APIRouter(prefix="/console", include_in_schema=False)
 
-    async def stage_names(api: Backends) -> list[str]:
-        return [stage["name"] for stage in await api.approver.policy()]
 
-    @router.get("")
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/console/approvals", status_code=303)
 
-    @router.get("/login", response_class=HTMLResponse)
-    async def login_page(request: Request, next: str = "/console/approvals") -> HTMLResponse:
-        return _page(request, "login.html", None, next=next, error=None)
+async def stage_names(api: Backends) -> list[str]:
+    return [stage["name"] for stage in await api.approver.policy()]
 
-    @router.post("/login", response_model=None)
-    async def login(request: Request) -> Response:
-        form = await _form(request)
-        target = form.get("next") or "/console/approvals"
-        if not target.startswith("/console"):  # never redirect off-site
-            target = "/console/approvals"
-        token = form.get("token", "").strip()
+
+@router.get("")
+async def home() -> RedirectResponse:
+    return RedirectResponse("/console/approvals", status_code=303)
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_page(request: Request, next: str = "/console/approvals") -> HTMLResponse:
+    return _page(request, "login.html", None, next=next, error=None)
+
+
+@router.post("/login", response_model=None)
+async def login(request: Request) -> Response:
+    form = await _form(request)
+    target = form.get("next") or "/console/approvals"
+    if not target.startswith("/console"):  # never redirect off-site
+        target = "/console/approvals"
+    token = form.get("token", "").strip()
+    try:
+        if not token:
+            raise ApiError("approver", 401, "paste your approver token")
+        who = await identify(request, token)
+    except ApiError as refused:
+        return _page(request, "login.html", None, status_code=refused.status, next=target, error=refused.detail)
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(COOKIE, who.token, httponly=True, samesite="strict", path="/console",
+                        secure=request.url.scheme == "https", max_age=12 * 3600)
+    return response
+
+
+@router.post("/logout")
+async def logout() -> RedirectResponse:
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+@router.get("/approvals", response_class=HTMLResponse)
+async def approvals(request: Request, me: Me) -> HTMLResponse:
+    async with backends(request) as api:
         try:
-            if not token:
-                raise ApiError("approver", 401, "paste your approver token")
-            who = await identify(request, token)
-        except ApiError as refused:
-            return _page(request, "login.html", None, status_code=refused.status, next=target, error=refused.detail)
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, who.token, httponly=True, samesite="strict", path="/console",
-                            secure=request.url.scheme == "https", max_age=12 * 3600)
-        return response
+            pending, yours, decided = await asyncio.gather(
+                api.approver.approvals("pending"), api.approver.approvals("pending", approver=me.name),
+                api.approver.approvals("decided"),
+            )
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    mine = {a["approval_id"] for a in yours}
+    others = [(a, me.why_not(a) or "not yours to decide") for a in pending if a["approval_id"] not in mine]
+    recent = sorted(decided, key=lambda a: a.get("decided_at") or "", reverse=True)[:10]
+    return _page(request, "approvals.html", me, yours=yours, others=others, recent=recent)
 
-    @router.post("/logout")
-    async def logout() -> RedirectResponse:
-        response = RedirectResponse("/console/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/console")
-        return response
 
-    @router.get("/approvals", response_class=HTMLResponse)
-    async def approvals(request: Request, me: Me) -> HTMLResponse:
-        async with backends(request) as api:
-            try:
-                pending, yours, decided = await asyncio.gather(
-                    api.approver.approvals("pending"), api.approver.approvals("pending", approver=me.name),
-                    api.approver.approvals("decided"),
-                )
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        mine = {a["approval_id"] for a in yours}
-        others = [(a, me.why_not(a) or "not yours to decide") for a in pending if a["approval_id"] not in mine]
-        recent = sorted(decided, key=lambda a: a.get("decided_at") or "", reverse=True)[:10]
-        return _page(request, "approvals.html", me, yours=yours, others=others, recent=recent)
+async def _approval_page(request: Request, me: SignedIn, approval_id: str, error: str | None = None,
+                         status_code: int = 200) -> HTMLResponse:
+    async with backends(request) as api:
+        try:
+            approval = await api.approver.approval(approval_id)
+            group, version = approval["group"], approval["version"]
+            record, history, deployments, stages = await asyncio.gather(
+                api.registrar.version(group, version), api.registrar.history(group, version),
+                api.deployer.deployments(group), stage_names(api),
+            )
+            live_all = live_by_stage(deployments)
+            live = live_all.get(approval["stage"])
+            live_record = await api.registrar.version(group, live["version"]) if live else None
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    checks = approval.get("checks") or []
+    rows = metric_rows(record["metrics"], live_record["metrics"] if live_record else None, checks)
+    plots = plots_of(record)
+    return _page(
+        request, "approval.html", me, status_code=status_code,
+        approval=approval, record=record, history=history, live=live, live_all=live_all, rows=rows,
+        checks=checks, stages=stages,
+        why_not=me.why_not(approval) if approval["status"] == "pending" else None, error=error,
+        roc=roc_svg(plots.roc) if plots.roc else None,
+        confusion=confusion_svg(plots.confusion) if plots.confusion else None,
+        bars=metric_bars_svg(rows, live["model_version_id"] if live else None) if rows else None,
+    )
 
-    async def _approval_page(request: Request, me: SignedIn, approval_id: str, error: str | None = None,
-                             status_code: int = 200) -> HTMLResponse:
-        async with backends(request) as api:
-            try:
-                approval = await api.approver.approval(approval_id)
-                group, version = approval["group"], approval["version"]
-                record, history, deployments, stages = await asyncio.gather(
-                    api.registrar.version(group, version), api.registrar.history(group, version),
-                    api.deployer.deployments(group), stage_names(api),
-                )
-                live_all = live_by_stage(deployments)
-                live = live_all.get(approval["stage"])
-                live_record = await api.registrar.version(group, live["version"]) if live else None
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        checks = approval.get("checks") or []
-        rows = metric_rows(record["metrics"], live_record["metrics"] if live_record else None, checks)
-        plots = plots_of(record)
-        return _page(
-            request, "approval.html", me, status_code=status_code,
-            approval=approval, record=record, history=history, live=live, live_all=live_all, rows=rows,
-            checks=checks, stages=stages,
-            why_not=me.why_not(approval) if approval["status"] == "pending" else None, error=error,
-            roc=roc_svg(plots.roc) if plots.roc else None,
-            confusion=confusion_svg(plots.confusion) if plots.confusion else None,
-            bars=metric_bars_svg(rows, live["model_version_id"] if live else None) if rows else None,
-        )
 
-    @router.get("/approvals/{approval_id}", response_class=HTMLResponse)
-    async def approval(request: Request, approval_id: str, me: Me) -> HTMLResponse:
-        return await _approval_page(request, me, approval_id)
+@router.get("/approvals/{approval_id}", response_class=HTMLResponse)
+async def approval(request: Request, approval_id: str, me: Me) -> HTMLResponse:
+    return await _approval_page(request, me, approval_id)
 
-    @router.post("/approvals/{approval_id}/decision", response_model=None)
-    async def decide(request: Request, approval_id: str, me: Me) -> Response:
-        form = await _form(request)
-        decision = form.get("decision")
-        if decision not in ("approve", "reject"):
-            return await _approval_page(request, me, approval_id, "Choose approve or reject.", 422)
-        async with backends(request) as api:
-            try:
-                decided = await api.approver.decide(approval_id, decision, form.get("comment", "").strip() or None, me.token)
-            except ApiError as refused:  # the approver's own reason: self-approval, wrong group, no comment, ...
-                return await _approval_page(request, me, approval_id, refused.detail, refused.status)
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        target = f"/console/groups/{quote(decided['group'])}/versions/{decided['version']}"
-        return RedirectResponse(f"{target}?decided={quote(decided['stage'])}&as={decided['status']}", status_code=303)
 
-    @router.get("/catalog", response_class=HTMLResponse)
-    async def catalog(request: Request, me: Me) -> HTMLResponse:
-        async with backends(request) as api:
-            try:
-                groups, deployments, stages = await asyncio.gather(
-                    api.registrar.groups(), api.deployer.deployments(), stage_names(api)
-                )
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        live = {g["name"]: live_by_stage([d for d in deployments if d["group"] == g["name"]]) for g in groups}
-        return _page(request, "catalog.html", me, groups=groups, live=live, stages=stages)
+@router.post("/approvals/{approval_id}/decision", response_model=None)
+async def decide(request: Request, approval_id: str, me: Me) -> Response:
+    form = await _form(request)
+    decision = form.get("decision")
+    if decision not in ("approve", "reject"):
+        return await _approval_page(request, me, approval_id, "Choose approve or reject.", 422)
+    async with backends(request) as api:
+        try:
+            decided = await api.approver.decide(approval_id, decision, form.get("comment", "").strip() or None, me.token)
+        except ApiError as refused:  # the approver's own reason: self-approval, wrong group, no comment, ...
+            return await _approval_page(request, me, approval_id, refused.detail, refused.status)
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    target = f"/console/groups/{quote(decided['group'])}/versions/{decided['version']}"
+    return RedirectResponse(f"{target}?decided={quote(decided['stage'])}&as={decided['status']}", status_code=303)
 
-    @router.get("/groups/{group}", response_class=HTMLResponse)
-    async def group_page(request: Request, group: str, me: Me) -> HTMLResponse:
-        async with backends(request) as api:
-            try:
-                versions, deployments, stages = await asyncio.gather(
-                    api.registrar.versions(group), api.deployer.deployments(group), stage_names(api)
-                )
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        live = live_by_stage(deployments)
-        return _page(request, "group.html", me, group=group, versions=sorted(versions, key=lambda v: -v["version"]),
-                     stages=stages, live=live, deployments=sorted(deployments, key=lambda d: d["created_at"], reverse=True))
 
-    @router.get("/groups/{group}/versions/{version}", response_class=HTMLResponse)
-    async def version_page(request: Request, group: str, version: int, me: Me,
-                           decided: str | None = None) -> HTMLResponse:
-        async with backends(request) as api:
-            try:
-                record, history, deployments, waiting, stages = await asyncio.gather(
-                    api.registrar.version(group, version), api.registrar.history(group, version),
-                    api.deployer.deployments(group),
-                    api.approver.approvals("pending", model_version_id=f"{group}/{version}"), stage_names(api),
-                )
-            except ServiceError as exc:
-                return _service_down(request, me, exc)
-        live = live_by_stage(deployments)
-        plots = plots_of(record)
-        return _page(
-            request, "version.html", me, record=record, history=history, live=live, waiting=waiting,
-            stages=stages, decided=decided, as_status=request.query_params.get("as"),
-            rows=metric_rows(record["metrics"], None, []),
-            roc=roc_svg(plots.roc) if plots.roc else None,
-            confusion=confusion_svg(plots.confusion) if plots.confusion else None,
-        )
+@router.get("/catalog", response_class=HTMLResponse)
+async def catalog(request: Request, me: Me) -> HTMLResponse:
+    async with backends(request) as api:
+        try:
+            groups, deployments, stages = await asyncio.gather(
+                api.registrar.groups(), api.deployer.deployments(), stage_names(api)
+            )
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    live = {g["name"]: live_by_stage([d for d in deployments if d["group"] == g["name"]]) for g in groups}
+    return _page(request, "catalog.html", me, groups=groups, live=live, stages=stages)
 
-    @router.get("/groups/{group}/versions/{version}/stages.json")
-    async def stages_json(request: Request, group: str, version: int, me: Me) -> JSONResponse:
-        """What the version page polls to show a deployment as soon as it happens."""
-        async with backends(request) as api:
-            try:
-                record = await api.registrar.version(group, version)
-            except ServiceError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=502)
-        return JSONResponse(record["stages"])
 
-    return router
+@router.get("/groups/{group}", response_class=HTMLResponse)
+async def group_page(request: Request, group: str, me: Me) -> HTMLResponse:
+    async with backends(request) as api:
+        try:
+            versions, deployments, stages = await asyncio.gather(
+                api.registrar.versions(group), api.deployer.deployments(group), stage_names(api)
+            )
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    live = live_by_stage(deployments)
+    return _page(request, "group.html", me, group=group, versions=sorted(versions, key=lambda v: -v["version"]),
+                 stages=stages, live=live, deployments=sorted(deployments, key=lambda d: d["created_at"], reverse=True))
+
+
+@router.get("/groups/{group}/versions/{version}", response_class=HTMLResponse)
+async def version_page(request: Request, group: str, version: int, me: Me,
+                       decided: str | None = None) -> HTMLResponse:
+    async with backends(request) as api:
+        try:
+            record, history, deployments, waiting, stages = await asyncio.gather(
+                api.registrar.version(group, version), api.registrar.history(group, version),
+                api.deployer.deployments(group),
+                api.approver.approvals("pending", model_version_id=f"{group}/{version}"), stage_names(api),
+            )
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
+    live = live_by_stage(deployments)
+    plots = plots_of(record)
+    return _page(
+        request, "version.html", me, record=record, history=history, live=live, waiting=waiting,
+        stages=stages, decided=decided, as_status=request.query_params.get("as"),
+        rows=metric_rows(record["metrics"], None, []),
+        roc=roc_svg(plots.roc) if plots.roc else None,
+        confusion=confusion_svg(plots.confusion) if plots.confusion else None,
+    )
+
+
+@router.get("/groups/{group}/versions/{version}/stages.json")
+async def stages_json(request: Request, group: str, version: int, me: Me) -> JSONResponse:
+    """What the version page polls to show a deployment as soon as it happens."""
+    async with backends(request) as api:
+        try:
+            record = await api.registrar.version(group, version)
+        except ServiceError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=502)
+    return JSONResponse(record["stages"])

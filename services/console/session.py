@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from fastapi import HTTPException, Request
 
-from modelgate.client import ApiError, Approver
+from shared.client import ApiError, Approver
 
 COOKIE = "modelgate_console"
 

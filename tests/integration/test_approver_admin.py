@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from services.approver.admin import app
-from services.approver.approvals import DecisionRefused
+from shared.errors import Refused
 from services.approver.auth import authenticate, token_hash
 from services.approver.models import Approver, AuditEntry
 from shared.db import UnitOfWork, make_engine
@@ -62,10 +62,10 @@ def test_an_approver_added_from_the_command_line_gets_a_token_shown_once_and_sto
 
     rotated = run(database_url, "rotate-token", "lee").output.strip().splitlines()[-1]
     assert who_has(database_url, rotated) == "lee"
-    with pytest.raises(DecisionRefused, match="unknown approver token"):
+    with pytest.raises(Refused, match="unknown approver token"):
         who_has(database_url, token)
     assert run(database_url, "disable", "lee").exit_code == 0
-    with pytest.raises(DecisionRefused, match="unknown approver token"):
+    with pytest.raises(Refused, match="unknown approver token"):
         who_has(database_url, rotated)
     actions = [(e.action, e.actor.split(":")[0]) for e in rows(database_url, AuditEntry)]
     assert actions == [("approver_added", "admin"), ("token_rotated", "admin"), ("approver_disabled", "admin")]

@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.approver import auth
-from services.approver.api import build_api
 from services.approver.approvals import Urls, decide
 from services.approver.audit import AuditOut, entries
 from services.approver.expiry import expire_due
-from services.approver.handlers import build_handlers
+from services.approver.bootstrap import HANDLERS, ROUTERS as APPROVER_ROUTERS
+from services.approver.context import Approver as ApproverParts
 from services.approver.links import LinkSigner
 from services.approver.models import ApprovalRequest
 from services.approver.policy import Policy, load_policy
@@ -37,7 +37,9 @@ from shared.events import (
     utcnow,
 )
 from shared.migrations import prepare_database
-from shared.service import Runtime
+from shared.http import build_app
+from shared.runtime import Runtime, Wiring
+from shared.wiring import inject
 
 TOKENS = {"lee": "lee-token-0123456789", "kim": "kim-token-0123456789", "raj": "raj-token-0123456789", "ana": "ana-token-0123456789", "rob": "rob-token-0123456789"}
 GROUPS = {"lee": ["ml-leads"], "kim": ["model-risk"], "raj": ["model-risk"], "ana": ["ml-leads", "model-risk"], "rob": ["risk-committee"]}
@@ -79,7 +81,8 @@ class Approver:
         async with self.uow() as uow:
             if await uow.already_processed(event):
                 return
-            await build_handlers(self.policy, URLS)[event.event_type](event, uow)
+            handler = inject(HANDLERS, policy=self.policy, urls=URLS)[event.event_type]
+            await handler(event, uow)
             uow.mark_processed(event)
             await uow.commit()
 
@@ -156,9 +159,10 @@ class Approver:
     def http(self) -> httpx.AsyncClient:
         """A client of the approver's HTTP API, served in-process."""
         settings = ApproverSettings(database_url=str(self.engine.url), public_url=URLS.api, console_url=URLS.console or "")
-        runtime = Runtime(settings=settings, engine=self.engine, sessionmaker=self.sessionmaker, aws=None, publisher=None)  # type: ignore[arg-type]
-        runtime.state["links"] = self.signer
-        app = build_api(runtime, self.policy, URLS)
+        runtime = Runtime(settings=settings, engine=self.engine, sessionmaker=self.sessionmaker, aws={})
+        parts = ApproverParts(runtime, self.policy, URLS, self.signer)
+        wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts)
+        app = build_app(runtime, wiring)
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=URLS.api)
 
 

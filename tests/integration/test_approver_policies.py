@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.approver.approvals import DecisionRefused
-from services.approver.expiry import expiry_loop
+from shared.errors import Refused
+from services.approver.expiry import ExpiryWorker
 from services.approver.models import ApprovalRequest
 from shared.events import utcnow
 from tests.helpers import eventually
@@ -68,7 +68,7 @@ async def test_test_is_approved_by_one_approver_of_its_group(approver):
     await approver.register("fraud", 1)
     await approver.deployed("fraud", 1, "dev")
     request = await approver.request("fraud/1", "test")
-    with pytest.raises(DecisionRefused, match="kim is not in approver group 'ml-leads'") as refused:
+    with pytest.raises(Refused, match="kim is not in approver group 'ml-leads'") as refused:
         await approver.vote(request.id, "kim")
     assert refused.value.status == 403
     await approver.vote(request.id, "lee", comment="looks good")
@@ -83,11 +83,11 @@ async def test_prod_needs_two_distinct_approvers_and_the_registrant_never_counts
     await approver.vote((await approver.request("fraud/1", "test")).id, "lee")
     await approver.deployed("fraud", 1, "test")
     prod = await approver.request("fraud/1", "prod")
-    with pytest.raises(DecisionRefused, match="ana registered fraud/1 and cannot approve it") as refused:
+    with pytest.raises(Refused, match="ana registered fraud/1 and cannot approve it") as refused:
         await approver.vote(prod.id, "ana")  # in model-risk, but the registrant
     assert refused.value.status == 403
     assert (await approver.vote(prod.id, "kim")).status == "pending"
-    with pytest.raises(DecisionRefused, match="kim has already voted") as twice:
+    with pytest.raises(Refused, match="kim has already voted") as twice:
         await approver.vote(prod.id, "kim")
     assert twice.value.status == 409
     assert (await approver.vote(prod.id, "raj")).status == "Approved"
@@ -99,13 +99,13 @@ async def test_one_rejection_with_a_comment_rejects_the_stage_and_stops_the_jour
     await approver.register("fraud", 1)
     await approver.deployed("fraud", 1, "dev")
     test = await approver.request("fraud/1", "test")
-    with pytest.raises(DecisionRefused, match="a rejection needs a comment") as refused:
+    with pytest.raises(Refused, match="a rejection needs a comment") as refused:
         await approver.vote(test.id, "lee", "Rejected", comment="  ")
     assert refused.value.status == 422
     await approver.vote(test.id, "lee", "Rejected", comment="drift on the March data")
     decided = (await approver.published("ApprovalDecided"))[-1]
     assert (decided.payload.decision, decided.payload.comment) == ("Rejected", "drift on the March data")
-    with pytest.raises(DecisionRefused, match="already Rejected") as late:
+    with pytest.raises(Refused, match="already Rejected") as late:
         await approver.vote(test.id, "ana", comment="too late")
     assert late.value.status == 409
     assert [e.payload.stage for e in await approver.published("ApprovalRequested")] == ["test"]
@@ -131,7 +131,7 @@ async def test_a_request_past_its_expiry_is_rejected_when_the_policy_says_reject
     decided = (await approver.published("ApprovalDecided"))[-1]
     assert decided.payload.decision == "Rejected" and decided.payload.expired and decided.payload.automatic
     assert decided.payload.comment.startswith("expired: ml-leads did not decide by ")
-    with pytest.raises(DecisionRefused, match="already Rejected: expired") as late:
+    with pytest.raises(Refused, match="already Rejected: expired") as late:
         await approver.vote(test.id, "lee")
     assert late.value.status == 409
     assert await approver.expire_due(test.expires_at + timedelta(days=9)) == []
@@ -144,7 +144,7 @@ async def test_an_expired_prod_request_is_escalated_to_the_wider_group_then_reje
     await approver.deployed("fraud", 1, "test")
     prod = await approver.request("fraud/1", "prod")
     await approver.vote(prod.id, "kim")
-    with pytest.raises(DecisionRefused, match="rob is not in approver group 'model-risk'"):
+    with pytest.raises(Refused, match="rob is not in approver group 'model-risk'"):
         await approver.vote(prod.id, "rob")
 
     assert await approver.expire_due(prod.expires_at) == ["escalated"]
@@ -188,7 +188,7 @@ async def test_a_newer_version_supersedes_a_pending_prod_request_which_can_then_
     assert decided.correlation_id == "fraud/1"
     asked = (await approver.published("ApprovalRequested", "fraud/2"))[-1]
     assert asked.payload.supersedes == ["fraud/1"]
-    with pytest.raises(DecisionRefused, match="already Rejected: superseded by fraud/2") as refused:
+    with pytest.raises(Refused, match="already Rejected: superseded by fraud/2") as refused:
         await approver.vote(older.id, "raj")
     assert refused.value.status == 409
     assert [e.payload.decision for e in await approver.published("ApprovalDecided", "fraud/1") if e.payload.stage == "prod"] == ["Rejected"]
@@ -287,9 +287,8 @@ async def test_the_background_loop_expires_what_is_due_and_stops_when_told(appro
     )
     await approver.register("fraud", 1)
     await approver.deployed("fraud", 1, "dev")
-    runtime = SimpleNamespace(settings=SimpleNamespace(expiry_check_seconds=0.05), uow=approver.uow)
     stop = asyncio.Event()
-    loop = asyncio.create_task(expiry_loop(runtime, stop, approver.policy, URLS))
+    loop = asyncio.create_task(ExpiryWorker(approver.uow, approver.policy, URLS, every=0.05).run(stop))
 
     async def rejected() -> bool:
         return (await approver.request("fraud/1", "test")).status == "Rejected"

@@ -7,15 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from services.approver.approvals import DecisionRefused
+from shared.errors import Refused
 from services.approver.links import LinkSigner, load_or_create_key
 from shared.events import utcnow
 
 SIGNER = LinkSigner(b"0123456789abcdef0123456789abcdef")
 
 
-def refused(call) -> DecisionRefused:
-    with pytest.raises(DecisionRefused) as error:
+def refused(call) -> Refused:
+    with pytest.raises(Refused) as error:
         call()
     assert error.value.status == 401
     return error.value

@@ -1,0 +1,1 @@
+"""The approver's HTTP routes, one module per resource; the console lives in services/console."""

@@ -1,0 +1,90 @@
+"""Approval requests: list and read them, and decide with an approver's token."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy.exc import IntegrityError
+
+from services.approver import links
+from services.approver.approvals import PENDING, decide
+from services.approver.auth import Identity
+from services.approver.context import Approver as ApproverParts
+from services.approver.deps import ApproverDep, CurrentApprover, refusal
+from services.approver.models import ApprovalRequest, Approver, KnownVersion
+from services.approver.schemas import ApprovalOut, DecisionIn
+from services.approver.views import approvals_where, may_vote, one_approval
+from shared.errors import Refused
+from shared.http import SessionDep
+
+log = structlog.get_logger()
+router = APIRouter(tags=["approvals"])
+
+
+@router.get("/v1/approvals", response_model=list[ApprovalOut], summary="List approval requests")
+async def list_approvals(
+    approver_ctx: ApproverDep,
+    session: SessionDep,
+    status: Literal["pending", "decided", "all"] = Query("pending"),
+    group: str | None = Query(None, description="Only this model group"),
+    stage: str | None = Query(None),
+    model_version_id: str | None = Query(None, description='"<group>/<version>"'),
+    approver: str | None = Query(None, description="Only the pending requests this approver may vote on now"),
+) -> list[ApprovalOut]:
+    conditions: list[Any] = []
+    if status == "pending":
+        conditions.append(ApprovalRequest.status == PENDING)
+    elif status == "decided":
+        conditions.append(ApprovalRequest.status != PENDING)
+    if group:
+        conditions.append(KnownVersion.group_name == group)
+    if stage:
+        conditions.append(ApprovalRequest.stage == stage)
+    if model_version_id:
+        conditions.append(ApprovalRequest.model_version_id == model_version_id)
+    found = await approvals_where(session, approver_ctx.urls, *conditions)
+    if approver is None:
+        return found
+    person = await session.get(Approver, approver)
+    if person is None:
+        raise HTTPException(422, f"no approver named {approver}")
+    return [a for a in found if may_vote(a, person)]
+
+
+@router.get("/v1/approvals/{approval_id}", response_model=ApprovalOut, summary="One approval request")
+async def get_approval(approval_id: str, approver_ctx: ApproverDep, session: SessionDep) -> ApprovalOut:
+    return await one_approval(session, approver_ctx.urls, approval_id)
+
+
+@router.post(
+    "/v1/approvals/{approval_id}/decision",
+    response_model=ApprovalOut,
+    summary="Approve or reject (Authorization: Bearer <approver token>)",
+    responses={401: {"description": "no, unknown or disabled token"}, 403: {"description": "not allowed to decide this"}},
+)
+async def post_decision(approval_id: str, body: DecisionIn, approver_ctx: ApproverDep, approver: CurrentApprover) -> ApprovalOut:
+    return await record_decision(approver_ctx, approval_id, approver, body, via="token")
+
+
+async def record_decision(
+    approver_ctx: ApproverParts, approval_id: str, approver: Identity, body: DecisionIn, via: str,
+    claims: links.LinkClaims | None = None,
+) -> ApprovalOut:
+    """One vote, in one transaction (with the link used up, for a link); refusals are audited."""
+    decision = "Approved" if body.decision == "approve" else "Rejected"
+    try:
+        async with approver_ctx.runtime.uow() as uow:
+            if claims is not None:
+                await links.consume(uow, claims)
+            await decide(uow, approval_id, approver.name, approver.groups, decision, body.comment, via=via)
+            await uow.commit()
+    except Refused as refused:
+        raise await refusal(approver_ctx, refused, approval_id, approver.name, via) from None
+    except IntegrityError:  # a concurrent vote, or use of the same link, won
+        concurrent = Refused(409, "a concurrent decision on this request won; reload it")
+        raise await refusal(approver_ctx, concurrent, approval_id, approver.name, via) from None
+    log.info("vote_recorded", approver=approver.name, approval_id=approval_id, decision=decision, via=via)
+    async with approver_ctx.runtime.sessionmaker() as session:
+        return await one_approval(session, approver_ctx.urls, approval_id)

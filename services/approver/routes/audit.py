@@ -1,0 +1,37 @@
+"""The audit trail, oldest first, as JSON or CSV."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
+from pydantic import AwareDatetime
+
+from services.approver import audit
+from shared.http import SessionDep
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get(
+    "/v1/audit",
+    response_model=list[audit.AuditOut],
+    summary="The audit trail, oldest first, as JSON or CSV",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_audit(
+    session: SessionDep,
+    model_version_id: str | None = Query(None, description='"<group>/<version>"'),
+    group: str | None = Query(None),
+    approval_id: str | None = Query(None),
+    since: Annotated[AwareDatetime | None, Query(description="From this instant (inclusive), e.g. 2025-01-31T00:00:00Z")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="Up to this instant (exclusive)")] = None,
+    format: Literal["json", "csv"] = Query("json"),
+) -> Any:
+    if since and until and since >= until:
+        raise HTTPException(422, "since must be before until")
+    rows = await audit.entries(session, model_version_id=model_version_id, group=group, approval_id=approval_id, since=since, until=until)
+    if format == "csv":
+        return Response(audit.to_csv(rows), media_type="text/csv", headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
+    return rows

@@ -1,0 +1,35 @@
+"""The promotion policy: the stages and their rules, in order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.approver.deps import ApproverDep, CurrentApprover
+from services.approver.policy import format_duration
+from services.approver.schemas import ApproverOut, StageOut
+
+router = APIRouter()
+
+
+@router.get("/v1/me", response_model=ApproverOut, tags=["approvers"], summary="Who this token belongs to")
+async def me(approver: CurrentApprover) -> ApproverOut:
+    return ApproverOut(name=approver.name, groups=approver.groups)
+
+
+@router.get("/v1/policy", response_model=list[StageOut], tags=["policy"], summary="The stages and their rules, in order")
+async def get_policy(approver_ctx: ApproverDep) -> list[StageOut]:
+    return [
+        StageOut(
+            name=s.name,
+            approval=s.approval,
+            rule=s.describe(),
+            thresholds=s.thresholds,
+            approvers=s.approvers if s.approval == "manual" else None,
+            group=s.group,
+            expires_after=format_duration(s.expires_after) if s.expires_after else None,
+            on_expiry=s.on_expiry if s.expires_after else None,
+            escalate_to=s.escalate_to,
+            supersede=s.supersede,
+        )
+        for s in approver_ctx.policy.stages
+    ]
