@@ -58,7 +58,7 @@ def build_channels(runtime: Runtime[NotifierSettings], routing: Routing, http: h
     elif any(a.email for a in routing.audiences.values()):
         log.warning("email_not_sent", reason="routing names email addresses but MODELGATE_EMAIL_SENDER is unset")
     events_topic = getattr(runtime.publisher, "topic_arn", None)  # None on the in-memory bus of tests
-    if settings.sns_notifications and events_topic and "sns" in runtime.aws:
+    if settings.sns_notifications and events_topic:
         # Beside the events topic, in the same account and region.
         arn = events_topic.rsplit(":", 1)[0] + ":" + notifications_topic_name(settings.namespace)
         channels["sns"] = SnsChannel(runtime.aws["sns"], arn)
