@@ -38,26 +38,28 @@ class FakeSsm:
 
 
 class FakeSecretsManager:
+    """Secrets Manager's three calls the approver makes, with its exception classes."""
+
+    class exceptions:  # noqa: N801 (boto's shape: client.exceptions.ResourceNotFoundException)
+        class ResourceNotFoundException(Exception):
+            pass
+
+        class ResourceExistsException(Exception):
+            pass
+
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
 
     async def create_secret(self, Name: str, SecretString: str, **_: Any) -> dict:  # noqa: N803
-        self.secrets.setdefault(Name, SecretString)
+        if Name in self.secrets:
+            raise self.exceptions.ResourceExistsException(Name)
+        self.secrets[Name] = SecretString
         return {"Name": Name}
 
     async def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803
         if SecretId not in self.secrets:
-            raise _ResourceNotFound({"Error": {"Code": "ResourceNotFoundException"}}, "GetSecretValue")
+            raise self.exceptions.ResourceNotFoundException(SecretId)
         return {"SecretString": self.secrets[SecretId]}
-
-
-def _resource_not_found() -> type[Exception]:
-    from botocore.exceptions import ClientError
-
-    return ClientError
-
-
-_ResourceNotFound = _resource_not_found()
 
 
 @dataclass
