@@ -351,22 +351,45 @@ def fetch_online(
     api = comet_api(api_key, server_url)
     model_name = None
     if registry_model is not None:
-        details = api.get_registry_model_details(workspace, registry_model)
-        versions = (details or {}).get("versions") or []
-        if version is None and versions:
-            version = max((v["version"] for v in versions), key=_semver_key)
-        chosen = next((v for v in versions if v["version"] == version), None)
-        if chosen is None:
-            raise CometFetchError(f"registry model {workspace}/{registry_model} has no version {version!r}")
-        experiment_key = chosen["experimentModel"]["experimentKey"]
-        model_name = chosen["experimentModel"]["experimentModelName"]
+        experiment_key, model_name, version = _registry_version(api, workspace, registry_model, version)
     if not experiment_key:
         raise ValueError("give experiment_key or registry_model")
-
     experiment = api.get_experiment(workspace, project, experiment_key)
     if experiment is None:
         raise CometFetchError(f"no experiment {experiment_key!r} in {workspace}/{project}")
     where = f"experiment {experiment.id}"
+    model = _online_model(experiment, model_name, where)
+    assets, datasets = _online_assets(experiment, where)
+    others = {o["name"]: o["valueCurrent"] for o in experiment.get_others_summary()}
+    return CometRegistration(
+        experiment_key=experiment.id,
+        experiment_name=experiment.name,
+        project=experiment.project_name or project,
+        workspace=experiment.workspace or workspace,
+        params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
+        metrics=_online_metrics(experiment),
+        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment") and not k.startswith("sys.")},
+        model=model,
+        assets=assets,
+        datasets=[_resolve_dataset(api, workspace, d) for d in datasets],
+        registry_model=registry_model,
+        registry_version=version if registry_model else None,
+    )
+
+
+def _registry_version(api: Any, workspace: str, registry_model: str, version: str | None) -> tuple[str, str, str]:
+    """The experiment key, model name and version of a registry model version (the latest when None)."""
+    details = api.get_registry_model_details(workspace, registry_model)
+    versions = (details or {}).get("versions") or []
+    if version is None and versions:
+        version = max((v["version"] for v in versions), key=_semver_key)
+    chosen = next((v for v in versions if v["version"] == version), None)
+    if chosen is None:
+        raise CometFetchError(f"registry model {workspace}/{registry_model} has no version {version!r}")
+    return chosen["experimentModel"]["experimentKey"], chosen["experimentModel"]["experimentModelName"], version  # type: ignore[return-value]
+
+
+def _online_model(experiment: Any, model_name: str | None, where: str) -> CometModel:
     models = {name: None for name in experiment.get_model_names()}
     try:
         model_name = _pick_model(models, model_name, where)
@@ -379,8 +402,10 @@ def fetch_online(
         raise CometFetchError(
             f"model {model_name!r} of {where} has no remote asset: log it with log_remote_model"
         )
+    return CometModel(name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata")))
 
-    others = {o["name"]: o["valueCurrent"] for o in experiment.get_others_summary()}
+
+def _online_assets(experiment: Any, where: str) -> tuple[list[CometAsset], list[DatasetVersion]]:
     assets: list[CometAsset] = []
     datasets: list[DatasetVersion] = []
     for raw in experiment.get_asset_list():
@@ -398,7 +423,10 @@ def fetch_online(
         elif asset.type in PLOT_TYPES and (raw.get("fileSize") or 0) <= MAX_INLINE_BYTES:
             asset.data = _json_or_none(experiment.get_asset(asset.asset_id))
         assets.append(asset)
+    return assets, datasets
 
+
+def _online_metrics(experiment: Any) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for m in experiment.get_metrics_summary():
         try:
@@ -406,22 +434,7 @@ def fetch_online(
                 metrics[m["name"]] = float(m["valueCurrent"])
         except (TypeError, ValueError):
             continue
-    return CometRegistration(
-        experiment_key=experiment.id,
-        experiment_name=experiment.name,
-        project=experiment.project_name or project,
-        workspace=experiment.workspace or workspace,
-        params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
-        metrics=metrics,
-        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment") and not k.startswith("sys.")},
-        model=CometModel(
-            name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata"))
-        ),
-        assets=assets,
-        datasets=[_resolve_dataset(api, workspace, d) for d in datasets],
-        registry_model=registry_model,
-        registry_version=version if registry_model else None,
-    )
+    return metrics
 
 
 async def fetch_online_async(*args: Any, **kwargs: Any) -> CometRegistration:
