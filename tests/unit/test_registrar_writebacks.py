@@ -1,5 +1,5 @@
 """The registrar's Comet write-backs: recorded by the handlers, carried out by the worker after commit,
-retried with backoff and given up after max_attempts."""
+retried with backoff and given up after max_attempts. On SQLite and PostgreSQL (SKIP LOCKED)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from services.registrar.comet_writeback import CometWriteback, CometWritebackErr
 from services.registrar.models import CometWritebackRow, WritebackStatus
 from services.registrar.settings import RegistrarSettings
 from services.registrar.writebacks import CometWritebackWorker
-from shared.db import UnitOfWork, make_engine
+from shared.db import make_engine
 from shared.migrations import prepare_database
 from shared.runtime import Runtime
 from tests.factories import approval_decided
@@ -33,8 +33,7 @@ class FakeComet(CometWriteback):
         return [f"tag:{stage}-approved"]
 
 
-async def _registrar(tmp_path, comet: CometWriteback):
-    url = f"sqlite+aiosqlite:///{tmp_path}/registrar.db"
+async def _registrar(url: str, comet: CometWriteback):
     engine = make_engine(url)
     await prepare_database(engine, "registrar")
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
@@ -56,9 +55,9 @@ async def _rows(runtime) -> list[CometWritebackRow]:
         return list(await session.scalars(select(CometWritebackRow)))
 
 
-async def test_the_handler_records_the_writeback_and_the_worker_does_it_after_commit(tmp_path) -> None:
+async def test_the_handler_records_the_writeback_and_the_worker_does_it_after_commit(database_url) -> None:
     comet = FakeComet()
-    runtime, wiring = await _registrar(tmp_path, comet)
+    runtime, wiring = await _registrar(database_url, comet)
     [worker] = wiring.workers
     await _deliver(runtime, wiring, approval_decided())
     assert comet.calls == [] and worker.wake.is_set()  # nothing called while the event's transaction was open
@@ -69,9 +68,9 @@ async def test_the_handler_records_the_writeback_and_the_worker_does_it_after_co
     await runtime.engine.dispose()
 
 
-async def test_a_failed_writeback_is_retried_then_given_up(tmp_path) -> None:
+async def test_a_failed_writeback_is_retried_then_given_up(database_url) -> None:
     comet = FakeComet(failures=5)
-    runtime, wiring = await _registrar(tmp_path, comet)
+    runtime, wiring = await _registrar(database_url, comet)
     worker = CometWritebackWorker(runtime.uow, comet, wiring.context.writeback_wake, max_attempts=2, backoff_seconds=0)
     await _deliver(runtime, wiring, approval_decided())
     assert await worker.run_once()  # attempt 1 fails: pending again, after the (zero) backoff
@@ -84,8 +83,8 @@ async def test_a_failed_writeback_is_retried_then_given_up(tmp_path) -> None:
     await runtime.engine.dispose()
 
 
-async def test_without_comet_configured_nothing_is_recorded_and_no_worker_runs(tmp_path) -> None:
-    runtime, wiring = await _registrar(tmp_path, CometWriteback(None, None))
+async def test_without_comet_configured_nothing_is_recorded_and_no_worker_runs(database_url) -> None:
+    runtime, wiring = await _registrar(database_url, CometWriteback(None, None))
     await _deliver(runtime, wiring, approval_decided())
     assert wiring.workers == [] and await _rows(runtime) == []
     await runtime.engine.dispose()
