@@ -11,6 +11,7 @@ from services.registrar.deps import Registrar
 from services.registrar.routes import comet as comet_routes
 from services.registrar.routes import groups, history, versions
 from services.registrar.settings import RegistrarSettings
+from services.registrar.writebacks import CometWritebackWorker
 from shared.runtime import Runtime, Wiring
 from shared.wiring import inject
 
@@ -27,9 +28,15 @@ async def bootstrap(runtime: Runtime[RegistrarSettings], comet: CometWriteback |
     COMET_API_KEY and COMET_WORKSPACE are set)."""
     registrar = Registrar(runtime=runtime, comet=CometWriteback.from_env() if comet is None else comet)
     return Wiring(
-        handlers=inject(HANDLERS, comet=registrar.comet),
+        handlers=inject(HANDLERS, comet=registrar.comet, wake=registrar.writeback_wake),
         routers=[groups.router, versions.router, history.router, comet_routes.router],
+        workers=[writeback_worker(registrar)] if registrar.comet.enabled else [],
         context=registrar,
         title="modelgate registrar",
         description="The catalog of model groups and versions: metrics, model cards, lineage, per-stage status.",
     )
+
+
+def writeback_worker(registrar: Registrar) -> CometWritebackWorker:
+    """The worker that carries out the Comet write-backs the handlers record."""
+    return CometWritebackWorker(registrar.runtime.uow, registrar.comet, registrar.writeback_wake)

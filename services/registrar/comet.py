@@ -26,6 +26,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -161,93 +162,114 @@ def parse_offline_archive(source: str | Path | bytes, model_name: str | None = N
             f"{where} is not a zip file ({exc}); upload the .zip that comet_ml.OfflineExperiment wrote"
         ) from exc
     with archive:
-        names = set(archive.namelist())
-        for required in ("experiment.json", "messages.json"):
-            if required not in names:
-                raise CometArchiveError(
-                    f"{where} has no {required}: it is not an OfflineExperiment archive "
-                    "(upload the .zip from the experiment's offline_directory, unchanged)"
-                )
-        try:
-            experiment = json.loads(archive.read("experiment.json"))
-            lines = archive.read("messages.json").decode().splitlines()
-            messages = [json.loads(line) for line in lines if line.strip()]
-        except ValueError as exc:
-            raise CometArchiveError(f"{where} has malformed experiment.json or messages.json: {exc}") from exc
-
-        name: str | None = None
-        params: dict[str, Any] = {}
-        metrics: dict[str, float] = {}
-        others: dict[str, Any] = {}
-        models: dict[str, list[dict[str, Any]]] = {}
-        assets: list[CometAsset] = []
-        datasets: list[DatasetVersion] = []
+        experiment, messages = _read_archive(archive, where)
+        facts = _OfflineFacts(archive, where)
         try:
             for message in messages:
-                kind, payload = message.get("type"), message.get("payload") or {}
-                if kind == "parameter_msg":
-                    param = payload["param"]
-                    if param.get("source") != "auto-logged":
-                        params[param["paramName"]] = param["paramValue"]
-                elif kind == "metric_msg":
-                    metric = payload["metric"]
-                    try:
-                        value = float(metric["metricValue"])
-                    except (TypeError, ValueError):
-                        continue
-                    if metric["metricName"] not in AUTO_METRICS:
-                        metrics[metric["metricName"]] = value
-                elif kind == "log_other":
-                    if payload["key"] == "Name":
-                        name = payload["value"]
-                    elif payload["key"] != "offline_experiment" and not payload["key"].startswith("sys."):
-                        others[payload["key"]] = payload["value"]  # "sys.*" are comet_ml's own notes
-                elif kind == "remote_model":
-                    models.setdefault(payload["model_name"], []).extend(payload.get("remote_assets") or [])
-                elif kind in ("file_upload", "remote_file"):
-                    extra = payload.get("additional_params") or {}
-                    asset_type = extra.get("type") or payload.get("upload_type") or "asset"
-                    file_name = extra.get("fileName") or ""
-                    if asset_type in SKIPPED_ASSET_TYPES:
-                        continue
-                    asset = CometAsset(
-                        name=file_name,
-                        type=asset_type,
-                        step=extra.get("step"),
-                        asset_id=extra.get("assetId"),
-                        uri=payload.get("remote_uri"),
-                    )
-                    member = payload.get("file_path")
-                    if kind == "file_upload" and member in names:
-                        if file_name == LINEAGE_ASSET:
-                            datasets = _datasets_from_json(archive.read(member), where)
-                        elif asset_type in PLOT_TYPES:
-                            asset.data = _json_or_none(archive.read(member))
-                    assets.append(asset)
+                facts.add(message)
         except (KeyError, TypeError, AttributeError, ValidationError) as exc:
             raise CometArchiveError(f"{where} has a malformed messages.json entry ({exc!r})") from exc
+    return facts.registration(experiment, model_name)
 
-    chosen = _pick_model(models, model_name, where)
-    remote = models[chosen]
-    if not remote or not remote[0].get("remoteUrl"):
-        raise CometArchiveError(
-            f"model {chosen!r} in {where} has no remote URI; log it with log_remote_model"
+
+def _read_archive(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    names = set(archive.namelist())
+    for required in ("experiment.json", "messages.json"):
+        if required not in names:
+            raise CometArchiveError(
+                f"{where} has no {required}: it is not an OfflineExperiment archive "
+                "(upload the .zip from the experiment's offline_directory, unchanged)"
+            )
+    try:
+        experiment = json.loads(archive.read("experiment.json"))
+        lines = archive.read("messages.json").decode().splitlines()
+        return experiment, [json.loads(line) for line in lines if line.strip()]
+    except ValueError as exc:
+        raise CometArchiveError(f"{where} has malformed experiment.json or messages.json: {exc}") from exc
+
+
+@dataclass
+class _OfflineFacts:
+    """What an OfflineExperiment's messages.json says, gathered message by message."""
+
+    archive: zipfile.ZipFile
+    where: str
+    name: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    others: dict[str, Any] = field(default_factory=dict)
+    models: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    assets: list[CometAsset] = field(default_factory=list)
+    datasets: list[DatasetVersion] = field(default_factory=list)
+    names: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = set(self.archive.namelist())
+
+    def add(self, message: dict[str, Any]) -> None:
+        kind, payload = message.get("type"), message.get("payload") or {}
+        if kind == "parameter_msg":
+            param = payload["param"]
+            if param.get("source") != "auto-logged":
+                self.params[param["paramName"]] = param["paramValue"]
+        elif kind == "metric_msg":
+            self._metric(payload["metric"])
+        elif kind == "log_other":
+            if payload["key"] == "Name":
+                self.name = payload["value"]
+            elif payload["key"] != "offline_experiment" and not payload["key"].startswith("sys."):
+                self.others[payload["key"]] = payload["value"]  # "sys.*" are comet_ml's own notes
+        elif kind == "remote_model":
+            self.models.setdefault(payload["model_name"], []).extend(payload.get("remote_assets") or [])
+        elif kind in ("file_upload", "remote_file"):
+            self._asset(kind, payload)
+
+    def _metric(self, metric: dict[str, Any]) -> None:
+        try:
+            value = float(metric["metricValue"])
+        except (TypeError, ValueError):
+            return
+        if metric["metricName"] not in AUTO_METRICS:
+            self.metrics[metric["metricName"]] = value
+
+    def _asset(self, kind: str, payload: dict[str, Any]) -> None:
+        extra = payload.get("additional_params") or {}
+        asset_type = extra.get("type") or payload.get("upload_type") or "asset"
+        file_name = extra.get("fileName") or ""
+        if asset_type in SKIPPED_ASSET_TYPES:
+            return
+        asset = CometAsset(
+            name=file_name, type=asset_type, step=extra.get("step"), asset_id=extra.get("assetId"),
+            uri=payload.get("remote_uri"),
         )
-    return CometRegistration(
-        experiment_key=experiment.get("offline_id") or experiment.get("experiment_key") or "",
-        experiment_name=name,
-        project=experiment.get("project_name"),
-        workspace=experiment.get("workspace"),
-        tags=list(experiment.get("tags") or []),
-        params=params,
-        metrics=metrics,
-        others=others,
-        model=CometModel(
-            name=chosen, uri=remote[0]["remoteUrl"], metadata=_metadata(remote[0].get("metadata"))
-        ),
-        assets=assets,
-        datasets=datasets,
-    )
+        member = payload.get("file_path")
+        if kind == "file_upload" and member in self.names:
+            if file_name == LINEAGE_ASSET:
+                self.datasets = _datasets_from_json(self.archive.read(member), self.where)
+            elif asset_type in PLOT_TYPES:
+                asset.data = _json_or_none(self.archive.read(member))
+        self.assets.append(asset)
+
+    def registration(self, experiment: dict[str, Any], model_name: str | None) -> CometRegistration:
+        chosen = _pick_model(self.models, model_name, self.where)
+        remote = self.models[chosen]
+        if not remote or not remote[0].get("remoteUrl"):
+            raise CometArchiveError(
+                f"model {chosen!r} in {self.where} has no remote URI; log it with log_remote_model"
+            )
+        return CometRegistration(
+            experiment_key=experiment.get("offline_id") or experiment.get("experiment_key") or "",
+            experiment_name=self.name,
+            project=experiment.get("project_name"),
+            workspace=experiment.get("workspace"),
+            tags=list(experiment.get("tags") or []),
+            params=self.params,
+            metrics=self.metrics,
+            others=self.others,
+            model=CometModel(name=chosen, uri=remote[0]["remoteUrl"], metadata=_metadata(remote[0].get("metadata"))),
+            assets=self.assets,
+            datasets=self.datasets,
+        )
 
 
 # ---------------------------------------------------------------- online
@@ -329,22 +351,45 @@ def fetch_online(
     api = comet_api(api_key, server_url)
     model_name = None
     if registry_model is not None:
-        details = api.get_registry_model_details(workspace, registry_model)
-        versions = (details or {}).get("versions") or []
-        if version is None and versions:
-            version = max((v["version"] for v in versions), key=_semver_key)
-        chosen = next((v for v in versions if v["version"] == version), None)
-        if chosen is None:
-            raise CometFetchError(f"registry model {workspace}/{registry_model} has no version {version!r}")
-        experiment_key = chosen["experimentModel"]["experimentKey"]
-        model_name = chosen["experimentModel"]["experimentModelName"]
+        experiment_key, model_name, version = _registry_version(api, workspace, registry_model, version)
     if not experiment_key:
         raise ValueError("give experiment_key or registry_model")
-
     experiment = api.get_experiment(workspace, project, experiment_key)
     if experiment is None:
         raise CometFetchError(f"no experiment {experiment_key!r} in {workspace}/{project}")
     where = f"experiment {experiment.id}"
+    model = _online_model(experiment, model_name, where)
+    assets, datasets = _online_assets(experiment, where)
+    others = {o["name"]: o["valueCurrent"] for o in experiment.get_others_summary()}
+    return CometRegistration(
+        experiment_key=experiment.id,
+        experiment_name=experiment.name,
+        project=experiment.project_name or project,
+        workspace=experiment.workspace or workspace,
+        params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
+        metrics=_online_metrics(experiment),
+        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment") and not k.startswith("sys.")},
+        model=model,
+        assets=assets,
+        datasets=[_resolve_dataset(api, workspace, d) for d in datasets],
+        registry_model=registry_model,
+        registry_version=version if registry_model else None,
+    )
+
+
+def _registry_version(api: Any, workspace: str, registry_model: str, version: str | None) -> tuple[str, str, str]:
+    """The experiment key, model name and version of a registry model version (the latest when None)."""
+    details = api.get_registry_model_details(workspace, registry_model)
+    versions = (details or {}).get("versions") or []
+    if version is None and versions:
+        version = max((v["version"] for v in versions), key=_semver_key)
+    chosen = next((v for v in versions if v["version"] == version), None)
+    if chosen is None:
+        raise CometFetchError(f"registry model {workspace}/{registry_model} has no version {version!r}")
+    return chosen["experimentModel"]["experimentKey"], chosen["experimentModel"]["experimentModelName"], version  # type: ignore[return-value]
+
+
+def _online_model(experiment: Any, model_name: str | None, where: str) -> CometModel:
     models = {name: None for name in experiment.get_model_names()}
     try:
         model_name = _pick_model(models, model_name, where)
@@ -357,8 +402,10 @@ def fetch_online(
         raise CometFetchError(
             f"model {model_name!r} of {where} has no remote asset: log it with log_remote_model"
         )
+    return CometModel(name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata")))
 
-    others = {o["name"]: o["valueCurrent"] for o in experiment.get_others_summary()}
+
+def _online_assets(experiment: Any, where: str) -> tuple[list[CometAsset], list[DatasetVersion]]:
     assets: list[CometAsset] = []
     datasets: list[DatasetVersion] = []
     for raw in experiment.get_asset_list():
@@ -376,7 +423,10 @@ def fetch_online(
         elif asset.type in PLOT_TYPES and (raw.get("fileSize") or 0) <= MAX_INLINE_BYTES:
             asset.data = _json_or_none(experiment.get_asset(asset.asset_id))
         assets.append(asset)
+    return assets, datasets
 
+
+def _online_metrics(experiment: Any) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for m in experiment.get_metrics_summary():
         try:
@@ -384,22 +434,7 @@ def fetch_online(
                 metrics[m["name"]] = float(m["valueCurrent"])
         except (TypeError, ValueError):
             continue
-    return CometRegistration(
-        experiment_key=experiment.id,
-        experiment_name=experiment.name,
-        project=experiment.project_name or project,
-        workspace=experiment.workspace or workspace,
-        params={p["name"]: _value(p["valueCurrent"]) for p in experiment.get_parameters_summary()},
-        metrics=metrics,
-        others={k: v for k, v in others.items() if k not in ("Name", "offline_experiment") and not k.startswith("sys.")},
-        model=CometModel(
-            name=model_name, uri=remote[0]["link"], metadata=_metadata(remote[0].get("metadata"))
-        ),
-        assets=assets,
-        datasets=[_resolve_dataset(api, workspace, d) for d in datasets],
-        registry_model=registry_model,
-        registry_version=version if registry_model else None,
-    )
+    return metrics
 
 
 async def fetch_online_async(*args: Any, **kwargs: Any) -> CometRegistration:

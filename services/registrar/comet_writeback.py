@@ -9,7 +9,8 @@ server; comet_ml reads it itself). Without a key and a workspace every call does
 
 `model_name` and `version` are Comet's registry model name and version string (e.g. "1.0.0"), which the
 registrar keeps in the version's lineage when it registers from Comet. Calls are idempotent: a tag or status
-already present is not written again, so a redelivered event changes nothing twice.
+already present is not written again, so a write-back done twice (services/registrar/writebacks.py: the worker
+that calls this after the event's transaction commits, at least once) changes nothing twice.
 """
 
 from __future__ import annotations

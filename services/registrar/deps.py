@@ -3,8 +3,9 @@ parameter, and the route class that turns invalid requests into one readable 422
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Response
@@ -23,10 +24,12 @@ from shared.runtime import Runtime
 
 @dataclass
 class Registrar:
-    """The registrar's own parts, built once by bootstrap(): its runtime and the Comet write-back."""
+    """The registrar's own parts, built once by bootstrap(): its runtime, the Comet write-back and the event
+    that wakes its worker."""
 
     runtime: Runtime[RegistrarSettings]
     comet: CometWriteback
+    writeback_wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def settings(self) -> RegistrarSettings:

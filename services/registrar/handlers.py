@@ -1,10 +1,16 @@
-"""The registrar reflects each step of a version's journey in its record and history."""
+"""The registrar reflects each step of a version's journey in its record and history.
+
+Comet write-backs are only recorded here (services/registrar/writebacks.py); a worker calls Comet after commit.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
-from services.registrar.models import ModelVersion, StageStatus
+from services.registrar.models import ModelVersion, StageStatus, WritebackAction
+from services.registrar.writebacks import record_writeback
 from shared.db import UnitOfWork
 from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
 
@@ -28,7 +34,9 @@ async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> No
     record_history(uow, event)
 
 
-async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
+async def on_approval_decided(
+    event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
+) -> None:
     version = await _version(uow, event)
     p = event.payload
     if p.decision == StageStatus.REJECTED and p.superseded_by:  # a newer version took the stage: not a person's verdict
@@ -37,11 +45,12 @@ async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, comet: Co
     else:
         await set_stage(uow.session, version, p.stage, StageStatus(p.decision), event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
-    if (registry := _comet_registry_version(version, comet)) is not None:
-        await comet.on_approval_decided(*registry, p.stage, p.decision)  # type: ignore[union-attr]
+    record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
 
 
-async def on_deployed(event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None) -> None:
+async def on_deployed(
+    event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
+) -> None:
     version = await _version(uow, event)
     p = event.payload
     await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, endpoint_url=p.endpoint_url, rollback=p.rollback)
@@ -50,21 +59,7 @@ async def on_deployed(event: Deployed, uow: UnitOfWork, comet: CometWriteback | 
         if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
             await set_stage(uow.session, rolled_back, p.stage, StageStatus.ROLLED_BACK, event, replaced_by=p.model_version_id)
     record_history(uow, event)
-    if (registry := _comet_registry_version(version, comet)) is not None:
-        await comet.on_deployed(*registry, p.stage)  # type: ignore[union-attr]
-
-
-def _comet_registry_version(version: ModelVersion, comet: CometWriteback | None) -> tuple[str, str] | None:
-    """Comet's registry model name and version, when this version came from Comet's registry and Comet is set up.
-
-    A failed write-back raises, so SQS redelivers the event; the write-back skips what is already there.
-    """
-    if comet is None or not comet.enabled:
-        return None
-    registry = (version.lineage or {}).get("comet") or {}
-    if registry.get("registry_model") and registry.get("registry_version"):
-        return registry["registry_model"], str(registry["registry_version"])
-    return None
+    record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:

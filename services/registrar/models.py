@@ -136,3 +136,34 @@ class HistoryEntry(Base):
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
     producer: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class WritebackAction(StrEnum):
+    APPROVAL_DECIDED = "approval_decided"  # tag <stage>-approved or <stage>-rejected
+    DEPLOYED = "deployed"  # tag <stage> and set the stage's status
+
+
+class WritebackStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"  # gave up after the worker's max attempts (logged)
+
+
+class CometWritebackRow(Base):
+    """A change to reflect on Comet's registry model version, recorded with the event that caused it and
+    carried out by the CometWritebackWorker (a claim is a lease: `claimed_at` older than it is claimable)."""
+
+    __tablename__ = "comet_writebacks"
+    __table_args__ = (Index("ix_comet_writebacks_status_not_before", "status", "not_before"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    model: Mapped[str] = mapped_column(String(200))  # Comet's registry model name
+    version: Mapped[str] = mapped_column(String(100))  # its version string, e.g. 1.0.0
+    stage: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(40))
+    decision: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default=WritebackStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    not_before: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # the retry backoff
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

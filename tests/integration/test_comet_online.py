@@ -201,14 +201,16 @@ async def test_writeback_does_nothing_when_not_configured(
 async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_registry_version(comet: FakeComet, tmp_path) -> None:
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
-    from services.registrar.bootstrap import HANDLERS
+    from services.registrar.bootstrap import bootstrap
     from services.registrar.catalog import Registration, register
+    from services.registrar.settings import RegistrarSettings
     from shared.db import UnitOfWork, make_engine
     from shared.migrations import prepare_database
-    from shared.wiring import inject
+    from shared.runtime import Runtime
     from tests.factories import approval_decided, sample_events
 
-    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path}/registrar.db")
+    url = f"sqlite+aiosqlite:///{tmp_path}/registrar.db"
+    engine = make_engine(url)
     await prepare_database(engine, "registrar")
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
     from_registry = {"comet": {"registry_model": "fraud-xgb", "registry_version": "1.0.0"}}
@@ -216,12 +218,18 @@ async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_regis
         await register(uow, "fraud", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=from_registry))
         await register(uow, "manual", Registration(artifact_uri="s3://b/m", registered_by="ana"))
         await uow.commit()
-    handlers = inject(HANDLERS, comet=CometWriteback.from_env())
+    runtime = Runtime(settings=RegistrarSettings(database_url=url), engine=engine, sessionmaker=sessionmaker, aws={})
+    wiring = await bootstrap(runtime, comet=CometWriteback.from_env())
+    handlers, [worker] = wiring.handlers, wiring.workers
     deployed = next(e for e in sample_events() if e.event_type == "Deployed")  # fraud/1 in dev
     for event in (approval_decided(), deployed, approval_decided(group="manual")):
         async with UnitOfWork(sessionmaker) as uow:
             await handlers[event.event_type](event, uow)
             await uow.commit()
+    assert comet.calls("write/registry-model/item/stage") == []  # Comet is called after commit, by the worker
+    assert worker.wake.is_set()
+    while await worker.run_once():
+        pass
     item = comet.version_item("acme", "fraud-xgb", "1.0.0")
     assert (item["status"], item["tags"]) == ("Development", ["dev-approved", "dev"])
     assert len(comet.calls("write/registry-model/item/stage")) == 2  # nothing for the manual version
