@@ -14,7 +14,8 @@ from typing import Any
 
 from modelgate.fraud.data import LABELS
 from modelgate.fraud.train import Run
-from services.registrar.comet import DatasetVersion, import_comet, log_dataset_lineage
+from services.registrar.comet import import_comet
+from shared.lineage import DatasetVersion, log_dataset_lineage
 
 PROJECT = "fraud-detection"
 MODEL_NAME = "fraud-xgboost"

@@ -86,28 +86,40 @@ async def open_stage(
         return request
     superseded_by: list[str] = []
     if stage.supersede:
-        newer = await _pending_in_stage(uow, version.group_name, stage.name, newer_than=version.version)
-        if newer:
-            close(
-                uow, request, version, "Rejected", [audit.POLICY], automatic=True, causation_id=cause.event_id,
-                comment=f"superseded by {newer[0].model_version_id}, which is pending already", action="superseded",
-                superseded_by=newer[0].model_version_id,
-            )
+        superseded_by = await _supersede_in_stage(uow, request, version, stage, cause)
+        if superseded_by is None:
             return request
-        for older in await _pending_in_stage(uow, version.group_name, stage.name, older_than=version.version):
-            older_version = await uow.session.get(KnownVersion, older.model_version_id)
-            assert older_version is not None
-            close(
-                uow, older, older_version, "Rejected", [audit.POLICY], automatic=True, causation_id=cause.event_id,
-                comment=f"superseded by {version.model_version_id}", action="superseded",
-                superseded_by=version.model_version_id,
-            )
-            superseded_by.append(older.model_version_id)
-        await uow.session.flush()
-        request.open_slot = "open"  # the unique (group, stage, open_slot) makes a concurrent twin retry
-        await uow.session.flush()
     await announce(uow, request, version, urls, causation_id=cause.event_id, supersedes=superseded_by)
     return request
+
+
+async def _supersede_in_stage(
+    uow: UnitOfWork, request: ApprovalRequest, version: KnownVersion, stage: StagePolicy, cause: Envelope
+) -> list[str] | None:
+    """The newest version waits for a stage: a request for an older one closes as superseded. Returns the
+    older versions this request supersedes, or None when a newer one is pending already (this one closed)."""
+    newer = await _pending_in_stage(uow, version.group_name, stage.name, newer_than=version.version)
+    if newer:
+        close(
+            uow, request, version, "Rejected", [audit.POLICY], automatic=True, causation_id=cause.event_id,
+            comment=f"superseded by {newer[0].model_version_id}, which is pending already", action="superseded",
+            superseded_by=newer[0].model_version_id,
+        )
+        return None
+    superseded_by = []
+    for older in await _pending_in_stage(uow, version.group_name, stage.name, older_than=version.version):
+        older_version = await uow.session.get(KnownVersion, older.model_version_id)
+        assert older_version is not None
+        close(
+            uow, older, older_version, "Rejected", [audit.POLICY], automatic=True, causation_id=cause.event_id,
+            comment=f"superseded by {version.model_version_id}", action="superseded",
+            superseded_by=version.model_version_id,
+        )
+        superseded_by.append(older.model_version_id)
+    await uow.session.flush()
+    request.open_slot = "open"  # the unique (group, stage, open_slot) makes a concurrent twin retry
+    await uow.session.flush()
+    return superseded_by
 
 
 async def decide(
