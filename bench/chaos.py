@@ -129,6 +129,8 @@ class Chaos:
         while not (self.registering_done.is_set() and sum(self.report.kills.values()) >= min_kills):
             await asyncio.sleep(every)
             up = [s for s in SERVICES if s not in restarting or restarting[s].done()]
+            if not up:  # every service is still starting again (a loaded machine): nothing to kill this round
+                continue
             service = rng.choice(up)
             pid = stack_mod.running_pid(self.stack, service)
             if pid is not None:
