@@ -1,5 +1,14 @@
 """The CLI's way to the services: the HTTP clients of their APIs (shared.client, which the console uses too)."""
 
-from shared.client import ApiError, Approver, Clients, Deployer, Registrar, ServiceError, Unreachable, live_by_stage
+from shared.client import (
+    ApiError,
+    Approver,
+    Clients,
+    Deployer,
+    Registrar,
+    ServiceError,
+    Unreachable,
+    live_by_stage,
+)
 
 __all__ = ["ApiError", "Approver", "Clients", "Deployer", "Registrar", "ServiceError", "Unreachable", "live_by_stage"]

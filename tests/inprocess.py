@@ -31,7 +31,7 @@ class FakeSsm:
         self.parameters: dict[str, str] = {}
         self.writes = 0
 
-    async def put_parameter(self, Name: str, Value: str, **_: Any) -> dict:  # noqa: N803 (boto's names)
+    async def put_parameter(self, Name: str, Value: str, **_: Any) -> dict:
         self.parameters[Name] = Value
         self.writes += 1
         return {"Version": self.writes}
@@ -40,7 +40,7 @@ class FakeSsm:
 class FakeSecretsManager:
     """Secrets Manager's three calls the approver makes, with its exception classes."""
 
-    class exceptions:  # noqa: N801 (boto's shape: client.exceptions.ResourceNotFoundException)
+    class exceptions:
         class ResourceNotFoundException(Exception):
             pass
 
@@ -50,13 +50,13 @@ class FakeSecretsManager:
     def __init__(self) -> None:
         self.secrets: dict[str, str] = {}
 
-    async def create_secret(self, Name: str, SecretString: str, **_: Any) -> dict:  # noqa: N803
+    async def create_secret(self, Name: str, SecretString: str, **_: Any) -> dict:
         if Name in self.secrets:
             raise self.exceptions.ResourceExistsException(Name)
         self.secrets[Name] = SecretString
         return {"Name": Name}
 
-    async def get_secret_value(self, SecretId: str) -> dict:  # noqa: N803
+    async def get_secret_value(self, SecretId: str) -> dict:
         if SecretId not in self.secrets:
             raise self.exceptions.ResourceNotFoundException(SecretId)
         return {"SecretString": self.secrets[SecretId]}

@@ -24,12 +24,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.approver import auth, links
-from shared.errors import Refused
 from services.approver.models import ApprovalRequest, Approver
 from services.approver.policy import PolicyError, load_policy, parse_duration
 from services.approver.settings import ApproverSettings
 from shared.aws import AwsClients
 from shared.db import UnitOfWork, make_engine
+from shared.errors import Refused
 from shared.migrations import prepare_database
 
 app = typer.Typer(help="Administer the modelgate approver: approvers, tokens, decision links, policy.", no_args_is_help=True)

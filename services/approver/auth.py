@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from services.approver import audit
-from shared.errors import Refused
 from services.approver.models import Approver
 from shared.db import UnitOfWork
+from shared.errors import Refused
 from shared.events import utcnow
 
 BOOTSTRAP = "bootstrap"  # the actor of changes made from MODELGATE_APPROVER_TOKENS / _GROUPS

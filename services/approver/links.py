@@ -20,9 +20,9 @@ from urllib.parse import quote
 import structlog
 from sqlalchemy import select
 
-from shared.errors import Refused
 from services.approver.models import UsedLink
 from shared.db import UnitOfWork
+from shared.errors import Refused
 from shared.events import utcnow
 
 log = structlog.get_logger()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import DDL, JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, event
@@ -12,7 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
-
 
 
 class RequestStatus(StrEnum):

@@ -1,6 +1,5 @@
 from datetime import timedelta
 from pathlib import Path
-
 from typing import Any
 
 from pydantic import Field, field_validator

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from shared.client import ApiError, Approver, Deployer, Registrar, ServiceError, live_by_stage
 from services.console.plots import MetricRow, confusion_svg, metric_bars_svg, plots_of, roc_svg
 from services.console.session import COOKIE, SignedIn, approver_api, identify, signed_in
+from shared.client import ApiError, Approver, Deployer, Registrar, ServiceError, live_by_stage
 
 Me = Annotated[SignedIn, Depends(signed_in)]
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from shared.db import Base, UTCDateTime
 from shared.events import new_id, utcnow
 
+
 class DeploymentStatus(StrEnum):
     """Where one deployment stands (the strings are stored and served as they are)."""
 

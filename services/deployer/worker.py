@@ -17,7 +17,14 @@ from typing import Any
 
 import structlog
 
-from services.deployer.deploy import DeployOptions, live_deployments, open_deployment_ids, open_stages, run_stage, spec_of
+from services.deployer.deploy import (
+    DeployOptions,
+    live_deployments,
+    open_deployment_ids,
+    open_stages,
+    run_stage,
+    spec_of,
+)
 from services.deployer.targets import Target
 from shared.runtime import Runtime
 

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from services.approver.admin import app
-from shared.errors import Refused
 from services.approver.auth import authenticate, token_hash
 from services.approver.models import Approver, AuditEntry
 from shared.db import UnitOfWork, make_engine
+from shared.errors import Refused
 
 runner = CliRunner()
 

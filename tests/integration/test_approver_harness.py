@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.approver import auth
 from services.approver.approvals import Urls, decide
 from services.approver.audit import AuditOut, entries
-from services.approver.expiry import expire_due
-from services.approver.bootstrap import HANDLERS, ROUTERS as APPROVER_ROUTERS
+from services.approver.bootstrap import HANDLERS
+from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.approver.context import Approver as ApproverParts
+from services.approver.expiry import expire_due
 from services.approver.links import LinkSigner
 from services.approver.models import ApprovalRequest
 from services.approver.policy import Policy, load_policy
@@ -36,8 +37,8 @@ from shared.events import (
     parse_event,
     utcnow,
 )
-from shared.migrations import prepare_database
 from shared.http import build_app
+from shared.migrations import prepare_database
 from shared.runtime import Runtime, Wiring
 from shared.wiring import inject
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from shared.errors import Refused
 from services.approver.expiry import ExpiryWorker
 from services.approver.models import ApprovalRequest
+from shared.errors import Refused
 from shared.events import utcnow
 from tests.helpers import eventually
 from tests.integration.test_approver_harness import URLS, Approver, write_policy

@@ -16,9 +16,9 @@ from services.deployer.models import Deployment
 from services.deployer.settings import DeployerSettings
 from services.deployer.worker import DeploymentWorker
 from shared.bus import Skip
-from shared.runtime import Runtime
 from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
 from shared.events import parse_event
+from shared.runtime import Runtime
 from tests.factories import approval_decided
 from tests.inprocess import FakeSsm
 from tests.unit.test_deployer import FakeTarget

@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from shared.errors import Refused
 from services.approver.links import LinkSigner, load_or_create_key
+from shared.errors import Refused
 from shared.events import utcnow
 
 SIGNER = LinkSigner(b"0123456789abcdef0123456789abcdef")

@@ -18,16 +18,16 @@ from services.deployer.deploy import (
     request_rollback,
     run_stage,
 )
-from shared.errors import Refused as RollbackRefused
 from services.deployer.models import Deployment, Stage
+from services.deployer.settings import DeployerSettings
 from services.deployer.targets import DeployError, DeploySpec, Target
+from services.deployer.worker import DeploymentWorker
 from shared.bus import dispatch
 from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
+from shared.errors import Refused as RollbackRefused
 from shared.events import parse_event, utcnow
-from tests.factories import approval_decided
-from services.deployer.settings import DeployerSettings
-from services.deployer.worker import DeploymentWorker
 from shared.runtime import Runtime
+from tests.factories import approval_decided
 from tests.inprocess import FakeSsm
 
 FAST = DeployOptions(attempts=3, retry_seconds=0, lease_seconds=15)

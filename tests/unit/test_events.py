@@ -1,7 +1,13 @@
 import pytest
 from pydantic import ValidationError
 
-from shared.events import ApprovalDecided, ApprovalDecidedPayload, ModelRegistered, ModelRegisteredPayload, parse_event
+from shared.events import (
+    ApprovalDecided,
+    ApprovalDecidedPayload,
+    ModelRegistered,
+    ModelRegisteredPayload,
+    parse_event,
+)
 
 
 def registered(**payload_overrides) -> ModelRegistered:

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from services.notifier.bootstrap import bootstrap
 from services.notifier.channels import LogChannel, WebhookChannel
 from services.notifier.messages import render
-from services.notifier.bootstrap import bootstrap
 from services.notifier.models import Delivery, DeliveryStatus
 from services.notifier.notify import Notifier, notify
 from services.notifier.routing import Routing, load_routing

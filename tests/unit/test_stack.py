@@ -21,7 +21,7 @@ def free_port() -> int:
 
 def answering_readyz(port: int, namespace: str) -> HTTPServer:
     class Ready(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = json.dumps({"ready": True, "checks": {}, "service": "approver", "namespace": namespace}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")

@@ -13,7 +13,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from services.deployer.targets.base import DeployError, DeploySpec, NotSettled, Target, aws_name, until_settled
+from services.deployer.targets.base import (
+    DeployError,
+    DeploySpec,
+    NotSettled,
+    Target,
+    aws_name,
+    until_settled,
+)
 
 
 class SageMakerTarget(Target):
