@@ -3,7 +3,13 @@
 Routes live in module-level routers, one module per resource (`services/<svc>/routes/<resource>.py`), and get
 what they need through `Annotated` dependencies: `SessionDep` (a read session), `UowDep` (a write
 transaction the route commits), `RuntimeDep`, and each service's own `<Service>Dep` built on `context_of`.
-Every refusal (`shared.errors.Refused`) becomes a JSON answer with its status here, in one place.
+Every refusal (`shared.errors.Refused`) becomes a JSON answer with its status here, in one place, and is
+logged with the principal, the route and the source address.
+
+Every `/v1` route takes `CurrentPrincipal` (tests/unit/test_architecture.py fails a route that does not; the
+decision-link routes, whose signed link is the credential, are the listed exceptions). It reads the bearer
+credential, throttles failed attempts per source and per principal (429 with Retry-After), and asks the
+service's `Authenticator` (shared.identity): 401 without a valid credential, 503 when it cannot verify.
 """
 
 from __future__ import annotations
@@ -11,15 +17,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UnitOfWork
 from shared.errors import Refused
+from shared.identity import MAX_CREDENTIAL_LENGTH, Principal
 from shared.runtime import Runtime, Wiring
+from shared.throttle import FailureThrottle, Throttled
+
+log = structlog.get_logger()
 
 
 def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
@@ -28,6 +40,8 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
                   description=wiring.description)
     app.state.runtime = runtime
     app.state.context = wiring.context
+    app.state.authenticator = wiring.authenticator
+    app.state.throttle = FailureThrottle(runtime.settings.auth_failure_limit, runtime.settings.auth_failure_window_seconds)
     for router in wiring.routers:
         app.include_router(router)
     app.include_router(health_router)
@@ -35,9 +49,58 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
     return app
 
 
-async def _refused(_request: Request, refused: Refused) -> JSONResponse:
+async def _refused(request: Request, refused: Refused) -> JSONResponse:
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if refused.status == 403 and principal is not None:
+        request.app.state.throttle.failed(f"principal:{principal.name}")
+    log.warning("request_refused", status=refused.status, reason=refused.message, method=request.method,
+                path=request.url.path, principal=principal.name if principal else None, source=source_address(request))
     headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+    if isinstance(refused, Throttled):
+        headers = {"Retry-After": str(refused.retry_after)}
     return JSONResponse({"detail": refused.message}, status_code=refused.status, headers=headers)
+
+
+def source_address(request: Request) -> str:
+    """The caller's address: the first X-Forwarded-For hop when the settings trust the load balancer."""
+    runtime = runtime_of(request)
+    forwarded = request.headers.get("x-forwarded-for") if runtime.settings.trust_forwarded_headers else None
+    if forwarded:
+        return forwarded.split(",")[0].strip()[:64]
+    return request.client.host if request.client else "unknown"
+
+
+bearer = HTTPBearer(auto_error=False, description="A modelgate API token, or an OIDC JWT of your identity provider")
+
+
+async def authenticate(request: Request, credential: str) -> Principal:
+    """The principal of `credential`, throttled per source and per principal; refusals raise Refused."""
+    throttle: FailureThrottle = request.app.state.throttle
+    source = source_address(request)
+    throttle.check(f"source:{source}", source)
+    authenticator = request.app.state.authenticator
+    if authenticator is None:
+        raise Refused(503, "this service has no way to verify credentials configured; it refuses every request")
+    if len(credential) > MAX_CREDENTIAL_LENGTH:
+        raise Refused(401, "the credential is too long to be a modelgate token or a JWT")
+    try:
+        principal: Principal = await authenticator.authenticate(credential)
+    except Refused as refused:
+        if refused.status == 401:
+            throttle.failed(f"source:{source}")
+        raise
+    throttle.check(f"principal:{principal.name}", principal.name)
+    request.state.principal = principal
+    return principal
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Principal:
+    if credentials is None:
+        raise Refused(401, "send 'Authorization: Bearer <token>' (MODELGATE_TOKEN, or var/<namespace>-admin.token "
+                           "locally; `modelgate principals add` makes one)")
+    return await authenticate(request, credentials.credentials)
 
 
 def runtime_of(request: Request) -> Runtime[Any]:
@@ -62,6 +125,7 @@ async def _uow(request: Request) -> AsyncIterator[UnitOfWork]:
 RuntimeDep = Annotated[Runtime[Any], Depends(runtime_of)]
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 UowDep = Annotated[UnitOfWork, Depends(_uow)]
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 health_router = APIRouter(tags=["health"])
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from shared.bus import Handler
 from shared.db import UnitOfWork
+from shared.identity import Authenticator
 from shared.settings import ServiceSettings
 
 S = TypeVar("S", bound=ServiceSettings)
@@ -61,6 +62,18 @@ class Wiring:
     routers: Sequence[APIRouter] = ()
     workers: Sequence[Worker] = ()
     context: Any = None  # the service's own typed object, reachable from routes (see shared.http.context_of)
+    authenticator: Authenticator | None = None  # verifies credentials (shared.identity); None refuses all (503)
     title: str = ""
     description: str = ""
     on_stop: Callable[[], Awaitable[None]] | None = None
+
+
+def stop_all(*stops: Callable[[], Awaitable[None]] | None) -> Callable[[], Awaitable[None]]:
+    """One `on_stop` that runs each of `stops` (None skipped), in order."""
+
+    async def stop() -> None:
+        for each in stops:
+            if each is not None:
+                await each()
+
+    return stop

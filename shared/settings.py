@@ -35,6 +35,11 @@ class ServiceSettings(BaseSettings):
     max_in_flight_batches: int = Field(4, ge=1)
     drain_seconds: float = Field(25.0, description="How long SIGTERM waits for in-flight work.")
     outbox_poll_seconds: float = Field(1.0, description="Outbox relay's idle poll interval.")
+    approver_url: str = Field("http://127.0.0.1:8082", description="The approver, which verifies credentials for the other services.")
+    auth_cache_seconds: float = Field(30.0, ge=0, le=300, description="How long a verified credential is trusted before it is checked again (the delay a revocation takes outside the approver).")
+    auth_failure_limit: int = Field(10, ge=1, description="Failed authentications per source or principal per window before 429.")
+    auth_failure_window_seconds: float = Field(60.0, gt=0, description="The window of auth_failure_limit.")
+    trust_forwarded_headers: bool = Field(False, description="Behind a load balancer: take the source address and scheme from X-Forwarded-For / X-Forwarded-Proto.")
 
     def model_post_init(self, __context: object) -> None:
         if not self.database_url:

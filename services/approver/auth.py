@@ -1,114 +1,233 @@
-"""Approvers and their API tokens. Only a token's SHA-256 is stored; the token itself is shown once, when made.
+"""Principals and their credentials. The approver is modelgate's identity authority: it keeps people and
+service accounts, their roles, teams and approver groups, and their API tokens and console sessions.
 
-Approvers come from two places: `python -m services.approver.admin` (kept in the database), and the
-bootstrap variables MODELGATE_APPROVER_TOKENS / MODELGATE_APPROVER_GROUPS, applied at every start.
+Promises:
+- A token is shown once, when made; only its HMAC digest under the pepper (Secrets Manager) is kept.
+  Revocation, expiry and disabling are rows in the database: they hold across restarts, and nothing at
+  start-up re-enables anyone.
+- A JWT of the organisation's identity provider is verified against its JWKS (shared.oidc). It is the
+  service account bound to its `<issuer> <sub>`, or else the person its name claim names, with the roles
+  and teams its groups claim maps to (settings `oidc_group_roles`, `oidc_group_teams`).
+- Every change is recorded in the audit trail under the principal who made it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.approver import audit
-from services.approver.models import Approver
+from services.approver.models import Credential, CredentialKind
+from services.approver.models import Principal as PrincipalRow
+from services.approver.settings import ApproverSettings
 from shared.db import UnitOfWork
 from shared.errors import Refused
 from shared.events import utcnow
+from shared.identity import SESSION_PREFIX, Kind, Principal, Role, new_token, normalise_name, token_digest
+from shared.oidc import OidcRefused, OidcUnavailable, OidcVerifier, looks_like_jwt
 
-BOOTSTRAP = "bootstrap"  # the actor of changes made from MODELGATE_APPROVER_TOKENS / _GROUPS
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who is deciding: an enabled approver and their groups."""
-
-    name: str
-    groups: list[str]
+log = structlog.get_logger()
+ADMIN = "admin"
 
 
-def new_token() -> str:
-    return "mg_" + secrets.token_urlsafe(32)
+def principal_of(row: PrincipalRow, via: str = "token") -> Principal:
+    return Principal(name=row.name, kind=Kind(row.kind), roles=tuple(row.roles), teams=tuple(row.teams),
+                     groups=tuple(row.groups), via=via)
 
 
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+@dataclass
+class ApproverAuthenticator:
+    """Verifies API tokens and console sessions in the approver's database, and OIDC JWTs against the JWKS."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    pepper: bytes
+    settings: ApproverSettings
+    oidc: OidcVerifier | None = None
+
+    async def authenticate(self, credential: str) -> Principal:
+        if looks_like_jwt(credential):
+            return await self._from_jwt(credential)
+        async with self.sessionmaker() as session:
+            found = (await session.execute(
+                select(Credential, PrincipalRow).join(PrincipalRow, PrincipalRow.name == Credential.principal)
+                .where(Credential.digest == token_digest(self.pepper, credential))
+            )).first()
+        if found is None:
+            raise Refused(401, "unknown token: check it, or ask an administrator for a new one "
+                               "(`modelgate principals token NAME`)")
+        cred, row = found
+        refusal = why_invalid(cred, row)
+        if refusal:
+            raise Refused(401, refusal)
+        return principal_of(row, via=cred.kind)
+
+    async def _from_jwt(self, token: str) -> Principal:
+        if self.oidc is None:
+            raise Refused(401, "this looks like a JWT, but no identity provider is configured (MODELGATE_OIDC_ISSUER)")
+        try:
+            claims = await self.oidc.verify(token)
+        except OidcRefused as exc:
+            raise Refused(401, f"OIDC token refused: {exc}") from None
+        except OidcUnavailable as exc:
+            raise Refused(503, f"cannot verify OIDC tokens now: {exc}") from None
+        async with self.sessionmaker() as session:
+            return await principal_from_claims(session, self.settings, claims)
+
+    async def aclose(self) -> None:
+        if self.oidc is not None:
+            await self.oidc.aclose()
 
 
-async def authenticate(uow: UnitOfWork, token: str) -> Identity:
-    """The approver whose API token this is; refused (401) when it is nobody's, or theirs is disabled."""
-    approver = await uow.session.scalar(select(Approver).where(Approver.token_hash == token_hash(token)))
-    if approver is None:
-        raise Refused(401, "unknown approver token: check it, or ask an administrator for a new one")
-    if approver.disabled_at is not None:
-        raise Refused(401, f"approver {approver.name} is disabled")
-    return Identity(approver.name, list(approver.groups))
+def why_invalid(cred: Credential, row: PrincipalRow) -> str | None:
+    what = "console session" if cred.kind == CredentialKind.SESSION else "token"
+    if row.disabled_at is not None:
+        return f"{row.name} is disabled (since {row.disabled_at:%Y-%m-%d %H:%M} UTC); ask an administrator"
+    if cred.revoked_at is not None:
+        return f"this {what} of {row.name} was revoked at {cred.revoked_at:%Y-%m-%d %H:%M} UTC; " + (
+            "sign in again" if cred.kind == CredentialKind.SESSION else "ask an administrator for a new one")
+    if cred.expires_at is not None and cred.expires_at <= utcnow():
+        return f"this {what} of {row.name} expired at {cred.expires_at:%Y-%m-%d %H:%M} UTC; " + (
+            "sign in again" if cred.kind == CredentialKind.SESSION else "ask an administrator for a new one")
+    return None
 
 
-async def enabled_approver(uow: UnitOfWork, name: str) -> Identity:
-    approver = await uow.session.get(Approver, name)
-    if approver is None or approver.disabled_at is not None:
-        raise Refused(401, f"approver {name} is unknown or disabled")
-    return Identity(approver.name, list(approver.groups))
+async def principal_from_claims(session: AsyncSession, settings: ApproverSettings, claims: dict[str, Any]) -> Principal:
+    """The bound service account, or the SSO person the claims describe (never a local principal's name)."""
+    subject = f"{claims['iss']} {claims['sub']}"
+    bound = await session.scalar(select(PrincipalRow).where(PrincipalRow.oidc_subject == subject))
+    if bound is not None:
+        if bound.disabled_at is not None:
+            raise Refused(401, f"{bound.name} is disabled; ask an administrator")
+        return principal_of(bound, via="oidc")
+    try:
+        name = normalise_name(str(claims.get(settings.oidc_name_claim) or claims["sub"]))
+    except ValueError as exc:
+        raise Refused(401, f"OIDC token refused: {exc}") from None
+    if await session.get(PrincipalRow, name) is not None:
+        raise Refused(401, f"OIDC user {name!r} has the name of a local principal; an admin can bind them "
+                           f"(`modelgate principals add {name} --oidc-subject ...`)")
+    claimed = claims.get(settings.oidc_groups_claim) or []
+    groups = sorted({normalise_name(str(g), "group") for g in claimed if isinstance(g, str)} if isinstance(claimed, list) else set())
+    roles = {*settings.oidc_default_roles, *(r for g in groups for r in settings.oidc_group_roles.get(g, []))}
+    teams = {t for g in groups for t in settings.oidc_group_teams.get(g, [])}
+    return Principal(name=name, kind=Kind.PERSON, roles=tuple(sorted(roles)), teams=tuple(sorted(teams)),
+                     groups=tuple(groups), via="oidc")
 
 
-async def add_approver(uow: UnitOfWork, name: str, groups: list[str], actor: str) -> str:
-    """Creates an approver and returns their new token (only its hash is kept)."""
-    if await uow.session.get(Approver, name) is not None:
-        raise ValueError(f"approver {name} exists already; use rotate-token or set-groups")
-    token = new_token()
-    uow.session.add(Approver(name=name, groups=sorted(set(groups)), token_hash=token_hash(token)))
-    audit.record(uow, "approver_added", actor, reason=f"approver {name}", approver=name, groups=sorted(set(groups)))
+async def enabled_principal(uow: UnitOfWork, name: str) -> Principal:
+    """A principal modelgate keeps, if enabled (decision links are issued to these only)."""
+    row = await uow.session.get(PrincipalRow, name)
+    if row is None or row.disabled_at is not None:
+        raise Refused(401, f"{name} is unknown or disabled")
+    return principal_of(row, via="link")
+
+
+def check_roles(roles: list[str]) -> list[str]:
+    """The roles, validated: viewer, registrant, approver, operator or operator:<stage>, auditor, admin."""
+    valid = {str(r) for r in Role}
+    out = set()
+    for raw in roles:
+        role, _, scope = raw.strip().partition(":")
+        if role not in valid or (scope and role != Role.OPERATOR):
+            raise Refused(422, f"unknown role {raw!r}: use one of {', '.join(sorted(valid))}, or operator:<stage>")
+        out.add(f"{role}:{normalise_name(scope, 'stage')}" if scope else role)
+    return sorted(out)
+
+
+def names(values: list[str], what: str) -> list[str]:
+    try:
+        return sorted({normalise_name(v, what) for v in values})
+    except ValueError as exc:
+        raise Refused(422, str(exc)) from None
+
+
+async def issue(uow: UnitOfWork, pepper: bytes, name: str, actor: str, ttl: timedelta | None,
+                kind: CredentialKind = CredentialKind.TOKEN) -> tuple[str, Credential]:
+    """A new credential of `name` (its secret returned once; its digest kept)."""
+    secret = new_token(SESSION_PREFIX) if kind == CredentialKind.SESSION else new_token()
+    cred = Credential(id=secrets.token_hex(8), principal=name, kind=kind, digest=token_digest(pepper, secret),
+                      expires_at=utcnow() + ttl if ttl else None, csrf=secrets.token_urlsafe(24) if kind == CredentialKind.SESSION else None)
+    uow.session.add(cred)
+    if kind == CredentialKind.TOKEN:
+        audit.record(uow, "token_issued", actor, reason=f"token {cred.id} of {name}", principal=name, credential=cred.id,
+                     expires_at=cred.expires_at.isoformat() if cred.expires_at else None)
+    return secret, cred
+
+
+async def add_principal(uow: UnitOfWork, pepper: bytes, actor: str, *, name: str, kind: Kind, roles: list[str],
+                        teams: list[str], groups: list[str], oidc_subject: str | None, ttl: timedelta | None,
+                        with_token: bool = True) -> tuple[PrincipalRow, str | None, Credential | None]:
+    if await uow.session.get(PrincipalRow, name) is not None:
+        raise Refused(409, f"principal {name} exists already; issue a token with `modelgate principals token {name}`")
+    row = PrincipalRow(name=name, kind=kind, roles=roles, teams=teams, groups=groups, oidc_subject=oidc_subject,
+                       created_by=actor)
+    uow.session.add(row)
+    audit.record(uow, "principal_added", actor, reason=f"principal {name}", principal=name, kind=str(kind),
+                 roles=roles, teams=teams, groups=groups, oidc_subject=oidc_subject)
+    await uow.session.flush()
+    if not with_token:
+        return row, None, None
+    token, cred = await issue(uow, pepper, name, actor, ttl)
+    return row, token, cred
+
+
+async def existing(uow: UnitOfWork, name: str) -> PrincipalRow:
+    row = await uow.session.get(PrincipalRow, name)
+    if row is None:
+        raise Refused(404, f"no principal {name}; add one with `modelgate principals add {name}`")
+    return row
+
+
+async def revoke(uow: UnitOfWork, name: str, actor: str, credential_id: str | None = None) -> int:
+    """Revokes one credential of `name`, or all of them; returns how many."""
+    query = update(Credential).where(Credential.principal == name, Credential.revoked_at.is_(None))
+    if credential_id:
+        query = query.where(Credential.id == credential_id)
+    result: Any = await uow.session.execute(query.values(revoked_at=utcnow()))
+    if credential_id and result.rowcount == 0:
+        raise Refused(404, f"{name} has no active credential {credential_id}")
+    audit.record(uow, "credentials_revoked", actor, reason=f"{result.rowcount} of {name}", principal=name,
+                 credential=credential_id or "all")
+    return int(result.rowcount)
+
+
+async def set_disabled(uow: UnitOfWork, name: str, actor: str, disabled: bool) -> PrincipalRow:
+    row = await existing(uow, name)
+    if disabled and name == actor:
+        raise Refused(409, "you cannot disable yourself; another admin must")
+    row.disabled_at = utcnow() if disabled else None
+    if disabled:
+        await revoke(uow, name, actor)
+    audit.record(uow, "principal_disabled" if disabled else "principal_enabled", actor, reason=f"principal {name}", principal=name)
+    return row
+
+
+async def ensure_admin(uow: UnitOfWork, pepper: bytes) -> str | None:
+    """On the very first start (no principal yet) an `admin` principal; returns its token, once."""
+    if await uow.session.scalar(select(PrincipalRow.name).limit(1)) is not None:
+        return None
+    _, token, _ = await add_principal(uow, pepper, "first-start", name=ADMIN, kind=Kind.PERSON, roles=[Role.ADMIN],
+                                      teams=[], groups=[], oidc_subject=None, ttl=None)
     return token
 
 
-async def rotate_token(uow: UnitOfWork, name: str, actor: str) -> str:
-    approver = await _existing(uow, name)
-    token = new_token()
-    approver.token_hash = token_hash(token)
-    approver.disabled_at = None
-    audit.record(uow, "token_rotated", actor, reason=f"approver {name}", approver=name)
-    return token
+def write_token_file(path: Path, token: str) -> None:
+    """Writes a token where only its owner can read it (mode 0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{token}\n")
+    os.chmod(path, 0o600)
+    log.info("admin_token_written", token_file=str(path))
 
 
-async def set_groups(uow: UnitOfWork, name: str, groups: list[str], actor: str) -> None:
-    approver = await _existing(uow, name)
-    audit.record(uow, "groups_changed", actor, reason=f"approver {name}", approver=name, before=approver.groups, after=sorted(set(groups)))
-    approver.groups = sorted(set(groups))
-
-
-async def disable(uow: UnitOfWork, name: str, actor: str) -> None:
-    approver = await _existing(uow, name)
-    approver.disabled_at = utcnow()
-    approver.token_hash = None
-    audit.record(uow, "approver_disabled", actor, reason=f"approver {name}", approver=name)
-
-
-async def _existing(uow: UnitOfWork, name: str) -> Approver:
-    approver = await uow.session.get(Approver, name)
-    if approver is None:
-        raise ValueError(f"no approver {name}; add one with add-approver")
-    return approver
-
-
-async def seed(uow: UnitOfWork, tokens: dict[str, str], groups: dict[str, list[str]]) -> None:
-    """Brings the bootstrap approvers to what the environment says (a name in either map is an approver)."""
-    hashes = [token_hash(t) for t in tokens.values()]
-    if len(set(hashes)) != len(hashes):
-        raise ValueError("MODELGATE_APPROVER_TOKENS gives two approvers the same token; each needs their own")
-    for name in sorted(set(tokens) | set(groups)):
-        approver = await uow.session.get(Approver, name)
-        if approver is None:
-            approver = Approver(name=name, groups=[])
-            uow.session.add(approver)
-            audit.record(uow, "approver_added", BOOTSTRAP, reason=f"approver {name}", approver=name)
-        if name in tokens and approver.token_hash != token_hash(tokens[name]):
-            approver.token_hash = token_hash(tokens[name])
-            approver.disabled_at = None
-            audit.record(uow, "token_rotated", BOOTSTRAP, reason=f"approver {name}", approver=name)
-        if name in groups and approver.groups != sorted(set(groups[name])):
-            audit.record(uow, "groups_changed", BOOTSTRAP, reason=f"approver {name}", approver=name, before=approver.groups, after=sorted(set(groups[name])))
-            approver.groups = sorted(set(groups[name]))
-        await uow.session.flush()
+def expires(at: datetime | None) -> str:
+    return at.isoformat() if at else "never"

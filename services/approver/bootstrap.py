@@ -5,15 +5,19 @@ from __future__ import annotations
 from sqlalchemy.exc import IntegrityError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
+from pathlib import Path
+
 from services.approver import auth, handlers
+from services.approver.auth import ApproverAuthenticator
 from services.approver.approvals import Urls
 from services.approver.context import Approver
 from services.approver.expiry import ExpiryWorker
 from services.approver.links import LinkSigner, load_or_create_key
 from services.approver.policy import load_policy
-from services.approver.routes import approvals, audit, links, policy
+from services.approver.routes import approvals, audit, links, policy, principals
 from services.approver.settings import ApproverSettings
 from services.console import console_router
+from shared.oidc import OidcVerifier
 from shared.runtime import Runtime, Wiring
 from shared.wiring import inject
 
@@ -24,29 +28,44 @@ HANDLERS = {
 }
 
 #: What the approver serves: its API, one router per resource, and the console under /console.
-ROUTERS = [approvals.router, links.router, policy.router, audit.router, console_router]
+ROUTERS = [approvals.router, links.router, policy.router, audit.router, principals.router, console_router]
 
 
 async def bootstrap(runtime: Runtime[ApproverSettings]) -> Wiring:
     settings = runtime.settings
     approver = Approver(runtime, load_policy(settings.policy_file), Urls(settings.public_url, settings.console_url))
-    await seed_approvers(runtime)
-    key = await load_or_create_key(runtime.aws["secretsmanager"], settings.hmac_secret_name)
-    approver.signer = LinkSigner(key)
+    secrets = runtime.aws["secretsmanager"]
+    approver.signer = LinkSigner(await load_or_create_key(secrets, settings.hmac_secret_name))
+    approver.pepper = await load_or_create_key(secrets, settings.token_pepper_secret_name, "Pepper of modelgate token digests")
+    await first_admin(runtime, approver.pepper)
+    authenticator = ApproverAuthenticator(runtime.sessionmaker, approver.pepper, settings, oidc_verifier(settings))
     return Wiring(
         handlers=inject(HANDLERS, policy=approver.policy, urls=approver.urls),
         routers=ROUTERS,
         workers=[ExpiryWorker(runtime.uow, approver.policy, approver.urls, settings.expiry_check_seconds)],
         context=approver,
+        authenticator=authenticator,
         title="modelgate approver",
-        description="Approval requests per stage, authenticated decisions, decision links and the audit trail.",
+        description="Approval requests per stage, authenticated decisions, decision links, principals and the audit trail.",
+        on_stop=authenticator.aclose,
     )
 
 
-async def seed_approvers(runtime: Runtime[ApproverSettings]) -> None:
-    """Bootstrap approvers from the environment (replicas starting together may race to add the same one)."""
+def oidc_verifier(settings: ApproverSettings) -> OidcVerifier | None:
+    if not settings.oidc_issuer:
+        return None
+    return OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+
+
+async def first_admin(runtime: Runtime[ApproverSettings], pepper: bytes) -> None:
+    """On the very first start, the admin principal, its token written to MODELGATE_ADMIN_TOKEN_FILE (replicas
+    starting together race: one creates it, the others find it)."""
+    if runtime.settings.admin_token_file == "none":
+        return
     async for attempt in AsyncRetrying(stop=stop_after_attempt(3), retry=retry_if_exception_type(IntegrityError), reraise=True):
         with attempt:
             async with runtime.uow() as uow:
-                await auth.seed(uow, runtime.settings.approver_tokens, runtime.settings.approver_groups)
+                token = await auth.ensure_admin(uow, pepper)
                 await uow.commit()
+    if token:
+        auth.write_token_file(Path(runtime.settings.admin_token_file), token)

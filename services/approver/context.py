@@ -19,6 +19,7 @@ class Approver:
     policy: Policy
     urls: Urls
     signer: LinkSigner | None = None  # the decision-link key, from Secrets Manager at start
+    pepper: bytes = b""  # the key of token digests, from Secrets Manager at start
 
     @property
     def settings(self) -> ApproverSettings:

@@ -1,7 +1,8 @@
-"""What the approver's routes take: the approver's parts, and the calling approver (from the bearer token).
+"""What the approver's routes take: the approver's parts (`ApproverDep`) and the caller (`CurrentPrincipal`,
+from shared.http, verified by `auth.ApproverAuthenticator`).
 
-A route that needs a credential takes `CurrentApprover`; refusals of a decision are logged, and audited
-when we know who was refused (`refusal`), before shared.http answers them.
+Refusals of a decision are logged, and audited when we know who was refused (`refusal`), before
+shared.http answers them.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from typing import Annotated
 
 import structlog
 from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.approver import audit
-from services.approver.auth import Identity, authenticate
 from services.approver.context import Approver
 from services.approver.models import ApprovalRequest
 from shared.errors import Refused
@@ -22,7 +21,6 @@ from shared.http import context_of
 log = structlog.get_logger()
 
 ApproverDep = Annotated[Approver, Depends(context_of)]
-bearer = HTTPBearer(auto_error=False, description="An approver's API token")
 
 
 async def refusal(approver_ctx: Approver, refused: Refused, approval_id: str | None, approver: str | None, via: str) -> Refused:
@@ -34,18 +32,3 @@ async def refusal(approver_ctx: Approver, refused: Refused, approval_id: str | N
             audit.record(uow, "refused", approver, request, reason=str(refused), status=refused.status, via=via)
             await uow.commit()
     return refused
-
-
-async def current_approver(
-    approver_ctx: ApproverDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Identity:
-    try:
-        if credentials is None:
-            raise Refused(401, "send 'Authorization: Bearer <your approver token>'")
-        async with approver_ctx.runtime.uow() as uow:
-            return await authenticate(uow, credentials.credentials)
-    except Refused as refused:
-        raise await refusal(approver_ctx, refused, approval_id=None, approver=None, via="token") from None
-
-
-CurrentApprover = Annotated[Identity, Depends(current_approver)]

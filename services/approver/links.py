@@ -89,8 +89,9 @@ def link_url(public_url: str, approval_id: str, token: str) -> str:
     return f"{public_url}/v1/approvals/{approval_id}/decision-link?token={quote(token)}"
 
 
-async def load_or_create_key(secretsmanager: Any, secret_name: str) -> bytes:
-    """The HMAC key from Secrets Manager; a new random one is stored there first if there is none."""
+async def load_or_create_key(secretsmanager: Any, secret_name: str,
+                             description: str = "HMAC key of the modelgate approver's decision links") -> bytes:
+    """A secret key from Secrets Manager; a new random one is stored there first if there is none."""
     try:
         return await _read(secretsmanager, secret_name)
     except secretsmanager.exceptions.ResourceNotFoundException:
@@ -98,10 +99,10 @@ async def load_or_create_key(secretsmanager: Any, secret_name: str) -> bytes:
     try:
         await secretsmanager.create_secret(
             Name=secret_name,
-            Description="HMAC key of the modelgate approver's decision links",
+            Description=description,
             SecretString=secrets.token_hex(32),
         )
-        log.info("decision_link_key_created", name=secret_name)
+        log.info("secret_key_created", name=secret_name)
     except secretsmanager.exceptions.ResourceExistsException:  # another replica created it first
         pass
     return await _read(secretsmanager, secret_name)

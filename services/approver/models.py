@@ -92,15 +92,38 @@ class LiveVersion(Base):
     deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
-class Approver(Base):
-    """A person who may decide, the groups they are in, and the SHA-256 of their API token (never the token)."""
+class Principal(Base):
+    """A person or service account: roles, teams, approver groups, and (for OIDC) the identity it is bound to."""
 
-    __tablename__ = "approvers"
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
-    token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    __tablename__ = "principals"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)  # shared.identity.normalise_name
+    kind: Mapped[str] = mapped_column(String(20), default="person")  # shared.identity.Kind
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    teams: Mapped[list[str]] = mapped_column(JSON, default=list)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)  # approver groups
+    oidc_subject: Mapped[str | None] = mapped_column(String(500), unique=True)  # "<issuer> <sub>"
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(100), default="")
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class CredentialKind(StrEnum):
+    TOKEN = "token"  # an API token
+    SESSION = "session"  # a console sign-in
+
+
+class Credential(Base):
+    """An API token or console session of a principal: only its HMAC digest is kept, never the secret."""
+
+    __tablename__ = "credentials"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)  # public: how it is listed and revoked
+    principal: Mapped[str] = mapped_column(ForeignKey("principals.name"), index=True)
+    kind: Mapped[str] = mapped_column(String(20), default=CredentialKind.TOKEN)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    csrf: Mapped[str | None] = mapped_column(String(64))  # a session's form token
 
 
 class UsedLink(Base):

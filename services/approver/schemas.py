@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.events import MetricCheck
+from shared.identity import Kind
 
 
 class VoteOut(BaseModel):
@@ -68,9 +69,50 @@ class LinkInfo(BaseModel):
     approval: ApprovalOut
 
 
-class ApproverOut(BaseModel):
+Names = Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)]
+
+
+class PrincipalIn(BaseModel):
+    """A new person or service account (`POST /v1/principals`, admin only)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=100, description="a-z 0-9 . _ @ + - (normalised: NFKC, lower case)")
+    kind: Kind = Kind.PERSON
+    roles: Names = Field(default_factory=lambda: ["viewer"], description="viewer, registrant, approver, operator[:<stage>], auditor, admin")
+    teams: Names = Field(default_factory=list, description="The teams it belongs to (teams own model groups)")
+    groups: Names = Field(default_factory=list, description="The approver groups it decides in")
+    oidc_subject: str | None = Field(None, max_length=400, description="Bind to this `sub` of MODELGATE_OIDC_ISSUER's JWTs (a CI pipeline)")
+    token: bool = Field(True, description="Issue an API token now (false for an OIDC-only service account)")
+
+
+class PrincipalPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    roles: Names | None = None
+    teams: Names | None = None
+    groups: Names | None = None
+    disabled: bool | None = None
+
+
+class CredentialOut(BaseModel):
+    id: str
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class PrincipalOut(BaseModel):
     name: str
+    kind: str
+    roles: list[str]
+    teams: list[str]
     groups: list[str]
+    oidc_subject: str | None
+    created_at: datetime
+    created_by: str
+    disabled_at: datetime | None
+    credentials: list[CredentialOut] = []
+    token: str | None = Field(None, description="The new token: shown this once, never stored")
 
 
 class StageOut(BaseModel):

@@ -9,9 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.approver.approvals import PENDING, Urls
-from services.approver.models import ApprovalRequest, Approver, KnownVersion, LiveVersion, Vote
+from services.approver.models import ApprovalRequest, KnownVersion, LiveVersion, Vote
 from services.approver.schemas import ApprovalOut, VoteOut
 from shared.events import MetricCheck
+from shared.identity import Principal
 
 
 async def approvals_where(session: AsyncSession, urls: Urls, *conditions: Any) -> list[ApprovalOut]:
@@ -33,10 +34,9 @@ async def one_approval(session: AsyncSession, urls: Urls, approval_id: str) -> A
     return found[0]
 
 
-def may_vote(approval: ApprovalOut, approver: Approver) -> bool:
+def may_vote(approval: ApprovalOut, approver: Principal) -> bool:
     return (
         approval.status == PENDING
-        and approver.disabled_at is None
         and approver.name != approval.registered_by
         and bool(set(approver.groups) & set(approval.eligible_groups))
         and all(v.approver != approver.name for v in approval.votes)

@@ -8,7 +8,8 @@ from services.deployer.routes import deployments, rollback
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets import build_targets
 from services.deployer.worker import DeploymentWorker
-from shared.runtime import Runtime, Wiring
+from shared.identity import Authenticator, closer, introspecting
+from shared.runtime import Runtime, Wiring, stop_all
 from shared.wiring import inject
 
 #: Event type -> its handler. The handler only records a deployment; the DeploymentWorker runs it.
@@ -17,8 +18,10 @@ HANDLERS = {
 }
 
 
-async def bootstrap(runtime: Runtime[DeployerSettings]) -> Wiring:
+async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authenticator | None = None) -> Wiring:
+    """The deployer's wiring; `authenticator` defaults to asking the approver (shared.identity)."""
     settings = runtime.settings
+    authenticator = authenticator or introspecting(settings)
     options = deploy.DeployOptions(settings.deploy_attempts, settings.deploy_retry_seconds, settings.lease_seconds)
     deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws), options)
     return Wiring(
@@ -28,5 +31,6 @@ async def bootstrap(runtime: Runtime[DeployerSettings]) -> Wiring:
         context=deployer,
         title="modelgate deployer",
         description="Deployments per stage, and rollback.",
-        on_stop=deployer.close,
+        authenticator=authenticator,
+        on_stop=stop_all(deployer.close, closer(authenticator)),
     )

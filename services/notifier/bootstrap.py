@@ -12,7 +12,8 @@ from services.notifier.routes import deliveries
 from services.notifier.routing import Routing, load_routing
 from services.notifier.settings import NotifierSettings
 from services.notifier.worker import DeliveryWorker
-from shared.runtime import Runtime, Wiring
+from shared.identity import Authenticator, closer, introspecting
+from shared.runtime import Runtime, Wiring, stop_all
 from shared.topology import notifications_topic_name
 from shared.wiring import inject
 
@@ -26,8 +27,10 @@ HANDLERS = {
 }
 
 
-async def bootstrap(runtime: Runtime[NotifierSettings]) -> Wiring:
+async def bootstrap(runtime: Runtime[NotifierSettings], authenticator: Authenticator | None = None) -> Wiring:
+    """The notifier's wiring; `authenticator` defaults to asking the approver (shared.identity)."""
     settings = runtime.settings
+    authenticator = authenticator or introspecting(settings)
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
     routing = load_routing(settings.routing_file)
     notifier = Notifier(
@@ -45,7 +48,8 @@ async def bootstrap(runtime: Runtime[NotifierSettings]) -> Wiring:
         context=notifier,
         title="modelgate notifier",
         description="Notifications and their delivery log.",
-        on_stop=http.aclose,
+        authenticator=authenticator,
+        on_stop=stop_all(http.aclose, closer(authenticator)),
     )
 
 

@@ -12,7 +12,8 @@ from services.registrar.routes import comet as comet_routes
 from services.registrar.routes import groups, history, versions
 from services.registrar.settings import RegistrarSettings
 from services.registrar.writebacks import CometWritebackWorker
-from shared.runtime import Runtime, Wiring
+from shared.identity import Authenticator, closer, introspecting
+from shared.runtime import Runtime, Wiring, stop_all
 from shared.wiring import inject
 
 HANDLERS = {
@@ -23,15 +24,20 @@ HANDLERS = {
 }
 
 
-async def bootstrap(runtime: Runtime[RegistrarSettings], comet: CometWriteback | None = None) -> Wiring:
+async def bootstrap(
+    runtime: Runtime[RegistrarSettings], comet: CometWriteback | None = None, authenticator: Authenticator | None = None
+) -> Wiring:
     """The registrar's wiring; `comet` defaults to CometWriteback.from_env() (does nothing unless
-    COMET_API_KEY and COMET_WORKSPACE are set)."""
+    COMET_API_KEY and COMET_WORKSPACE are set), `authenticator` to asking the approver (shared.identity)."""
     registrar = Registrar(runtime=runtime, comet=CometWriteback.from_env() if comet is None else comet)
+    authenticator = authenticator or introspecting(runtime.settings)
     return Wiring(
         handlers=inject(HANDLERS, comet=registrar.comet, wake=registrar.writeback_wake),
         routers=[groups.router, versions.router, history.router, comet_routes.router],
         workers=[writeback_worker(registrar)] if registrar.comet.enabled else [],
         context=registrar,
+        authenticator=authenticator,
+        on_stop=stop_all(closer(authenticator)),
         title="modelgate registrar",
         description="The catalog of model groups and versions: metrics, model cards, lineage, per-stage status.",
     )

@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import update
@@ -88,7 +88,10 @@ class Registration(Strict):
     """What a client sends to register a version."""
 
     artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.joblib"])
-    registered_by: str = Field(min_length=1, max_length=200, examples=["ana@example.com"])
+    registered_by: str | None = Field(
+        None, max_length=200, description="Optional: the caller's own name (the credential's principal is the registrant).",
+        examples=["ana@example.com"],
+    )
     metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.93, "recall": 0.81}])
     params: dict[str, Any] = Field(default_factory=dict, examples=[{"max_depth": 6}])
     tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
@@ -162,6 +165,9 @@ class GroupIn(Strict):
     description: str = Field("", examples=["Card fraud scoring"])
     tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
     owners: list[str] = Field(default_factory=list, examples=[["ana@example.com"]])
+    team: str | None = Field(None, max_length=100, description="The owning team (default: the caller's first team).")
+    shared_with: list[Annotated[str, Field(max_length=100)]] = Field(
+        default_factory=list, max_length=100, description='Teams that may read it; "*" for every team.')
 
 
 class GroupChange(Strict):
@@ -170,6 +176,7 @@ class GroupChange(Strict):
     description: str | None = None
     tags: dict[str, str] | None = None
     owners: list[str] | None = None
+    shared_with: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
 
 
 class UnknownGroup(LookupError):
@@ -196,7 +203,8 @@ class IdempotencyConflict(ValueError):
 async def create_group(session: AsyncSession, new: GroupIn) -> ModelGroup:
     if await session.get(ModelGroup, new.name) is not None:
         raise GroupExists(new.name)
-    group = ModelGroup(name=new.name, description=new.description, tags=new.tags, owners=new.owners)
+    group = ModelGroup(name=new.name, description=new.description, tags=new.tags, owners=new.owners, team=new.team,
+                       shared_with=new.shared_with)
     session.add(group)
     try:
         await session.flush()
@@ -225,6 +233,7 @@ async def register(
     reg: Registration,
     auto_create_group: bool = True,
     idempotency_key: str | None = None,
+    team: str | None = None,
 ) -> ModelVersion:
     """Adds the next version of `group`, records it in its history and announces it; the caller commits.
 
@@ -235,7 +244,8 @@ async def register(
         previous = await _replay(session, idempotency_key, reg.fingerprint(group))
         if previous is not None:
             return previous
-    number = await _next_version(session, group, auto_create_group)
+    assert reg.registered_by, "the route sets registered_by to the caller's principal"
+    number = await _next_version(session, group, auto_create_group, team)
     version = ModelVersion(
         id=model_version_id(group, number),
         group_name=group,
@@ -290,7 +300,7 @@ async def _replay(session: AsyncSession, key: str, fingerprint: str) -> ModelVer
     return await session.get(ModelVersion, used.model_version_id)
 
 
-async def _next_version(session: AsyncSession, group: str, auto_create_group: bool) -> int:
+async def _next_version(session: AsyncSession, group: str, auto_create_group: bool, team: str | None = None) -> int:
     """Takes the group's next number. The row stays locked until commit, and a rollback gives it back,
     so concurrent registrations (from any number of processes) get consecutive numbers."""
     bump = (
@@ -308,7 +318,8 @@ async def _next_version(session: AsyncSession, group: str, auto_create_group: bo
         now = utcnow()
         await session.execute(
             insert(ModelGroup)
-            .values(name=group, description="", tags={}, owners=[], latest_version=0, created_at=now, updated_at=now)
+            .values(name=group, description="", tags={}, owners=[], latest_version=0, created_at=now, updated_at=now,
+                    team=team, shared_with=[])
             .on_conflict_do_nothing(index_elements=["name"])
         )
         number = await session.scalar(bump)

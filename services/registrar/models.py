@@ -41,6 +41,8 @@ class ModelGroup(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     tags: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     owners: Mapped[list[str]] = mapped_column(JSON, default=list)
+    team: Mapped[str | None] = mapped_column(String(100))  # the team that owns it (services/registrar/access.py)
+    shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)  # teams that may read it; "*": all
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -66,6 +66,8 @@ class GroupOut(BaseModel):
     description: str
     tags: dict[str, str]
     owners: list[str]
+    team: str | None = Field(None, description="The team that owns it: its registrants may register into it.")
+    shared_with: list[str] = Field(default_factory=list, description='Teams that may read it ("*": every team).')
     latest_version: int = Field(description="The number of the last registered version; 0 when none yet.")
     created_at: datetime
     updated_at: datetime

@@ -78,13 +78,18 @@ def parse_metric_filter(text: str) -> tuple[str, str, float]:
     return match["name"], match["op"], float(match["value"])
 
 
-async def search_versions(session: AsyncSession, query: VersionQuery) -> tuple[list[ModelVersion], int | None]:
-    """One page of matching versions, and the offset of the next page (None on the last one)."""
+async def search_versions(
+    session: AsyncSession, query: VersionQuery, only_groups: list[str] | None = None
+) -> tuple[list[ModelVersion], int | None]:
+    """One page of matching versions (in `only_groups`, when given), and the offset of the next page (None on
+    the last one)."""
     if session.bind.dialect.name == "postgresql":  # for a page of 50, starting workers or compiling costs more
         await session.execute(
             text("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)")
         )
     stmt = await _statement(session, query)
+    if only_groups is not None:
+        stmt = stmt.where(ModelVersion.group_name.in_(only_groups))
     rows = list(await session.scalars(stmt.limit(query.limit + 1).offset(query.offset)))
     if len(rows) > query.limit:
         return rows[: query.limit], query.offset + query.limit

@@ -10,14 +10,16 @@ from sqlalchemy.exc import IntegrityError
 
 from services.approver import links
 from services.approver.approvals import PENDING, decide
-from services.approver.auth import Identity
 from services.approver.context import Approver as ApproverParts
-from services.approver.deps import ApproverDep, CurrentApprover, refusal
-from services.approver.models import ApprovalRequest, Approver, KnownVersion
+from services.approver.deps import ApproverDep, refusal
+from services.approver.auth import principal_of
+from services.approver.models import ApprovalRequest, KnownVersion
+from services.approver.models import Principal as PrincipalRow
 from services.approver.schemas import ApprovalOut, DecisionIn
 from services.approver.views import approvals_where, may_vote, one_approval
 from shared.errors import Refused
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
+from shared.identity import Principal, Role, normalise_name
 
 log = structlog.get_logger()
 router = APIRouter(tags=["approvals"])
@@ -27,12 +29,15 @@ router = APIRouter(tags=["approvals"])
 async def list_approvals(
     approver_ctx: ApproverDep,
     session: SessionDep,
+    caller: CurrentPrincipal,
     status: Literal["pending", "decided", "all"] = Query("pending"),
     group: str | None = Query(None, description="Only this model group"),
     stage: str | None = Query(None),
     model_version_id: str | None = Query(None, description='"<group>/<version>"'),
-    approver: str | None = Query(None, description="Only the pending requests this approver may vote on now"),
+    approver: str | None = Query(None, description="Only the pending requests this approver may vote on now "
+                                 "('me', or another's name for an admin or auditor)"),
 ) -> list[ApprovalOut]:
+    caller.require(Role.VIEWER, to="list approval requests")
     conditions: list[Any] = []
     if status == "pending":
         conditions.append(ApprovalRequest.status == PENDING)
@@ -47,14 +52,25 @@ async def list_approvals(
     found = await approvals_where(session, approver_ctx.urls, *conditions)
     if approver is None:
         return found
-    person = await session.get(Approver, approver)
-    if person is None:
-        raise HTTPException(422, f"no approver named {approver}")
-    return [a for a in found if may_vote(a, person)]
+    if approver in ("me", caller.name):
+        return [a for a in found if may_vote(a, caller)]
+    caller.require(Role.AUDITOR, to="list what another approver may vote on")
+    person = await principal_named(session, approver)
+    return [a for a in found if person is not None and may_vote(a, person)]
+
+
+async def principal_named(session: SessionDep, name: str) -> Principal | None:
+    """The enabled principal of that name (None for an unknown name: the answer does not tell who exists)."""
+    try:
+        row = await session.get(PrincipalRow, normalise_name(name))
+    except ValueError:
+        return None
+    return principal_of(row) if row is not None and row.disabled_at is None else None
 
 
 @router.get("/v1/approvals/{approval_id}", response_model=ApprovalOut, summary="One approval request")
-async def get_approval(approval_id: str, approver_ctx: ApproverDep, session: SessionDep) -> ApprovalOut:
+async def get_approval(approval_id: str, approver_ctx: ApproverDep, session: SessionDep, caller: CurrentPrincipal) -> ApprovalOut:
+    caller.require(Role.VIEWER, to="read approval requests")
     return await one_approval(session, approver_ctx.urls, approval_id)
 
 
@@ -64,12 +80,12 @@ async def get_approval(approval_id: str, approver_ctx: ApproverDep, session: Ses
     summary="Approve or reject (Authorization: Bearer <approver token>)",
     responses={401: {"description": "no, unknown or disabled token"}, 403: {"description": "not allowed to decide this"}},
 )
-async def post_decision(approval_id: str, body: DecisionIn, approver_ctx: ApproverDep, approver: CurrentApprover) -> ApprovalOut:
+async def post_decision(approval_id: str, body: DecisionIn, approver_ctx: ApproverDep, approver: CurrentPrincipal) -> ApprovalOut:
     return await record_decision(approver_ctx, approval_id, approver, body, via="token")
 
 
 async def record_decision(
-    approver_ctx: ApproverParts, approval_id: str, approver: Identity, body: DecisionIn, via: str,
+    approver_ctx: ApproverParts, approval_id: str, approver: Principal, body: DecisionIn, via: str,
     claims: links.LinkClaims | None = None,
 ) -> ApprovalOut:
     """One vote, in one transaction (with the link used up, for a link); refusals are audited."""
@@ -78,7 +94,7 @@ async def record_decision(
         async with approver_ctx.runtime.uow() as uow:
             if claims is not None:
                 await links.consume(uow, claims)
-            await decide(uow, approval_id, approver.name, approver.groups, decision, body.comment, via=via)
+            await decide(uow, approval_id, approver.name, list(approver.groups), decision, body.comment, via=via)
             await uow.commit()
     except Refused as refused:
         raise await refusal(approver_ctx, refused, approval_id, approver.name, via) from None

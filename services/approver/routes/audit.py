@@ -9,7 +9,8 @@ from fastapi.responses import Response
 from pydantic import AwareDatetime
 
 from services.approver import audit
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
+from shared.identity import Role
 
 router = APIRouter(tags=["audit"])
 
@@ -22,6 +23,7 @@ router = APIRouter(tags=["audit"])
 )
 async def get_audit(
     session: SessionDep,
+    caller: CurrentPrincipal,
     model_version_id: str | None = Query(None, description='"<group>/<version>"'),
     group: str | None = Query(None),
     approval_id: str | None = Query(None),
@@ -29,6 +31,7 @@ async def get_audit(
     until: Annotated[AwareDatetime | None, Query(description="Up to this instant (exclusive)")] = None,
     format: Literal["json", "csv"] = Query("json"),
 ) -> Any:
+    caller.require(Role.AUDITOR, to="read the audit trail")
     if since and until and since >= until:
         raise HTTPException(422, "since must be before until")
     rows = await audit.entries(session, model_version_id=model_version_id, group=group, approval_id=approval_id, since=since, until=until)

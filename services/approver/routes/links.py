@@ -9,16 +9,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from services.approver import links
-from services.approver.auth import Identity, enabled_approver
+from services.approver.auth import enabled_principal
 from services.approver.context import Approver
 from services.approver.decision_page import render_decision_page
-from services.approver.deps import ApproverDep, CurrentApprover, refusal
+from services.approver.deps import ApproverDep, refusal
 from services.approver.models import UsedLink
 from services.approver.routes.approvals import record_decision
 from services.approver.schemas import ApprovalOut, DecisionIn, LinkInfo, LinkOut
 from services.approver.views import one_approval
 from shared.errors import Refused
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
+from shared.identity import Principal
 
 log = structlog.get_logger()
 router = APIRouter(tags=["decision links"])
@@ -30,8 +31,10 @@ router = APIRouter(tags=["decision links"])
     status_code=201,
     summary="A signed, expiring, single-use decision link for the calling approver",
 )
-async def create_link(approval_id: str, approver_ctx: ApproverDep, session: SessionDep, approver: CurrentApprover) -> LinkOut:
+async def create_link(approval_id: str, approver_ctx: ApproverDep, session: SessionDep, approver: CurrentPrincipal) -> LinkOut:
     signer = approver_ctx.links()
+    if approver.via == "oidc":
+        raise Refused(409, "decision links are issued to principals modelgate keeps; an SSO user decides in the console or with a token")
     await one_approval(session, approver_ctx.urls, approval_id)
     token, claims = signer.issue(approval_id, approver.name, approver_ctx.settings.link_ttl)
     log.info("decision_link_issued", approval_id=approval_id, approver=approver.name, expires_at=claims.expires_at.isoformat())
@@ -65,7 +68,7 @@ async def decide_with_link(
     return await record_decision(approver_ctx, approval_id, approver, body, via="link", claims=claims)
 
 
-async def verified_link(approver_ctx: Approver, approval_id: str, token: str) -> tuple[links.LinkClaims, Identity]:
+async def verified_link(approver_ctx: Approver, approval_id: str, token: str) -> tuple[links.LinkClaims, Principal]:
     signer = approver_ctx.links()
     try:
         claims = signer.read(token)
@@ -74,6 +77,6 @@ async def verified_link(approver_ctx: Approver, approval_id: str, token: str) ->
     try:
         links.check(claims, approval_id)
         async with approver_ctx.runtime.uow() as uow:
-            return claims, await enabled_approver(uow, claims.approver)
+            return claims, await enabled_principal(uow, claims.approver)
     except Refused as refused:
         raise await refusal(approver_ctx, refused, approval_id, claims.approver, "link") from None

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from services.approver.deps import ApproverDep, CurrentApprover
+from services.approver.deps import ApproverDep
+from shared.http import CurrentPrincipal
+from shared.identity import Principal
 from services.approver.policy import format_duration
-from services.approver.schemas import ApproverOut, StageOut
+from services.approver.schemas import StageOut
 
 router = APIRouter()
 
 
-@router.get("/v1/me", response_model=ApproverOut, tags=["approvers"], summary="Who this token belongs to")
-async def me(approver: CurrentApprover) -> ApproverOut:
-    return ApproverOut(name=approver.name, groups=approver.groups)
+@router.get("/v1/me", response_model=Principal, tags=["principals"],
+            summary="Who this credential belongs to: name, roles, teams, approver groups (the other services ask this)")
+async def me(principal: CurrentPrincipal) -> Principal:
+    return principal
 
 
 @router.get("/v1/policy", response_model=list[StageOut], tags=["policy"], summary="The stages and their rules, in order")
-async def get_policy(approver_ctx: ApproverDep) -> list[StageOut]:
+async def get_policy(approver_ctx: ApproverDep, _: CurrentPrincipal) -> list[StageOut]:
     return [
         StageOut(
             name=s.name,

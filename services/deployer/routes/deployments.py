@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.deployer.models import Deployment, Stage
 from services.deployer.schemas import DeploymentOut, Status
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
+from shared.identity import Role
 
 router = APIRouter(tags=["deployments"])
 
@@ -23,11 +24,13 @@ async def live_ids(session: AsyncSession, group: str | None) -> set[str]:
 @router.get("/v1/deployments", response_model=list[DeploymentOut])
 async def list_deployments(
     session: SessionDep,
+    caller: CurrentPrincipal,
     group: str | None = Query(None, description="Only this model group."),
     stage: str | None = Query(None, description="Only this stage."),
     status: Status | None = Query(None, description="Only deployments in this status."),
 ) -> list[DeploymentOut]:
     """Every deployment, oldest first: the audit trail. `live` marks what each stage serves now."""
+    caller.require(Role.VIEWER, to="read deployments")
     query = select(Deployment).order_by(Deployment.created_at, Deployment.id)
     if group:
         query = query.where(Deployment.group_name == group)
@@ -40,8 +43,11 @@ async def list_deployments(
 
 
 @router.get("/v1/deployments/live", response_model=list[DeploymentOut])
-async def list_live(session: SessionDep, group: str | None = Query(None, description="Only this model group.")) -> list[DeploymentOut]:
+async def list_live(
+    session: SessionDep, caller: CurrentPrincipal, group: str | None = Query(None, description="Only this model group.")
+) -> list[DeploymentOut]:
     """What each group's stages serve now, one entry per group and stage."""
+    caller.require(Role.VIEWER, to="read deployments")
     query = select(Deployment).join(Stage, Stage.live_deployment_id == Deployment.id)
     if group:
         query = query.where(Deployment.group_name == group)
@@ -50,7 +56,8 @@ async def list_live(session: SessionDep, group: str | None = Query(None, descrip
 
 
 @router.get("/v1/deployments/{deployment_id}", response_model=DeploymentOut)
-async def get_deployment(session: SessionDep, deployment_id: str) -> DeploymentOut:
+async def get_deployment(session: SessionDep, deployment_id: str, caller: CurrentPrincipal) -> DeploymentOut:
+    caller.require(Role.VIEWER, to="read deployments")
     d = await session.get(Deployment, deployment_id)
     if d is None:
         raise HTTPException(404, f"no deployment {deployment_id}; list them with GET /v1/deployments")

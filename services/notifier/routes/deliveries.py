@@ -10,7 +10,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from services.notifier.models import Delivery
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
+from shared.identity import Role
 
 router = APIRouter(tags=["deliveries"])
 
@@ -34,12 +35,15 @@ class DeliveryOut(BaseModel):
 @router.get("/v1/deliveries", response_model=list[DeliveryOut])
 async def list_deliveries(
     session: SessionDep,
+    caller: CurrentPrincipal,
     correlation_id: str | None = Query(None, description='Only this version\'s ("<group>/<version>").'),
     event_id: str | None = Query(None, description="Only this event's."),
     channel: Literal["log", "webhook", "email", "sns", "routing"] | None = Query(None),
     status: Literal["queued", "sending", "sent", "failed"] | None = Query(None, description="failed: every try failed."),
 ) -> list[DeliveryOut]:
-    """One row per (event, channel, recipient), oldest first. Webhook URLs are shown as host and digest."""
+    """One row per (event, channel, recipient), oldest first. Webhook URLs are shown as host and digest.
+    Recipients are people's addresses: reading the log needs the auditor role."""
+    caller.require(Role.AUDITOR, to="read the delivery log")
     query = select(Delivery).order_by(Delivery.id)
     if correlation_id:
         query = query.where(Delivery.correlation_id == correlation_id)

@@ -15,6 +15,7 @@ import structlog
 from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from services.registrar import access
 from services.registrar.catalog import GROUP_NAME, Registration, UnknownGroup, register
 from services.registrar.comet import (
     CometArchiveError,
@@ -26,6 +27,8 @@ from services.registrar.comet import (
 )
 from services.registrar.deps import ReadableErrors, Registrar, RegistrarDep
 from services.registrar.schemas import VersionOut
+from shared.http import CurrentPrincipal
+from shared.identity import Principal
 
 log = structlog.get_logger()
 
@@ -41,7 +44,7 @@ class FromComet(BaseModel):
     experiment_key: str | None = Field(None, description="The experiment's key, or its name.")
     registry_model: str | None = Field(None, description="A Comet registry model name, instead of a key.")
     registry_version: str | None = Field(None, description="Its version, e.g. 1.0.0; default: the latest.")
-    registered_by: str = Field(min_length=1, examples=["ana@example.com"])
+    registered_by: str | None = Field(None, description="Optional: your own name (the credential names the registrant).")
     framework: str | None = Field(None, description="Default: the logged model's metadata 'framework'.")
     description: str | None = Field(None, description="Default: 'Comet experiment <name> (<key>)'.")
     tags: dict[str, str] = Field(default_factory=dict)
@@ -77,7 +80,7 @@ def plots(reg: CometRegistration) -> list[dict[str, Any]]:
 
 def to_registration(
     reg: CometRegistration,
-    registered_by: str,
+    registered_by: str | None,
     *,
     framework: str | None = None,
     description: str | None = None,
@@ -127,11 +130,13 @@ def _comet_configured() -> bool:
 router = APIRouter(tags=["comet"], route_class=ReadableErrors)
 
 
-async def _register(registrar: Registrar, group: str, body: Registration) -> VersionOut:
+async def _register(registrar: Registrar, caller: Principal, group: str, body: Registration) -> VersionOut:
+    async with registrar.runtime.sessionmaker() as session:
+        body, team = await access.authorise_registration(session, caller, group, body)
     await registrar.check_artifact(body.artifact_uri)
     async with registrar.runtime.uow() as uow:
         try:
-            version = await register(uow, group, body, registrar.settings.auto_create_groups)
+            version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team)
         except UnknownGroup as exc:
             raise HTTPException(404, str(exc)) from None
         await uow.commit()
@@ -147,8 +152,9 @@ async def _register(registrar: Registrar, group: str, body: Registration) -> Ver
 async def register_comet_archive(
     group: GroupName,
     registrar: RegistrarDep,
+    caller: CurrentPrincipal,
     archive: Annotated[UploadFile, File(description="The .zip an OfflineExperiment wrote, unchanged.")],
-    registered_by: Annotated[str, Form(min_length=1)],
+    registered_by: Annotated[str | None, Form(description="Optional: your own name")] = None,
     model_name: Annotated[str | None, Form(description="Which logged model, when there are several.")] = None,
     framework: Annotated[str | None, Form(description="Default: the model metadata's 'framework'.")] = None,
     description: Annotated[str | None, Form()] = None,
@@ -172,7 +178,7 @@ async def register_comet_archive(
     body = to_registration(
         reg, registered_by, framework=framework, description=description, tags=tag_map, model_card=card
     )
-    return await _register(registrar, group, body)
+    return await _register(registrar, caller, group, body)
 
 
 @router.post(
@@ -181,7 +187,7 @@ async def register_comet_archive(
     response_model=VersionOut,
     responses={422: {"description": "no such experiment, or no model"}, 502: {}, 503: {}},
 )
-async def register_from_comet(group: GroupName, body: FromComet, registrar: RegistrarDep) -> VersionOut:
+async def register_from_comet(group: GroupName, body: FromComet, registrar: RegistrarDep, caller: CurrentPrincipal) -> VersionOut:
     """Register the next version of a group from a Comet experiment, read through comet_ml.API from the
     server in the registrar's COMET_URL_OVERRIDE with its COMET_API_KEY."""
     if not await asyncio.to_thread(_comet_configured):
@@ -215,4 +221,4 @@ async def register_from_comet(group: GroupName, body: FromComet, registrar: Regi
         tags=body.tags,
         model_card=body.model_card,
     )
-    return await _register(registrar, group, registration)
+    return await _register(registrar, caller, group, registration)

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy.exc import IntegrityError
 
 from services.registrar.catalog import IdempotencyConflict, Registration, UnknownGroup, register
+from services.registrar import access
 from services.registrar.deps import GroupName, ReadableErrors, RegistrarDep
 from services.registrar.models import ModelGroup, ModelVersion
 from services.registrar.schemas import VersionOut, VersionPage
 from services.registrar.search import InvalidQuery, VersionQuery, search_versions
-from shared.http import SessionDep
+from shared.http import CurrentPrincipal, SessionDep
 
 router = APIRouter(tags=["versions"], route_class=ReadableErrors)
 
@@ -28,6 +29,7 @@ async def register_version(
     group: GroupName,
     body: Registration,
     registrar: RegistrarDep,
+    caller: CurrentPrincipal,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=200, description="Retrying with the same key and body returns the same version."),
@@ -36,13 +38,16 @@ async def register_version(
     """Register the next version of a model group; announces ModelRegistered.
 
     Upload the artifact first (e.g. to the `<namespace>-artifacts` bucket): an `s3://` URI whose object does
-    not exist is refused.
+    not exist is refused. The registrant is the caller (needs the registrant role in the group's team);
+    a `registered_by` naming anyone else is refused.
     """
+    async with registrar.runtime.sessionmaker() as session:
+        body, team = await access.authorise_registration(session, caller, group, body)
     await registrar.check_artifact(body.artifact_uri)
     for attempt in (1, 2):
         async with registrar.runtime.uow() as uow:
             try:
-                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key)
+                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key, team)
                 await uow.commit()
                 return VersionOut.of(version)
             except UnknownGroup as exc:
@@ -60,29 +65,34 @@ async def register_version(
 async def list_versions(
     group: GroupName,
     session: SessionDep,
+    caller: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[VersionOut]:
     """The group's versions, oldest first. Search across groups, filter and sort with GET /v1/versions."""
-    if await session.get(ModelGroup, group) is None:
+    if (found := await session.get(ModelGroup, group)) is None:
         raise HTTPException(404, str(UnknownGroup(group)))
+    access.require_read(caller, found)
     query = VersionQuery(group=group, sort="version", order="asc", limit=limit, offset=offset)
     rows, _ = await search_versions(session, query)
     return [VersionOut.of(v) for v in rows]
 
 
 @router.get("/v1/versions", response_model=VersionPage)
-async def find_versions(query: Annotated[VersionQuery, Query()], session: SessionDep) -> VersionPage:
-    """Search versions across groups, e.g. `?metric=auc>=0.9&tag=team=risk&stage=prod&stage_status=Deployed`."""
+async def find_versions(query: Annotated[VersionQuery, Query()], session: SessionDep, caller: CurrentPrincipal) -> VersionPage:
+    """Search versions across the groups the caller may read, e.g.
+    `?metric=auc>=0.9&tag=team=risk&stage=prod&stage_status=Deployed`."""
     try:
-        rows, next_offset = await search_versions(session, query)
+        rows, next_offset = await search_versions(session, query, await access.readable_groups(session, caller))
     except InvalidQuery as exc:
         raise HTTPException(422, str(exc)) from None
     return VersionPage(items=[VersionOut.of(v) for v in rows], limit=query.limit, offset=query.offset, next_offset=next_offset)
 
 
 @router.get("/v1/groups/{group}/versions/{version}", response_model=VersionOut)
-async def get_version(group: GroupName, version: int, session: SessionDep) -> VersionOut:
+async def get_version(group: GroupName, version: int, session: SessionDep, caller: CurrentPrincipal) -> VersionOut:
+    if (found := await session.get(ModelGroup, group)) is not None:
+        access.require_read(caller, found)
     row = await session.get(ModelVersion, f"{group}/{version}")
     if row is None:
         raise HTTPException(404, f"no version {version} in model group '{group}'")

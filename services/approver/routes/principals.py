@@ -1,0 +1,113 @@
+"""Principals and their tokens (admin only): add one (its token is shown once), list, change roles, teams
+and approver groups, disable, issue and revoke tokens. Every change is audited under the admin who made it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.approver import auth
+from services.approver.deps import ApproverDep
+from services.approver.models import Credential
+from services.approver.models import Principal as PrincipalRow
+from services.approver.schemas import CredentialOut, PrincipalIn, PrincipalOut, PrincipalPatch
+from shared.errors import Refused
+from shared.http import CurrentPrincipal, SessionDep, UowDep
+from shared.identity import Principal, Role, normalise_name
+
+router = APIRouter(tags=["principals"])
+MAX_PAGE = 500
+
+
+def admin(caller: Principal, to: str) -> str:
+    caller.require(Role.ADMIN, to=to)
+    return caller.name
+
+
+def name_of(raw: str) -> str:
+    try:
+        return normalise_name(raw)
+    except ValueError as exc:
+        raise Refused(422, str(exc)) from None
+
+
+async def out(session: AsyncSession, row: PrincipalRow, token: str | None = None) -> PrincipalOut:
+    creds = await row_credentials(session, row.name)
+    return PrincipalOut(name=row.name, kind=row.kind, roles=row.roles, teams=row.teams, groups=row.groups,
+                        oidc_subject=row.oidc_subject, created_at=row.created_at, created_by=row.created_by,
+                        disabled_at=row.disabled_at, credentials=creds, token=token)
+
+
+async def row_credentials(session: AsyncSession, name: str) -> list[CredentialOut]:
+    query = select(Credential).where(Credential.principal == name, Credential.kind == "token").order_by(Credential.created_at)
+    return [CredentialOut.model_validate(c, from_attributes=True) for c in await session.scalars(query)]
+
+
+@router.post("/v1/principals", response_model=PrincipalOut, status_code=201,
+             summary="Add a person or service account; answers its API token, once (admin)")
+async def add_principal(body: PrincipalIn, uow: UowDep, approver_ctx: ApproverDep, caller: CurrentPrincipal) -> PrincipalOut:
+    actor = admin(caller, "add principals")
+    subject = f"{approver_ctx.settings.oidc_issuer} {body.oidc_subject}" if body.oidc_subject else None
+    if subject and not approver_ctx.settings.oidc_issuer:
+        raise Refused(422, "oidc_subject needs an identity provider: set MODELGATE_OIDC_ISSUER")
+    row, token, _ = await auth.add_principal(
+        uow, approver_ctx.pepper, actor, name=name_of(body.name), kind=body.kind, roles=auth.check_roles(body.roles),
+        teams=auth.names(body.teams, "team"), groups=auth.names(body.groups, "approver group"), oidc_subject=subject,
+        ttl=approver_ctx.settings.token_ttl, with_token=body.token,
+    )
+    await uow.commit()
+    return await out(uow.session, row, token)
+
+
+@router.get("/v1/principals", response_model=list[PrincipalOut], summary="The principals, by name (admin or auditor)")
+async def list_principals(
+    session: SessionDep, caller: CurrentPrincipal,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[PrincipalOut]:
+    caller.require(Role.AUDITOR, to="list principals")
+    rows = await session.scalars(select(PrincipalRow).order_by(PrincipalRow.name).limit(limit).offset(offset))
+    return [await out(session, row) for row in rows.all()]
+
+
+@router.patch("/v1/principals/{name}", response_model=PrincipalOut, summary="Change roles, teams, groups; disable (admin)")
+async def patch_principal(name: str, body: PrincipalPatch, uow: UowDep, caller: CurrentPrincipal) -> PrincipalOut:
+    actor = admin(caller, "change principals")
+    row = await auth.existing(uow, name_of(name))
+    before = {"roles": row.roles, "teams": row.teams, "groups": row.groups}
+    if body.roles is not None:
+        row.roles = auth.check_roles(body.roles)
+    if body.teams is not None:
+        row.teams = auth.names(body.teams, "team")
+    if body.groups is not None:
+        row.groups = auth.names(body.groups, "approver group")
+    auth.audit.record(uow, "principal_changed", actor, reason=f"principal {row.name}", principal=row.name, before=before,
+                      after={"roles": row.roles, "teams": row.teams, "groups": row.groups})
+    if body.disabled is not None:
+        await auth.set_disabled(uow, row.name, actor, body.disabled)
+    await uow.commit()
+    return await out(uow.session, row)
+
+
+@router.post("/v1/principals/{name}/tokens", response_model=PrincipalOut, status_code=201,
+             summary="Issue a new API token (shown once); `revoke_others` revokes the old ones (admin)")
+async def new_token(name: str, uow: UowDep, approver_ctx: ApproverDep, caller: CurrentPrincipal,
+                    revoke_others: bool = False) -> PrincipalOut:
+    actor = admin(caller, "issue tokens")
+    row = await auth.existing(uow, name_of(name))
+    if row.disabled_at is not None:
+        raise Refused(409, f"{row.name} is disabled; enable them first (PATCH disabled=false)")
+    if revoke_others:
+        await auth.revoke(uow, row.name, actor)
+    token, _ = await auth.issue(uow, approver_ctx.pepper, row.name, actor, approver_ctx.settings.token_ttl)
+    await uow.commit()
+    return await out(uow.session, row, token)
+
+
+@router.delete("/v1/principals/{name}/tokens/{credential_id}", status_code=204, summary="Revoke one token (admin)")
+async def revoke_token(name: str, credential_id: str, uow: UowDep, caller: CurrentPrincipal) -> None:
+    actor = admin(caller, "revoke tokens")
+    await auth.revoke(uow, name_of(name), actor, credential_id)
+    await uow.commit()

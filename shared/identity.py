@@ -1,0 +1,173 @@
+"""Who is calling: principals, roles, API tokens, and how every service verifies a credential.
+
+Promises:
+- A principal's name is the one spelling the system knows: NFKC-normalised, case-folded and limited to a safe
+  alphabet (`normalise_name`), so `Lee`, `lee` and `lee\u200b` cannot pass as three people.
+- A principal may do what its roles allow (`Principal.may`), `admin` everything; `require` refuses with 403
+  and says which role is missing. The default table is in docs/identity.md.
+- modelgate API tokens are 256-bit random strings, shown once and stored only as an HMAC-SHA256 under the
+  approver's pepper (`token_digest`); weak tokens (`check_strength`) are refused where people may choose them.
+- Every service verifies a credential itself through an `Authenticator`. The approver owns principals and
+  checks its own database; the other services ask the approver's `GET /v1/me` once and keep the answer for
+  `auth_cache_seconds` (`IntrospectingAuthenticator`). A service that cannot verify refuses with 503: never
+  allows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import unicodedata
+from collections import OrderedDict
+from enum import StrEnum
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from shared.errors import Refused
+
+TOKEN_PREFIX = "mgt_"  # an API token
+SESSION_PREFIX = "mgs_"  # a console session (server-side; logout revokes it)
+MAX_CREDENTIAL_LENGTH = 16 * 1024
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,99}$")
+
+
+class Role(StrEnum):
+    """What a principal may do. `operator` may be scoped to a stage (`operator:prod`)."""
+
+    VIEWER = "viewer"  # read the catalog, approvals, deployments
+    REGISTRANT = "registrant"  # register versions in (and create) the model groups its team owns
+    APPROVER = "approver"  # vote, in the approver groups it belongs to
+    OPERATOR = "operator"  # roll back / redeploy a stage
+    AUDITOR = "auditor"  # read every audit trail and the delivery log
+    ADMIN = "admin"  # everything, including principals
+
+
+class Kind(StrEnum):
+    PERSON = "person"
+    SERVICE = "service"  # a CI pipeline, a training job
+
+
+class Principal(BaseModel):
+    """An authenticated caller, as every service sees it (the approver's `GET /v1/me` answers this shape)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Kind = Kind.PERSON
+    roles: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()  # approver groups
+    via: str = "token"  # token | session | oidc
+
+    def may(self, role: Role, scope: str | None = None) -> bool:
+        if Role.ADMIN in self.roles or role in self.roles:
+            return True
+        if role is Role.APPROVER and self.groups:
+            return True
+        if role is Role.VIEWER and self.roles:  # every role reads
+            return True
+        return scope is not None and f"{role}:{scope}" in self.roles
+
+    def require(self, role: Role, scope: str | None = None, *, to: str) -> None:
+        """Refuses (403) unless this principal holds `role` (for `scope`, when given)."""
+        if not self.may(role, scope):
+            needed = f"{role}:{scope}" if scope else str(role)
+            raise Refused(403, f"{self.name} may not {to}: that needs the {needed} role; ask an admin to grant it")
+
+    def in_team(self, team: str | None) -> bool:
+        return Role.ADMIN in self.roles or (team is not None and team in self.teams)
+
+
+def normalise_name(raw: str, what: str = "name") -> str:
+    """The one spelling of a principal, team or group name; ValueError (saying what is allowed) otherwise."""
+    name = unicodedata.normalize("NFKC", raw).casefold().strip()
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"{what} {raw!r} is not allowed: use 1-100 of a-z 0-9 . _ @ + - (starting with a letter or digit)"
+        )
+    return name
+
+
+def new_token(prefix: str = TOKEN_PREFIX) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_digest(pepper: bytes, token: str) -> str:
+    """What is stored of a token: HMAC-SHA256 under the pepper (a leaked table alone cannot be tried offline)."""
+    return hmac.new(pepper, token.encode(), hashlib.sha256).hexdigest()
+
+
+def check_strength(token: str) -> None:
+    """Refuses a token a person chose that is too weak to stand for a principal (ValueError, saying why)."""
+    if len(token) < 32 or len(set(token)) < 16:
+        raise ValueError("a token needs at least 32 characters with at least 16 different ones; "
+                         "leave it out and modelgate makes one (`modelgate principals add`)")
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, credential: str) -> Principal:
+        """The credential's principal; Refused 401 (not valid), 429 or 503 (cannot verify now)."""
+        ...
+
+
+class IntrospectingAuthenticator:
+    """Verifies credentials with the approver's `GET /v1/me`, keeping each answer briefly (revocation takes
+    effect here within `cache_seconds`; on the approver at once)."""
+
+    def __init__(self, approver_url: str, cache_seconds: float = 30.0, *, http: httpx.AsyncClient | None = None,
+                 max_entries: int = 10_000):
+        self.approver_url = approver_url.rstrip("/")
+        self.cache_seconds = cache_seconds
+        self.http = http or httpx.AsyncClient(timeout=5.0)
+        self.max_entries = max_entries
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    async def authenticate(self, credential: str) -> Principal:
+        key = hashlib.sha256(credential.encode()).hexdigest()
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        principal = await self._ask(credential)
+        self._cache[key] = (time.monotonic() + self.cache_seconds, principal)
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return principal
+
+    async def _ask(self, credential: str) -> Principal:
+        try:
+            answer = await self.http.get(f"{self.approver_url}/v1/me", headers={"Authorization": f"Bearer {credential}"})
+        except httpx.HTTPError as exc:
+            raise Refused(503, f"cannot verify credentials: the approver at {self.approver_url} is unreachable "
+                               f"({type(exc).__name__}); try again shortly") from None
+        if answer.status_code == 200:
+            return Principal.model_validate(answer.json())
+        if answer.status_code in (401, 429):
+            raise Refused(answer.status_code, _detail(answer))
+        raise Refused(503, f"cannot verify credentials: the approver answered {answer.status_code}; try again shortly")
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _detail(answer: httpx.Response) -> str:
+    try:
+        return str(answer.json()["detail"])
+    except Exception:
+        return answer.text[:200]
+
+
+def introspecting(settings: Any) -> IntrospectingAuthenticator:
+    """How the registrar, deployer and notifier verify credentials: the approver at MODELGATE_APPROVER_URL."""
+    return IntrospectingAuthenticator(settings.approver_url, settings.auth_cache_seconds)
+
+
+def closer(authenticator: Authenticator) -> Callable[[], Awaitable[None]] | None:
+    """What closes the authenticator's connections at stop (None when it keeps none)."""
+    return getattr(authenticator, "aclose", None)
