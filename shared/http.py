@@ -24,8 +24,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.db import UnitOfWork
+from shared.docs import add_docs
 from shared.errors import Refused
 from shared.identity import MAX_CREDENTIAL_LENGTH, Principal
 from shared.runtime import Runtime, Wiring
@@ -37,7 +39,7 @@ log = structlog.get_logger()
 def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
     """The service's FastAPI app: its routers, the health routes, and refusals mapped to HTTP."""
     app = FastAPI(title=wiring.title or f"modelgate {runtime.settings.service}", version="0.1.0",
-                  description=wiring.description)
+                  description=wiring.description, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.state.context = wiring.context
     app.state.authenticator = wiring.authenticator
@@ -45,8 +47,43 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
     for router in wiring.routers:
         app.include_router(router)
     app.include_router(health_router)
+    add_docs(app)
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
+    app.add_middleware(SecurityHeaders)
     return app
+
+
+#: On every answer of every service: only this origin's scripts (no inline script, no CDN), no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every HTTP response (a route's own value wins)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [(k.lower().encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                            if k.lower().encode() not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 async def _refused(request: Request, refused: Refused) -> JSONResponse:

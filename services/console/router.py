@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from services.console.plots import MetricRow, confusion_svg, metric_bars_svg, plots_of, roc_svg
@@ -73,6 +74,9 @@ def metric_rows(metrics: dict[str, float], live: dict[str, float] | None, checks
 
 #: The console's routes, under /console; the approver's app includes them.
 router = APIRouter(prefix="/console", include_in_schema=False)
+#: The pages' scripts, at /console/static (same origin, no inline script: see the CSP in shared.http);
+#: a mount takes no router prefix, so its path is spelled out.
+router.mount("/console/static", StaticFiles(directory=Path(__file__).with_name("static")), name="console-static")
 
 
 
