@@ -1,8 +1,10 @@
 """Python clients of the services' HTTP APIs, used by the `modelgate` CLI and the web console.
 
 One small class per service. Where each service is comes from `MODELGATE_<SERVICE>_URL`
-(default http://127.0.0.1:8081..8084, where `make up` starts them). Every failure is a ServiceError:
-`Unreachable` when nothing answers, `ApiError` (with the service's own message) for a 4xx/5xx.
+(default http://127.0.0.1:8081..8084, where `make up` starts them); the credential sent with every call
+from `token=`, else `MODELGATE_TOKEN`, else the file `make up` leaves (`var/<namespace>-admin.token`).
+Every failure is a ServiceError: `Unreachable` when nothing answers, `ApiError` (with the service's own
+message) for a 4xx/5xx.
 
     async with Clients() as mg:
         record = await mg.registrar.version("fraud", 7)
@@ -17,7 +19,22 @@ from typing import Any, Self
 
 import httpx
 
+from shared.settings import REPO_ROOT
 from shared.topology import DEFAULT_PORTS
+
+
+def token_file(namespace: str | None = None) -> Path:
+    """Where `make up` writes the admin principal's token for `namespace` (MODELGATE_NAMESPACE)."""
+    namespace = namespace or os.environ.get("MODELGATE_NAMESPACE", "modelgate")
+    return REPO_ROOT / "var" / f"{namespace}-admin.token"
+
+
+def find_token() -> str | None:
+    """The credential to send: $MODELGATE_TOKEN, else the local admin token file, else None."""
+    if os.environ.get("MODELGATE_TOKEN"):
+        return os.environ["MODELGATE_TOKEN"].strip()
+    path = token_file()
+    return path.read_text().strip() if path.is_file() else None
 
 
 def service_url(service: str) -> str:
@@ -62,9 +79,11 @@ class ServiceClient:
     service = ""
 
     def __init__(self, base_url: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 15.0):
+                 timeout: float = 15.0, token: str | None = None):
         self.base_url = (base_url or service_url(self.service)).rstrip("/")
-        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout)
+        token = token or find_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout, headers=headers)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -137,21 +156,37 @@ class Approver(ServiceClient):
     async def approval(self, approval_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/approvals/{approval_id}")
 
-    async def me(self, token: str) -> dict[str, Any]:
-        """Who the token belongs to: {"name", "groups"}; 401 when it is nobody's."""
-        return await self._call("GET", "/v1/me", headers={"Authorization": f"Bearer {token}"})
+    async def me(self, token: str | None = None) -> dict[str, Any]:
+        """Who the token (default: this client's) belongs to: name, kind, roles, teams, groups; 401 when nobody."""
+        return await self._call("GET", "/v1/me", headers={"Authorization": f"Bearer {token}"} if token else None)
+
+    async def add_principal(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A new principal (admin); the answer's `token` is shown this once."""
+        return await self._call("POST", "/v1/principals", json=body)
+
+    async def principals(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/v1/principals", params={"limit": 500})
+
+    async def change_principal(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
+        return await self._call("PATCH", f"/v1/principals/{name}", json=change)
+
+    async def new_token(self, name: str, revoke_others: bool = False) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/principals/{name}/tokens", params={"revoke_others": revoke_others})
+
+    async def revoke_token(self, name: str, credential_id: str) -> None:
+        await self._call("DELETE", f"/v1/principals/{name}/tokens/{credential_id}")
 
     async def policy(self) -> list[dict[str, Any]]:
         """The stages in order, each with its rule and thresholds."""
         return await self._call("GET", "/v1/policy")
 
-    async def decide(self, approval_id: str, decision: str, comment: str | None, token: str) -> dict[str, Any]:
-        """decision: "approve" or "reject"."""
+    async def decide(self, approval_id: str, decision: str, comment: str | None, token: str | None = None) -> dict[str, Any]:
+        """decision: "approve" or "reject"; as the principal of `token` (default: this client's)."""
         return await self._call(
             "POST",
             f"/v1/approvals/{approval_id}/decision",
             json={"decision": decision, "comment": comment},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else None,
         )
 
 
@@ -177,11 +212,11 @@ class Notifier(ServiceClient):
 class Clients:
     """The four clients, opened and closed together."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, **urls: str) -> None:
-        self.registrar = Registrar(urls.get("registrar"), transport=transport)
-        self.approver = Approver(urls.get("approver"), transport=transport)
-        self.deployer = Deployer(urls.get("deployer"), transport=transport)
-        self.notifier = Notifier(urls.get("notifier"), transport=transport)
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, token: str | None = None, **urls: str) -> None:
+        self.registrar = Registrar(urls.get("registrar"), transport=transport, token=token)
+        self.approver = Approver(urls.get("approver"), transport=transport, token=token)
+        self.deployer = Deployer(urls.get("deployer"), transport=transport, token=token)
+        self.notifier = Notifier(urls.get("notifier"), transport=transport, token=token)
 
     async def __aenter__(self) -> Self:
         return self

@@ -22,8 +22,8 @@ import secrets
 import time
 import unicodedata
 from collections import OrderedDict
-from enum import StrEnum
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any, Protocol
 
 import httpx

@@ -1,45 +1,44 @@
-"""Administration of the approver, on its database directly (same MODELGATE_* environment as the service).
+"""Break-glass administration of the approver, on its database directly (same MODELGATE_* environment as the
+service). Principals are managed over HTTP with an admin's token (`modelgate principals ...`); this is for
+when no admin token is at hand.
 
-    python -m services.approver.admin add-approver lee --group ml-leads     # prints lee's token, once
-    python -m services.approver.admin rotate-token lee
-    python -m services.approver.admin set-groups lee --group ml-leads --group model-risk
-    python -m services.approver.admin disable lee
-    python -m services.approver.admin list
-    python -m services.approver.admin link <approval_id> lee                 # a signed decision link
+    python -m services.approver.admin admin-token                 # a new token for the admin principal
+    python -m services.approver.admin link <approval_id> lee       # a signed decision link
     python -m services.approver.admin check-policy services/approver/policy.yaml
+
+What it changes is audited under `break-glass:<os user>@<host>`: the person at the database's machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from services.approver import auth, links
-from services.approver.models import ApprovalRequest, Approver
+from services.approver.models import ApprovalRequest, Principal
 from services.approver.policy import PolicyError, load_policy, parse_duration
 from services.approver.settings import ApproverSettings
 from shared.aws import AwsClients
 from shared.db import UnitOfWork, make_engine
 from shared.errors import Refused
+from shared.identity import Kind, Role
 from shared.migrations import prepare_database
 
-app = typer.Typer(help="Administer the modelgate approver: approvers, tokens, decision links, policy.", no_args_is_help=True)
+app = typer.Typer(help="Break-glass administration of the modelgate approver: admin tokens, decision links, policy.", no_args_is_help=True)
 console = Console()
 T = TypeVar("T")
-Groups = Annotated[list[str], typer.Option("--group", "-g", help="An approver group (repeat for several)")]
 
 
 def actor() -> str:
-    return f"admin:{getpass.getuser()}"
+    return f"break-glass:{getpass.getuser()}@{socket.gethostname()}"
 
 
 def in_database(work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
@@ -63,49 +62,32 @@ def in_database(work: Callable[[UnitOfWork], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
-def show_token(name: str, token: str) -> None:
-    console.print(f"token of [bold]{name}[/] (shown once; only its hash is kept):")
+@app.command("admin-token")
+def admin_token(
+    name: Annotated[str, typer.Argument(help="The admin principal (created when missing)")] = auth.ADMIN,
+    revoke_others: Annotated[bool, typer.Option(help="Revoke the principal's other tokens")] = False,
+) -> None:
+    """Print a new token of an admin principal, creating it if needed (when no admin token is at hand)."""
+
+    async def work(uow: UnitOfWork) -> str:
+        settings = ApproverSettings()
+        async with AwsClients(settings, ("secretsmanager",)) as clients:
+            pepper = await links.load_or_create_key(clients["secretsmanager"], settings.token_pepper_secret_name)
+        row = await uow.session.get(Principal, name)
+        if row is None:
+            _, token, _ = await auth.add_principal(uow, pepper, actor(), name=name, kind=Kind.PERSON, roles=[Role.ADMIN],
+                                                   teams=[], groups=[], oidc_subject=None, ttl=None)
+            return token or ""
+        if Role.ADMIN not in row.roles or row.disabled_at is not None:
+            raise ValueError(f"{name} is not an enabled admin; pick another name to create a new admin")
+        if revoke_others:
+            await auth.revoke(uow, name, actor())
+        token, _ = await auth.issue(uow, pepper, name, actor(), None)
+        return token
+
+    token = in_database(work)
+    console.print(f"token of [bold]{name}[/] (shown once; only its digest is kept):")
     print(token)
-
-
-@app.command("add-approver")
-def add_approver(name: str, group: Groups) -> None:
-    """Add an approver in one or more groups, and print their API token."""
-    show_token(name, in_database(lambda uow: auth.add_approver(uow, name, group, actor())))
-
-
-@app.command("rotate-token")
-def rotate_token(name: str) -> None:
-    """Give an approver a new token (the old one stops working), and print it."""
-    show_token(name, in_database(lambda uow: auth.rotate_token(uow, name, actor())))
-
-
-@app.command("set-groups")
-def set_groups(name: str, group: Groups) -> None:
-    """Replace the groups an approver is in."""
-    in_database(lambda uow: auth.set_groups(uow, name, group, actor()))
-    console.print(f"{name} is in {', '.join(sorted(set(group)))}")
-
-
-@app.command()
-def disable(name: str) -> None:
-    """Disable an approver: their token stops working (rotate-token enables them again)."""
-    in_database(lambda uow: auth.disable(uow, name, actor()))
-    console.print(f"{name} is disabled")
-
-
-@app.command("list")
-def list_approvers() -> None:
-    """The approvers, their groups, and whether they can sign in."""
-
-    async def approvers(uow: UnitOfWork) -> list[Approver]:
-        return list((await uow.session.scalars(select(Approver).order_by(Approver.name))).all())
-
-    table = Table("approver", "groups", "state")
-    for a in in_database(approvers):
-        state = "disabled" if a.disabled_at else ("active" if a.token_hash else "no token")
-        table.add_row(a.name, ", ".join(a.groups), state)
-    console.print(table)
 
 
 @app.command()
@@ -119,7 +101,7 @@ def link(
     lifetime = parse_duration(ttl) if ttl else settings.link_ttl
 
     async def check(uow: UnitOfWork) -> None:
-        await auth.enabled_approver(uow, approver)
+        await auth.enabled_principal(uow, approver)
         if await uow.session.get(ApprovalRequest, approval_id) is None:
             raise ValueError(f"no approval request {approval_id}")
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import structlog
 from sqlalchemy.exc import IntegrityError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
-from pathlib import Path
-
 from services.approver import auth, handlers
-from services.approver.auth import ApproverAuthenticator
 from services.approver.approvals import Urls
+from services.approver.auth import ApproverAuthenticator
 from services.approver.context import Approver
 from services.approver.expiry import ExpiryWorker
 from services.approver.links import LinkSigner, load_or_create_key
@@ -20,6 +22,8 @@ from services.console import console_router
 from shared.oidc import OidcVerifier
 from shared.runtime import Runtime, Wiring
 from shared.wiring import inject
+
+log = structlog.get_logger()
 
 #: Event type -> its handler.
 HANDLERS = {
@@ -60,12 +64,24 @@ def oidc_verifier(settings: ApproverSettings) -> OidcVerifier | None:
 async def first_admin(runtime: Runtime[ApproverSettings], pepper: bytes) -> None:
     """On the very first start, the admin principal, its token written to MODELGATE_ADMIN_TOKEN_FILE (replicas
     starting together race: one creates it, the others find it)."""
-    if runtime.settings.admin_token_file == "none":
+    settings = runtime.settings
+    if settings.admin_token_file == "none" and not settings.admin_token_secret_name:
         return
     async for attempt in AsyncRetrying(stop=stop_after_attempt(3), retry=retry_if_exception_type(IntegrityError), reraise=True):
         with attempt:
             async with runtime.uow() as uow:
                 token = await auth.ensure_admin(uow, pepper)
                 await uow.commit()
-    if token:
-        auth.write_token_file(Path(runtime.settings.admin_token_file), token)
+    if token and settings.admin_token_secret_name:
+        await store_secret(runtime.aws["secretsmanager"], settings.admin_token_secret_name, token)
+    elif token:
+        auth.write_token_file(Path(settings.admin_token_file), token)
+
+
+async def store_secret(secretsmanager: Any, name: str, value: str) -> None:
+    """Puts `value` in the secret `name`, creating the secret when it does not exist yet."""
+    try:
+        await secretsmanager.put_secret_value(SecretId=name, SecretString=value)
+    except secretsmanager.exceptions.ResourceNotFoundException:
+        await secretsmanager.create_secret(Name=name, SecretString=value, Description="The modelgate admin's first token")
+    log.info("admin_token_stored", secret=name)

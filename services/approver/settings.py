@@ -16,6 +16,9 @@ class ApproverSettings(ServiceSettings):
     admin_token_file: str = Field(
         "", description="Where the first start writes the admin principal's token (0600); default var/<namespace>-admin.token. 'none': nowhere."
     )
+    admin_token_secret_name: str = Field(
+        "", description="On AWS: the Secrets Manager secret the first start writes the admin token to (instead of a file)."
+    )
     token_pepper_secret_name: str = Field(
         "", description="Secrets Manager secret with the pepper of token digests; default <namespace>/approver/token-pepper."
     )

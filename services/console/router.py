@@ -12,14 +12,26 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
+import httpx
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from services.console.plots import MetricRow, confusion_svg, metric_bars_svg, plots_of, roc_svg
-from services.console.session import COOKIE, SignedIn, approver_api, identify, signed_in
+from services.console.session import (
+    COOKIE,
+    SignedIn,
+    check_csrf,
+    check_same_origin,
+    end_session,
+    original_scheme,
+    signed_in,
+    start_session,
+)
 from shared.client import ApiError, Approver, Deployer, Registrar, ServiceError, live_by_stage
+from shared.errors import Refused
+from shared.http import runtime_of
 
 Me = Annotated[SignedIn, Depends(signed_in)]
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
@@ -36,9 +48,15 @@ class Backends:
     deployer: Deployer
 
 
+def approver_api(request: Request, me: SignedIn) -> Approver:
+    """The approver's own API, called in-process: the console's decisions take exactly the API's path."""
+    return Approver("http://approver", transport=httpx.ASGITransport(app=request.app), token=me.token)
+
+
 @asynccontextmanager
-async def backends(request: Request) -> AsyncIterator[Backends]:
-    found = Backends(Registrar(), approver_api(request), Deployer())
+async def backends(request: Request, me: SignedIn) -> AsyncIterator[Backends]:
+    """The three APIs, called with the session as the credential (the other services verify it too)."""
+    found = Backends(Registrar(token=me.token), approver_api(request, me), Deployer(token=me.token))
     try:
         yield found
     finally:
@@ -98,23 +116,30 @@ async def login_page(request: Request, next: str = "/console/approvals") -> HTML
 async def login(request: Request) -> Response:
     form = await _form(request)
     target = form.get("next") or "/console/approvals"
-    if not target.startswith("/console"):  # never redirect off-site
+    if not target.startswith("/console/") or target.startswith("//"):  # never redirect off-site
         target = "/console/approvals"
-    token = form.get("token", "").strip()
     try:
+        check_same_origin(request)
+        token = form.get("token", "").strip()
         if not token:
-            raise ApiError("approver", 401, "paste your approver token")
-        who = await identify(request, token)
-    except ApiError as refused:
-        return _page(request, "login.html", None, status_code=refused.status, next=target, error=refused.detail)
+            raise Refused(401, "paste your modelgate API token")
+        secret = await start_session(request, token)
+    except Refused as refused:
+        headers = {"Retry-After": str(refused.retry_after)} if hasattr(refused, "retry_after") else None
+        page = _page(request, "login.html", None, status_code=refused.status, next=target, error=refused.message)
+        page.headers.update(headers or {})
+        return page
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, who.token, httponly=True, samesite="strict", path="/console",
-                        secure=request.url.scheme == "https", max_age=12 * 3600)
+    response.set_cookie(COOKIE, secret, httponly=True, samesite="strict", path="/console",
+                        secure=original_scheme(request) == "https",
+                        max_age=int(runtime_of(request).settings.session_ttl.total_seconds()))
     return response
 
 
 @router.post("/logout")
-async def logout() -> RedirectResponse:
+async def logout(request: Request, me: Me) -> RedirectResponse:
+    check_csrf(request, me, await _form(request))
+    await end_session(request)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -122,7 +147,7 @@ async def logout() -> RedirectResponse:
 
 @router.get("/approvals", response_class=HTMLResponse)
 async def approvals(request: Request, me: Me) -> HTMLResponse:
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             pending, yours, decided = await asyncio.gather(
                 api.approver.approvals("pending"), api.approver.approvals("pending", approver=me.name),
@@ -138,7 +163,7 @@ async def approvals(request: Request, me: Me) -> HTMLResponse:
 
 async def _approval_page(request: Request, me: SignedIn, approval_id: str, error: str | None = None,
                          status_code: int = 200) -> HTMLResponse:
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             approval = await api.approver.approval(approval_id)
             group, version = approval["group"], approval["version"]
@@ -173,12 +198,13 @@ async def approval(request: Request, approval_id: str, me: Me) -> HTMLResponse:
 @router.post("/approvals/{approval_id}/decision", response_model=None)
 async def decide(request: Request, approval_id: str, me: Me) -> Response:
     form = await _form(request)
+    check_csrf(request, me, form)
     decision = form.get("decision")
     if decision not in ("approve", "reject"):
         return await _approval_page(request, me, approval_id, "Choose approve or reject.", 422)
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
-            decided = await api.approver.decide(approval_id, decision, form.get("comment", "").strip() or None, me.token)
+            decided = await api.approver.decide(approval_id, decision, form.get("comment", "").strip() or None)
         except ApiError as refused:  # the approver's own reason: self-approval, wrong group, no comment, ...
             return await _approval_page(request, me, approval_id, refused.detail, refused.status)
         except ServiceError as exc:
@@ -189,7 +215,7 @@ async def decide(request: Request, approval_id: str, me: Me) -> Response:
 
 @router.get("/catalog", response_class=HTMLResponse)
 async def catalog(request: Request, me: Me) -> HTMLResponse:
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             groups, deployments, stages = await asyncio.gather(
                 api.registrar.groups(), api.deployer.deployments(), stage_names(api)
@@ -202,7 +228,7 @@ async def catalog(request: Request, me: Me) -> HTMLResponse:
 
 @router.get("/groups/{group}", response_class=HTMLResponse)
 async def group_page(request: Request, group: str, me: Me) -> HTMLResponse:
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             versions, deployments, stages = await asyncio.gather(
                 api.registrar.versions(group), api.deployer.deployments(group), stage_names(api)
@@ -217,7 +243,7 @@ async def group_page(request: Request, group: str, me: Me) -> HTMLResponse:
 @router.get("/groups/{group}/versions/{version}", response_class=HTMLResponse)
 async def version_page(request: Request, group: str, version: int, me: Me,
                        decided: str | None = None) -> HTMLResponse:
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             record, history, deployments, waiting, stages = await asyncio.gather(
                 api.registrar.version(group, version), api.registrar.history(group, version),
@@ -240,7 +266,7 @@ async def version_page(request: Request, group: str, version: int, me: Me,
 @router.get("/groups/{group}/versions/{version}/stages.json")
 async def stages_json(request: Request, group: str, version: int, me: Me) -> JSONResponse:
     """What the version page polls to show a deployment as soon as it happens."""
-    async with backends(request) as api:
+    async with backends(request, me) as api:
         try:
             record = await api.registrar.version(group, version)
         except ServiceError as exc:

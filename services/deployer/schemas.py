@@ -59,5 +59,5 @@ class DeploymentOut(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    requested_by: str = Field("api", min_length=1, max_length=200, description="Who asks (kept in the audit trail).")
+    requested_by: str | None = Field(None, max_length=200, description="Optional: your own name (the credential names who asks).")
     reason: str | None = Field(None, max_length=4000, description="Why (kept in the audit trail).")

@@ -235,16 +235,14 @@ async def register(
     idempotency_key: str | None = None,
     team: str | None = None,
 ) -> ModelVersion:
-    """Adds the next version of `group`, records it in its history and announces it; the caller commits.
-
-    With an idempotency key already used for the same body, returns that version and changes nothing.
-    """
+    """Adds the next version of `group` (a new group gets `team`), records it in its history and announces
+    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py). With an
+    idempotency key already used for the same body, returns that version and changes nothing."""
     session = uow.session
     if idempotency_key:
         previous = await _replay(session, idempotency_key, reg.fingerprint(group))
         if previous is not None:
             return previous
-    assert reg.registered_by, "the route sets registered_by to the caller's principal"
     number = await _next_version(session, group, auto_create_group, team)
     version = ModelVersion(
         id=model_version_id(group, number),

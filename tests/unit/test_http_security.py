@@ -17,6 +17,7 @@ from fastapi import APIRouter
 from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.console.router import templates
 from shared.http import SECURITY_HEADERS, build_app
+from shared.settings import ServiceSettings
 from shared.runtime import Wiring
 
 TEMPLATES = Path(__file__).parents[2] / "services" / "console" / "templates"
@@ -33,7 +34,7 @@ async def list_things() -> dict[str, list[str]]:
 
 @pytest.fixture
 async def client():
-    runtime = SimpleNamespace(settings=SimpleNamespace(service="approver"))
+    runtime = SimpleNamespace(settings=ServiceSettings(service="approver", database_url="sqlite+aiosqlite://"))
     app = build_app(runtime, Wiring(handlers={}, routers=[*APPROVER_ROUTERS, things]))  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://approver") as client:
         yield client

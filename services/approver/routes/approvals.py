@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from sqlalchemy.exc import IntegrityError
 
 from services.approver import links
 from services.approver.approvals import PENDING, decide
+from services.approver.auth import principal_of
 from services.approver.context import Approver as ApproverParts
 from services.approver.deps import ApproverDep, refusal
-from services.approver.auth import principal_of
 from services.approver.models import ApprovalRequest, KnownVersion
 from services.approver.models import Principal as PrincipalRow
 from services.approver.schemas import ApprovalOut, DecisionIn

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.approver.deps import ApproverDep
-from shared.http import CurrentPrincipal
-from shared.identity import Principal
 from services.approver.policy import format_duration
 from services.approver.schemas import StageOut
+from shared.http import CurrentPrincipal
+from shared.identity import Principal
 
 router = APIRouter()
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy import or_, select
 
+from services.registrar import access
 from services.registrar.catalog import (
     GroupChange,
     GroupExists,
@@ -15,7 +16,6 @@ from services.registrar.catalog import (
     change_group,
     create_group,
 )
-from services.registrar import access
 from services.registrar.deps import GroupName, ReadableErrors
 from services.registrar.models import ModelGroup
 from services.registrar.schemas import GroupOut, GroupPage

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy.exc import IntegrityError
 
-from services.registrar.catalog import IdempotencyConflict, Registration, UnknownGroup, register
 from services.registrar import access
+from services.registrar.catalog import IdempotencyConflict, Registration, UnknownGroup, register
 from services.registrar.deps import GroupName, ReadableErrors, RegistrarDep
 from services.registrar.models import ModelGroup, ModelVersion
 from services.registrar.schemas import VersionOut, VersionPage
