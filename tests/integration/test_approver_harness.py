@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.approver import auth
+from services.approver.auth import ApproverAuthenticator
 from services.approver.approvals import Urls, decide
 from services.approver.audit import AuditOut, entries
 from services.approver.bootstrap import HANDLERS
@@ -38,13 +39,16 @@ from shared.events import (
     utcnow,
 )
 from shared.http import build_app
+from shared.identity import Kind
 from shared.migrations import prepare_database
 from shared.runtime import Runtime, Wiring
 from shared.wiring import inject
 
-TOKENS = {"lee": "lee-token-0123456789", "kim": "kim-token-0123456789", "raj": "raj-token-0123456789", "ana": "ana-token-0123456789", "rob": "rob-token-0123456789"}
 GROUPS = {"lee": ["ml-leads"], "kim": ["model-risk"], "raj": ["model-risk"], "ana": ["ml-leads", "model-risk"], "rob": ["risk-committee"]}
+ROLES = {"ana": ["registrant"], "admin": ["admin"], "audrey": ["auditor"]}
+TOKENS: dict[str, str] = {}  # name -> API token, issued by Approver.start (only their digests are stored)
 LINK_KEY = b"k" * 32
+PEPPER = b"p" * 32
 URLS = Urls("http://approver.test", "http://console.test")
 
 
@@ -67,7 +71,11 @@ class Approver:
         await prepare_database(engine, "approver")
         approver = cls(engine, async_sessionmaker(engine, expire_on_commit=False), policy or load_policy(DEFAULT_POLICY))
         async with approver.uow() as uow:
-            await auth.seed(uow, TOKENS, GROUPS)
+            for name in sorted({*GROUPS, *ROLES}):
+                _, TOKENS[name], _ = await auth.add_principal(  # type: ignore[assignment]
+                    uow, PEPPER, "test", name=name, kind=Kind.PERSON, roles=["viewer", *ROLES.get(name, [])], teams=[],
+                    groups=GROUPS.get(name, []), oidc_subject=None, ttl=None,
+                )
             await uow.commit()
         return approver
 
@@ -161,8 +169,9 @@ class Approver:
         """A client of the approver's HTTP API, served in-process."""
         settings = ApproverSettings(database_url=str(self.engine.url), public_url=URLS.api, console_url=URLS.console or "")
         runtime = Runtime(settings=settings, engine=self.engine, sessionmaker=self.sessionmaker, aws={})
-        parts = ApproverParts(runtime, self.policy, URLS, self.signer)
-        wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts)
+        parts = ApproverParts(runtime, self.policy, URLS, self.signer, PEPPER)
+        authenticator = ApproverAuthenticator(self.sessionmaker, PEPPER, settings)
+        wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts, authenticator=authenticator)
         app = build_app(runtime, wiring)
         return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=URLS.api)
 

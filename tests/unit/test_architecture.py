@@ -106,3 +106,41 @@ def test_every_service_wires_its_handlers_in_one_table(service: str) -> None:
     assert callable(bootstrap.bootstrap)
     main = (ROOT / "services" / service / "__main__.py").read_text()
     assert "serve(" in main and "bootstrap" in main
+
+
+#: /v1 routes whose credential is not a Bearer principal: a signed, expiring, single-use decision link.
+LINK_CREDENTIAL = {("GET", "/v1/approvals/{approval_id}/decision-link"), ("POST", "/v1/approvals/{approval_id}/decision-link")}
+
+
+def _depends_on(dependant, call) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
+
+
+@pytest.mark.parametrize("service", sorted(CONSUMES))
+def test_every_v1_route_takes_the_principal(service: str) -> None:
+    """Secure by default: a route under /v1 that forgets `CurrentPrincipal` fails here (identity, issue 14)."""
+    import importlib
+
+    from fastapi.routing import APIRoute
+
+    from shared.http import current_principal
+
+    module = importlib.import_module(f"services.{service}.bootstrap")
+    routers = getattr(module, "ROUTERS", None) or _routers_of(service)
+    open_routes = []
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute) or not route.path.startswith("/v1"):
+                continue
+            for method in route.methods:
+                if (method, route.path) not in LINK_CREDENTIAL and not _depends_on(route.dependant, current_principal):
+                    open_routes.append(f"{method} {route.path}")
+    assert not open_routes, f"{service}: these /v1 routes take no CurrentPrincipal: {open_routes}"
+
+
+def _routers_of(service: str) -> list:
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(f"services.{service}.routes")
+    return [importlib.import_module(f"{package.__name__}.{m.name}").router for m in pkgutil.iter_modules(package.__path__)]

@@ -27,6 +27,7 @@ from shared.http import build_app
 from shared.runtime import Runtime
 from shared.topology import CONSUMES
 from tests.factories import sample_events
+from tests.principals import AUDITOR, StaticAuthenticator, bearer
 
 HOOK = "https://hooks.example.com/services/T000/B000/secret-token"
 
@@ -243,7 +244,7 @@ async def test_the_bootstrap_wires_every_consumed_event_to_the_handler_a_worker_
     await create_tables(engine)
     settings = NotifierSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/boot.db", webhook_url=None)
     runtime = Runtime(settings, engine, async_sessionmaker(reading(engine), expire_on_commit=False), aws={})
-    wiring = await bootstrap(runtime)
+    wiring = await bootstrap(runtime, authenticator=StaticAuthenticator())
     assert set(wiring.handlers) == set(CONSUMES["notifier"])
     event = event_of("Deployed")
     await dispatch(event, wiring.handlers["Deployed"], runtime.uow)
@@ -251,7 +252,8 @@ async def test_the_bootstrap_wires_every_consumed_event_to_the_handler_a_worker_
     (worker,) = wiring.workers
     task = asyncio.create_task(worker.run(stop))
     app = build_app(runtime, wiring)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://notifier",
+                                 headers=bearer(AUDITOR)) as client:
         for _ in range(100):
             rows = (await client.get("/v1/deliveries", params={"event_id": event.event_id})).json()
             if rows and all(r["status"] == "sent" for r in rows):

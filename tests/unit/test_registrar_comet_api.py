@@ -16,18 +16,19 @@ from services.registrar.bootstrap import bootstrap
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.settings import RegistrarSettings
 from shared.http import build_app
+from tests.principals import ANA, StaticAuthenticator, bearer
 
 pytestmark = pytest.mark.timeout(120)
 
-BODY = {"workspace": "acme", "project": "fraud", "experiment_key": "abc", "registered_by": "ana@example.com"}
+BODY = {"workspace": "acme", "project": "fraud", "experiment_key": "abc", }
 
 
 @pytest.fixture
 async def client(tmp_path):
     runtime = SimpleNamespace(settings=RegistrarSettings(database_url=f"sqlite+aiosqlite:///{tmp_path}/r.db"))
-    wiring = await bootstrap(runtime, comet=CometWriteback(None, None))  # type: ignore[arg-type]
+    wiring = await bootstrap(runtime, comet=CometWriteback(None, None), authenticator=StaticAuthenticator())  # type: ignore[arg-type]
     transport = httpx.ASGITransport(app=build_app(runtime, wiring))  # type: ignore[arg-type]
-    return httpx.AsyncClient(transport=transport, base_url="http://registrar")
+    return httpx.AsyncClient(transport=transport, base_url="http://registrar", headers=bearer(ANA))
 
 
 async def test_without_a_comet_api_key_the_route_says_what_to_set(client, monkeypatch, tmp_path) -> None:
