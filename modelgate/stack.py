@@ -48,10 +48,22 @@ class Stack:
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
 
+    def admin_token_file(self) -> Path:
+        """Where the approver's first start leaves the admin principal's token (mode 0600)."""
+        return self.run_dir / f"{self.namespace}-admin.token"
+
+    def admin_token(self) -> str:
+        path = self.admin_token_file()
+        if not path.is_file():
+            raise StackError(f"no admin token at {path}: the approver writes it on its very first start "
+                             "(else: python -m services.approver.admin admin-token)")
+        return path.read_text().strip()
+
     def env(self, service: str) -> dict[str, str]:
         env = {**os.environ, **service_env(service, endpoint=self.endpoint, namespace=self.namespace)}
         env["MODELGATE_HTTP_PORT"] = str(self.ports[service])
         env.update({f"MODELGATE_{other.upper()}_URL": self.url(other) for other in self.ports})  # for the console
+        env["MODELGATE_ADMIN_TOKEN_FILE"] = str(self.admin_token_file())
         if service in self.database_urls:
             env["MODELGATE_DATABASE_URL"] = self.database_urls[service]
         env.update(self.extra_env)

@@ -8,6 +8,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from modelgate import stack as stack_mod
@@ -54,6 +55,28 @@ def webhook():
     receiver.close()
 
 
+#: The people of the e2e system: ana registers (team ml), lee approves test and operates, kim and raj approve
+#: prod. ana is also in both approver groups, so that only "nobody approves their own model" refuses her.
+PRINCIPALS = {
+    "ana": {"roles": ["registrant"], "teams": ["ml"], "groups": ["ml-leads", "model-risk"]},
+    "lee": {"roles": ["viewer", "operator"], "groups": ["ml-leads"]},
+    "kim": {"roles": ["viewer"], "groups": ["model-risk"]},
+    "raj": {"roles": ["viewer"], "groups": ["model-risk"]},
+}
+
+
+def add_principals(stack: Stack) -> dict[str, str]:
+    """Adds PRINCIPALS with the admin token the approver wrote; name -> token (admin included)."""
+    admin = stack.admin_token()
+    tokens = {"admin": admin}
+    for name, fields in PRINCIPALS.items():
+        response = httpx.post(f"{stack.url('approver')}/v1/principals", json={"name": name, **fields},
+                              headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert response.status_code == 201, response.text
+        tokens[name] = response.json()["token"]
+    return tokens
+
+
 @pytest.fixture
 def system_env() -> dict[str, str]:
     """More environment for the services of `system`; a test module overrides it (e.g. deployment targets)."""
@@ -62,8 +85,8 @@ def system_env() -> dict[str, str]:
 
 @pytest.fixture
 def system(localstack_endpoint, tmp_path, webhook, system_env):
-    tokens = {"lee": "lee-token", "kim": "kim-token", "raj": "raj-token", "ana": "ana-token"}
-    groups = {"lee": ["ml-leads"], "kim": ["model-risk"], "raj": ["model-risk"], "ana": ["ml-leads", "model-risk"]}
+    """The system, with the principals of PRINCIPALS made by its admin; `system.tokens[name]` is each one's
+    token and `system.headers(name)` its Authorization header."""
     stack = Stack(
         namespace=f"e2e{uuid.uuid4().hex[:8]}",
         endpoint=localstack_endpoint,
@@ -72,13 +95,13 @@ def system(localstack_endpoint, tmp_path, webhook, system_env):
         database_urls={service: f"sqlite+aiosqlite:///{tmp_path}/{service}.db" for service in SERVICES},
         extra_env={
             "MODELGATE_WEBHOOK_URL": webhook.url,
-            "MODELGATE_APPROVER_TOKENS": json.dumps(tokens),
-            "MODELGATE_APPROVER_GROUPS": json.dumps(groups),
             "MODELGATE_POLL_WAIT_SECONDS": "5",
             **system_env,
         },
     )
     stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
+    stack.tokens = add_principals(stack)  # type: ignore[attr-defined]
+    stack.headers = lambda who: {"Authorization": f"Bearer {stack.tokens[who]}"}  # type: ignore[attr-defined]
     yield stack
     stack_mod.down(stack, with_localstack=False, progress=lambda message: None)
     for service in SERVICES:  # make failures readable: the tail of each service's log

@@ -39,7 +39,7 @@ async def test_twenty_concurrent_versions_all_reach_dev_each_deployed_and_announ
     # version wins a stage and older concurrent approvals are recorded as superseded (tests/e2e/test_deploy_*).
     artifact = upload_artifact(system, "fraud/model.bin")
     groups = [f"fraud-{n:02d}" for n in range(20)]
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         registered = await asyncio.gather(*(register(client, system, group, artifact) for group in groups))
         assert {r["model_version_id"] for r in registered} == {f"{group}/1" for group in groups}
 
@@ -71,7 +71,7 @@ async def test_twenty_concurrent_versions_all_reach_dev_each_deployed_and_announ
 
 async def test_a_person_approves_test_over_http_and_it_deploys(system):
     artifact = upload_artifact(system, "churn/model.bin")
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         version = await register(client, system, "churn", artifact, by="ana")
 
         async def pending_test_approval():
@@ -80,11 +80,11 @@ async def test_a_person_approves_test_over_http_and_it_deploys(system):
 
         approval = (await eventually(pending_test_approval, timeout=30))[0]
         decide = f"{system.url('approver')}/v1/approvals/{approval['approval_id']}/decision"
-        refused = await client.post(decide, json={"decision": "approve"}, headers={"Authorization": "Bearer ana-token"})
+        refused = await client.post(decide, json={"decision": "approve"}, headers=system.headers("ana"))
         assert refused.status_code == 403 and "cannot approve" in refused.json()["detail"]
-        anonymous = await client.post(decide, json={"decision": "approve"})
+        anonymous = await client.post(decide, json={"decision": "approve"}, headers={"Authorization": ""})
         assert anonymous.status_code == 401
-        ok = await client.post(decide, json={"decision": "approve", "comment": "lgtm"}, headers={"Authorization": "Bearer lee-token"})
+        ok = await client.post(decide, json={"decision": "approve", "comment": "lgtm"}, headers=system.headers("lee"))
         assert ok.status_code == 200, ok.text
 
         async def deployed_to_test():
