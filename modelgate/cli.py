@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
-from modelgate.commands import catalog, decisions, deployments, dlq, events
+from modelgate.commands import catalog, decisions, deployments, dlq, events, principals
 from modelgate.stack import Stack, StackError
 
 app = typer.Typer(
@@ -37,6 +37,8 @@ def up(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
     console.print("[green]modelgate is up[/]; logs in var/log/, stop with 'modelgate down'")
+    console.print(f"the admin's token is in {Stack(namespace=namespace).admin_token_file()} (the CLI uses it by itself); "
+                  "add people with 'modelgate principals add NAME'")
 
 
 @app.command()
@@ -80,6 +82,7 @@ for command in (
     app.command()(command)
 app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(principals.app, name="principals")
 
 
 if __name__ == "__main__":

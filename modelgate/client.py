@@ -8,7 +8,10 @@ from shared.client import (
     Registrar,
     ServiceError,
     Unreachable,
+    find_token,
     live_by_stage,
+    token_file,
 )
 
-__all__ = ["ApiError", "Approver", "Clients", "Deployer", "Registrar", "ServiceError", "Unreachable", "live_by_stage"]
+__all__ = ["ApiError", "Approver", "Clients", "Deployer", "Registrar", "ServiceError", "Unreachable", "find_token", "live_by_stage",
+           "token_file"]

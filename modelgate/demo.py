@@ -1,9 +1,12 @@
 """`modelgate demo`: the fraud-detection story, end to end on LocalStack, printed as it happens.
 
 Synthetic card transactions (0.17% fraud) -> raw and preprocessed dataset versions in S3 -> two XGBoost runs
-logged to Comet offline -> the better one registered from its archive -> approved for dev by policy ->
-deployed to dev on the local inference target -> the held-out test set scored through the endpoint -> the
-pending test approval, and how to give it. The ML parts are in modelgate/fraud/.
+logged to Comet offline -> the better one registered from its archive by ana (a registrant of team fraud)
+-> approved for dev by policy -> deployed to dev on the local inference target -> the held-out test set
+scored through the endpoint -> approved for test by lee (ml-leads) -> approved for prod by kim and raj
+(model-risk; neither is the registrant) -> the notifications of each stage. The demo's principals are made
+with the admin token `make up` leaves in var/<namespace>-admin.token (no fixed token). The ML parts are in
+modelgate/fraud/.
 """
 
 from __future__ import annotations
@@ -33,8 +36,16 @@ from shared.topology import bucket_name, parameter_name
 console = Console()
 
 GROUP = "fraud-detector"
-REGISTRANT = "ana@example.com"
-DEMO_APPROVER, DEMO_APPROVER_GROUP, DEMO_TOKEN = "lee", "ml-leads", "lee-demo-token"
+REGISTRANT = "ana"
+TEAM = "fraud"
+#: The demo's people: who registers, who approves test (ml-leads), who approves prod (two of model-risk).
+PEOPLE = {
+    REGISTRANT: {"roles": ["registrant"], "teams": [TEAM]},
+    "lee": {"roles": ["viewer"], "groups": ["ml-leads"]},
+    "kim": {"roles": ["viewer"], "groups": ["model-risk"]},
+    "raj": {"roles": ["viewer"], "groups": ["model-risk"]},
+}
+PROMOTIONS = (("test", ("lee",)), ("prod", ("kim", "raj")))
 DATASET = "creditcard-transactions"
 
 
@@ -51,7 +62,10 @@ class DemoResult:
     endpoint_url: str | None = None
     runs: dict[str, dict[str, float]] = field(default_factory=dict)  # run -> validation metrics
     test_metrics: dict[str, float] = field(default_factory=dict)  # scored through the endpoint
-    pending_approval_id: str | None = None
+    pending_approval_id: str | None = None  # the test approval dev's deployment asked for
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> its status at the end
+    approvals: dict[str, list[str]] = field(default_factory=dict)  # stage -> who approved it
+    notifications: list[dict[str, Any]] = field(default_factory=list)  # what the notifier sent, in order
     seconds: float = 0.0
 
     def __bool__(self) -> bool:
@@ -72,8 +86,7 @@ def run_demo(stack: Stack, keep_running: bool = False, timeout: float = 120.0, g
             _configure(stack, run_dir)
             with step("starting LocalStack and the four services"):
                 stack_mod.up(stack, progress=lambda m: console.print(f"  [dim]•[/] {m}"))
-        approver_token = None if already_up else DEMO_TOKEN
-        _Story(stack, group, run_dir, result, timeout, already_up or keep_running, approver_token).tell()
+        _Story(stack, group, run_dir, result, timeout).tell()
         result.completed = True
     except DemoFailed as exc:
         console.print(f"[red]✗ {exc}[/]")
@@ -90,13 +103,11 @@ def run_demo(stack: Stack, keep_running: bool = False, timeout: float = 120.0, g
 
 
 def _configure(stack: Stack, run_dir: Path) -> None:
-    """The demo's system: dev deploys to the local inference target, one demo approver for test, and fresh
-    databases (a system the demo starts holds only its own story). Settings already given are kept."""
+    """The demo's system: dev deploys to the local inference target, and fresh databases (a system the demo
+    starts holds only its own story, and its approver writes a new admin token). Settings given are kept."""
     env = {
         "MODELGATE_TARGETS": json.dumps({"dev": "local"}),
         "MODELGATE_LOCAL_RUN_DIR": str(run_dir / "inference"),
-        "MODELGATE_APPROVER_TOKENS": json.dumps({DEMO_APPROVER: DEMO_TOKEN}),
-        "MODELGATE_APPROVER_GROUPS": json.dumps({DEMO_APPROVER: [DEMO_APPROVER_GROUP]}),
         "MODELGATE_POLL_WAIT_SECONDS": "2",
     }
     stack.extra_env = {**env, **stack.extra_env}
@@ -122,22 +133,20 @@ class _Story:
         run_dir: Path,
         result: DemoResult,
         timeout: float,
-        stays_up: bool,
-        approver_token: str | None,
     ):
         self.stack = stack
         self.group = group
         self.run_dir = run_dir
         self.result = result
         self.timeout = timeout
-        self.stays_up = stays_up  # whether the system is still up after the story, for the approval command
-        self.approver_token = approver_token  # the demo approver's, when the demo configured the system
+        self.tokens: dict[str, str] = {}  # person -> their token, made by the admin at the start
         self.bucket = bucket_name(stack.namespace)
         self.s3 = boto_client("s3", stack.endpoint)
         self.http = httpx.Client(timeout=30)
 
     def tell(self) -> None:
         with self.http:
+            self.people()
             datasets, prepared = self.datasets()
             runs, archives = self.experiments(prepared, datasets)
             chosen = train.best(runs)
@@ -148,6 +157,30 @@ class _Story:
             endpoint = self.endpoint(version)
             self.evaluate(endpoint, prepared, chosen)
             self.pending_approval(version)
+            for stage, approvers in PROMOTIONS:
+                self.promote(version, stage, approvers)
+            self.notifications(version)
+
+    # ------------------------------------------------------------ people
+
+    def as_(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def people(self) -> None:
+        """The story's principals, made (or given a new token) with the admin token the approver wrote."""
+        self.tokens["admin"] = self.stack.admin_token()
+        with step(f"adding the people, as admin: {', '.join(PEOPLE)}"):
+            for name, fields in PEOPLE.items():
+                url = f"{self.stack.url('approver')}/v1/principals"
+                made = self.http.post(url, json={"name": name, **fields}, headers=self.as_("admin"))
+                if made.status_code == 409:  # a system already up knows them: a new token of theirs
+                    made = self.http.post(f"{url}/{name}/tokens", headers=self.as_("admin"))
+                if made.status_code != 201:
+                    raise DemoFailed(f"the approver refused to add {name} ({made.status_code}): {made.text}")
+                self.tokens[name] = made.json()["token"]
+        for name, fields in PEOPLE.items():
+            what = ", ".join(f"{k} {'/'.join(v)}" for k, v in fields.items())
+            console.print(f"  [bold]{name}[/]: {what}")
 
     # ------------------------------------------------------------ data
 
@@ -264,7 +297,7 @@ class _Story:
             response = self.http.post(
                 f"{self.stack.url('registrar')}/v1/groups/{self.group}/versions/comet-archive",
                 files={"archive": (archive.name, archive.read_bytes(), "application/zip")},
-                data={"registered_by": REGISTRANT, "model_card": json.dumps(card)},
+                data={"model_card": json.dumps(card)}, headers=self.as_(REGISTRANT),
             )
             if response.status_code != 201:
                 raise DemoFailed(f"the registrar refused the archive ({response.status_code}): {response.text}")
@@ -284,7 +317,7 @@ class _Story:
             deadline = time.monotonic() + self.timeout
             history: list[dict[str, Any]] = []
             while time.monotonic() < deadline:
-                history = self.http.get(url).json()
+                history = self.http.get(url, headers=self.as_(REGISTRANT)).json()
                 seen = {(e["event_type"], e["payload"].get("stage"), e["payload"].get("decision")) for e in history}
                 if {("Deployed", "dev", None), ("ApprovalRequested", "test", None)} <= seen:
                     break
@@ -304,7 +337,8 @@ class _Story:
         console.print(f"Parameter Store [bold]{name}[/] = {json.dumps(json.loads(pointer['Value']), indent=2)}")
 
     def endpoint(self, version: dict[str, Any]) -> str:
-        deployments = self.http.get(f"{self.stack.url('deployer')}/v1/deployments", params={"group": self.group}).json()
+        deployments = self.http.get(f"{self.stack.url('deployer')}/v1/deployments", params={"group": self.group},
+                                    headers=self.as_(REGISTRANT)).json()
         live = [
             d for d in deployments
             if d["stage"] == "dev" and d["model_version_id"] == version["model_version_id"] and d["status"] == "Deployed"
@@ -334,30 +368,83 @@ class _Story:
             table.add_row(label, f"{e.auc:.4f}", f"{e.precision:.3f}", f"{e.recall:.3f}", f"{e.f1:.3f}", str(e.confusion))
         console.print(table)
 
-    def pending_approval(self, version: dict[str, Any]) -> None:
-        pending = self.http.get(f"{self.stack.url('approver')}/v1/approvals", params={"status": "pending"}).json()
-        ours = [a for a in pending if a["model_version_id"] == version["model_version_id"]]
+    def pending_approval(self, version: dict[str, Any], stage: str = "test") -> dict[str, Any]:
+        """The version's pending request for `stage` (waited for), shown with what it needs."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            pending = self.http.get(f"{self.stack.url('approver')}/v1/approvals", headers=self.as_(REGISTRANT),
+                                    params={"status": "pending", "model_version_id": version["model_version_id"]}).json()
+            ours = [a for a in pending if a["stage"] == stage]
+            if ours or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if not ours:
-            raise DemoFailed(f"no pending approval for {version['model_version_id']} after dev")
+            raise DemoFailed(f"no pending {stage} approval for {version['model_version_id']}")
         request = ours[0]
-        self.result.pending_approval_id = request["approval_id"]
-        checks = ", ".join(
-            f"{c['metric']} {c['value']:.4f} {c['op']} {c['threshold']} {'✓' if c['passed'] else '✗'}"
-            for c in request["checks"]
-        )
+        if stage == "test":
+            self.result.pending_approval_id = request["approval_id"]
+        checks = ", ".join(f"{c['metric']} {c['value']:.4f} {c['op']} {c['threshold']} {'✓' if c['passed'] else '✗'}"
+                           for c in request["checks"])
         console.print(
-            f"\n[yellow]pending[/]: {request['stage']} approval [bold]{request['approval_id']}[/] for "
-            f"{request['model_version_id']}: {request['required_approvals']} approver(s) from "
-            f"'{request['approver_group']}', not {request['registered_by']}" + (f"; checks: {checks}" if checks else "")
+            f"\n[yellow]pending[/]: {stage} approval [bold]{request['approval_id']}[/] for {request['model_version_id']}: "
+            f"{request['required_approvals']} approver(s) from '{request['approver_group']}', not "
+            f"{request['registered_by']}" + (f"; checks: {checks}" if checks else "")
         )
-        who = f"{DEMO_APPROVER}, the demo's approver in" if self.approver_token else "an approver in"
-        console.print(
-            ("  approve it" if self.stays_up else "  to approve it, run `modelgate demo --keep-running`, then")
-            + f" as {who} '{request['approver_group']}':\n"
-            f"    MODELGATE_TOKEN={self.approver_token or '<your token>'} modelgate approve {request['approval_id']} "
-            '-c "AUC and recall hold on the test set"\n'
-            f"  and follow it with: modelgate show {self.group} {version['version']}"
-        )
+        return request
+
+    def promote(self, version: dict[str, Any], stage: str, approvers: tuple[str, ...]) -> None:
+        """Each approver decides over the API with their own token; then the stage is deployed."""
+        request = self.pending_approval(version, stage)
+        refused = self.decide(request, REGISTRANT)
+        console.print(f"  {REGISTRANT} tries to approve her own version: [red]{refused.status_code}[/] "
+                      f"{refused.json()['detail']}")
+        for who in approvers:
+            decided = self.decide(request, who)
+            if decided.status_code != 200:
+                raise DemoFailed(f"{who}'s approval was refused ({decided.status_code}): {decided.text}")
+            body = decided.json()
+            console.print(f"  {who} approves: {len(body['approved_by'])} of {body['required_approvals']} -> {body['status']}")
+        self.result.approvals[stage] = list(approvers)
+        with step(f"waiting for the deployment to {stage}"):
+            status = self.stage_status(version, stage)
+        self.result.stages[stage] = status
+        if status != "Deployed":
+            raise DemoFailed(f"{version['model_version_id']} did not reach {stage}: {status}")
+        console.print(f"  {stage} serves [green]{version['model_version_id']}[/]")
+
+    def decide(self, request: dict[str, Any], who: str) -> httpx.Response:
+        return self.http.post(f"{self.stack.url('approver')}/v1/approvals/{request['approval_id']}/decision",
+                              json={"decision": "approve", "comment": "AUC and recall hold on the test set"},
+                              headers=self.as_(who))
+
+    def stage_status(self, version: dict[str, Any], stage: str) -> str:
+        url = f"{self.stack.url('registrar')}/v1/groups/{self.group}/versions/{version['version']}"
+        deadline = time.monotonic() + self.timeout
+        status = ""
+        while time.monotonic() < deadline:
+            status = self.http.get(url, headers=self.as_(REGISTRANT)).json()["stages"].get(stage, "")
+            if status in ("Deployed", "DeploymentFailed"):
+                break
+            time.sleep(0.2)
+        return status
+
+    def notifications(self, version: dict[str, Any]) -> None:
+        """What the notifier told people at each step (read as admin: the delivery log names recipients)."""
+        with step("reading the notifications of each stage"):
+            deadline = time.monotonic() + 30
+            while True:
+                rows = self.http.get(f"{self.stack.url('notifier')}/v1/deliveries", headers=self.as_("admin"),
+                                     params={"correlation_id": version["model_version_id"]}).json()
+                if any(r["event_type"] == "Deployed" and "prod" in r["subject"] for r in rows) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+        self.result.notifications = rows
+        table = Table(title=f"notifications of {version['model_version_id']}")
+        for column in ("event", "channel", "to", "status", "subject"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["event_type"], row["channel"], row["recipient"], row["status"], row["subject"])
+        console.print(table)
 
 
 def _pairs(values: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from rich.table import Table
 from modelgate.client import Clients, live_by_stage
 from modelgate.commands.common import (
     JsonOption,
+    TokenOption,
     aws,
     clients,
     console,
@@ -112,9 +112,7 @@ def register(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Retrying with the same key registers once (for scripts).")
     ] = None,
-    by: Annotated[
-        str | None, typer.Option("--by", envvar="MODELGATE_USER", help="Who registers it (default: your user name).")
-    ] = None,
+    token: TokenOption = "",
     json_out: JsonOption = False,
 ) -> None:
     """Register a new version of GROUP from a local file, an S3 URI, or a Comet experiment.
@@ -142,7 +140,6 @@ def register(
         raise typer.BadParameter("Comet needs --comet-workspace and --comet-project too", param_hint="--comet-*")
     metrics = {**_document(metrics_file, "metrics-file"), **_pairs(metric, "metric", number=True)}
     body: dict[str, Any] = {
-        "registered_by": by or getpass.getuser(),
         "metrics": metrics,
         "params": _pairs(param, "param"),
         "tags": {k: str(v) for k, v in _pairs(tag, "tag").items()},
@@ -153,16 +150,16 @@ def register(
         "description": description,
     }
     # from Comet, metrics, params and lineage come from the experiment; the rest may be given here
-    from_comet = {k: body[k] for k in ("registered_by", "framework", "description", "tags", "model_card") if body[k]}
+    from_comet = {k: body[k] for k in ("framework", "description", "tags", "model_card") if body[k]}
     if comet_archive is not None:
-        record = run(_call(lambda mg: mg.registrar.register_comet_archive(group, comet_archive, from_comet)))
+        record = run(_call(lambda mg: mg.registrar.register_comet_archive(group, comet_archive, from_comet), token))
     elif comet is not None:
         online = {"workspace": comet_workspace, "project": comet_project, "experiment_key": comet_experiment,
                   "registry_model": comet_model, "registry_version": comet_model_version, **from_comet}
-        record = run(_call(lambda mg: mg.registrar.register_from_comet(group, online)))
+        record = run(_call(lambda mg: mg.registrar.register_from_comet(group, online), token))
     else:
         body["artifact_uri"] = artifact if artifact is not None else upload(file, group)  # type: ignore[arg-type]
-        record = run(_call(lambda mg: mg.registrar.register(group, body, idempotency_key)))
+        record = run(_call(lambda mg: mg.registrar.register(group, body, idempotency_key), token))
     if json_out:
         print_json(record)
         return
@@ -172,8 +169,8 @@ def register(
     )
 
 
-async def _call(work: Callable[[Clients], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    async with clients() as mg:
+async def _call(work: Callable[[Clients], Awaitable[dict[str, Any]]], token: str = "") -> dict[str, Any]:
+    async with clients(token) as mg:
         return await work(mg)
 
 

@@ -48,7 +48,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts
 TokenOption = Annotated[
     str,
     typer.Option(
-        "--token", envvar="MODELGATE_TOKEN", show_default=False, help="Your approver token (or set MODELGATE_TOKEN)."
+        "--token", envvar="MODELGATE_TOKEN", show_default=False,
+        help="Your modelgate API token or OIDC JWT (or set MODELGATE_TOKEN; locally: var/<namespace>-admin.token).",
     ),
 ]
 
@@ -57,9 +58,10 @@ TokenOption = Annotated[
 transport: httpx.AsyncBaseTransport | None = None
 
 
-def clients() -> Clients:
-    """The service clients a command talks to."""
-    return Clients(transport=transport)
+def clients(token: str | None = None) -> Clients:
+    """The service clients a command talks to, with `token` or else the credential found by
+    shared.client.find_token (MODELGATE_TOKEN, then the local admin token file)."""
+    return Clients(transport=transport, token=token or None)
 
 
 def namespace() -> str:
@@ -98,7 +100,8 @@ def explained() -> Iterator[None]:
     except Unreachable as exc:
         fail(str(exc), ExitCode.UNREACHABLE)
     except ApiError as exc:
-        hint = " (pass --token or set MODELGATE_TOKEN)" if exc.status == 401 else ""
+        hint = " (pass --token or set MODELGATE_TOKEN; an admin makes one with 'modelgate principals add')" \
+            if exc.status == 401 else ""
         fail(f"{exc}{hint}", _api_exit_code(exc))
     except ServiceError as exc:
         fail(str(exc))

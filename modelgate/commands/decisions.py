@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from modelgate.client import Clients
+from modelgate.client import Clients, find_token
 from modelgate.commands.common import (
     ExitCode,
     JsonOption,
@@ -46,7 +46,7 @@ def approvals(
     status: Annotated[Status, typer.Option(help="Which requests.")] = Status.pending,
     group: Annotated[str | None, typer.Option(help="Only this model group.")] = None,
     stage: Annotated[str | None, typer.Option(help="Only this stage.")] = None,
-    mine: Annotated[bool, typer.Option("--mine", help="Only the pending ones you may vote on (needs --token).")] = False,
+    mine: Annotated[bool, typer.Option("--mine", help="Only the pending ones you may vote on.")] = False,
     token: TokenOption = "",
     json_out: JsonOption = False,
 ) -> None:
@@ -58,7 +58,7 @@ def approvals(
       modelgate approvals --stage prod --group fraud-detector
       modelgate approvals --status all --json | jq -r '.[].approval_id'
     """
-    rows = run(_approvals(status.value, group, stage, _need(token) if mine else None))
+    rows = run(_approvals(status.value, group, stage, token, mine))
     if json_out:
         print_json(rows)
         return
@@ -81,10 +81,9 @@ def approvals(
         console.print("decide with: modelgate approve <approval id>  |  modelgate reject <approval id> -c 'why'")
 
 
-async def _approvals(status: str, group: str | None, stage: str | None, token: str | None) -> list[dict[str, Any]]:
-    async with clients() as mg:
-        approver = (await mg.approver.me(token))["name"] if token else None
-        return await mg.approver.approvals(status, group=group, stage=stage, approver=approver)
+async def _approvals(status: str, group: str | None, stage: str | None, token: str, mine: bool) -> list[dict[str, Any]]:
+    async with clients(token) as mg:
+        return await mg.approver.approvals(status, group=group, stage=stage, approver="me" if mine else None)
 
 
 def _print_decision(result: dict[str, Any], json_out: bool) -> None:
@@ -106,7 +105,7 @@ def approve(
     comment: Annotated[str | None, typer.Option("--comment", "-c", help="Why (kept in the audit trail).")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Approve a pending request with your approver token.
+    """Approve a pending request, as the principal of your token.
 
     [bold]Examples[/]
       MODELGATE_TOKEN=... modelgate approve 0b5f...e1
@@ -132,14 +131,15 @@ def reject(
 
 
 def _need(token: str) -> str:
-    if not token:
-        fail("this needs your approver token: pass --token or set MODELGATE_TOKEN", ExitCode.REFUSED)
-    return token
+    found = token or find_token()
+    if not found:
+        fail("this needs your modelgate token: pass --token or set MODELGATE_TOKEN", ExitCode.REFUSED)
+    return found
 
 
 async def _decide(approval_id: str, decision: str, comment: str | None, token: str) -> dict[str, Any]:
-    async with clients() as mg:
-        return await mg.approver.decide(approval_id, decision, comment, token)
+    async with clients(token) as mg:
+        return await mg.approver.decide(approval_id, decision, comment)
 
 
 def promote(
@@ -169,10 +169,10 @@ def promote(
 
 async def _promote(group: str, version: int, stage: str | None, token: str, comment: str | None, wait: bool,
                    timeout: float, json_out: bool) -> dict[str, Any]:
-    async with clients() as mg:
+    async with clients(token) as mg:
         record = await mg.registrar.version(group, version)
         request = await _pending_request(mg, record, stage)
-        decided = await mg.approver.decide(request["approval_id"], "approve", comment, token)
+        decided = await mg.approver.decide(request["approval_id"], "approve", comment)
         if not json_out:
             _print_decision(decided, json_out=False)
         if not wait or decided["status"] != "Approved":

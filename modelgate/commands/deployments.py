@@ -3,42 +3,48 @@
 from __future__ import annotations
 
 import asyncio
-import getpass
 import time
 from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
 
-from modelgate.commands.common import ExitCode, JsonOption, clients, console, fail, print_json, run
+from modelgate.commands.common import (
+    ExitCode,
+    JsonOption,
+    TokenOption,
+    clients,
+    console,
+    fail,
+    print_json,
+    run,
+)
 
 
 def rollback(
     group: Annotated[str, typer.Argument(help="Model group.")],
     stage: Annotated[str, typer.Argument(help="The stage to put back to the version live before.")],
     reason: Annotated[str | None, typer.Option("--reason", "-r", help="Why (kept in the audit trail).")] = None,
-    by: Annotated[
-        str | None, typer.Option("--by", envvar="MODELGATE_USER", help="Who asks (default: your user name).")
-    ] = None,
+    token: TokenOption = "",
     wait: Annotated[bool, typer.Option(help="Wait until the previous version is live again.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds --wait waits.")] = 120.0,
     json_out: JsonOption = False,
 ) -> None:
-    """Put STAGE of GROUP back to the version that was live before, through the deployer.
+    """Put STAGE of GROUP back to the version that was live before, through the deployer (needs the operator
+    role for STAGE; the audit trail names your principal).
 
     [bold]Examples[/]
       modelgate rollback fraud-detector prod -r "precision alarm on the live traffic"
       modelgate rollback fraud-detector dev --no-wait --json
     """
-    result = run(_rollback(group, stage, {"requested_by": by or getpass.getuser(), "reason": reason}, wait, timeout,
-                           quiet=json_out))
+    result = run(_rollback(group, stage, {"reason": reason}, wait, timeout, quiet=json_out, token=token))
     if json_out:
         print_json(result)
 
 
 async def _rollback(group: str, stage: str, body: dict[str, Any], wait: bool, timeout: float,
-                    quiet: bool) -> dict[str, Any]:
-    async with clients() as mg:
+                    quiet: bool, token: str = "") -> dict[str, Any]:
+    async with clients(token) as mg:
         deployment = await mg.deployer.rollback(group, stage, body)
         if not quiet:
             console.print(f"rollback of {group} {stage} to {deployment['model_version_id']} accepted "

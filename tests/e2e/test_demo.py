@@ -39,6 +39,14 @@ def test_the_fraud_story_completes_and_stops_everything_it_started(localstack_en
     assert result.test_metrics["auc"] >= 0.9  # scored through the deployed endpoint
     assert result.test_metrics["precision"] >= 0.5 and result.test_metrics["recall"] >= 0.5
     assert result.pending_approval_id
+    # dev by policy, test by one approver, prod by two distinct approvers, none of them the registrant
+    assert result.stages == {"test": "Deployed", "prod": "Deployed"}
+    assert result.approvals == {"test": ["lee"], "prod": ["kim", "raj"]}
+    announced = {(n["event_type"], stage) for n in result.notifications for stage in ("dev", "test", "prod")
+                 if stage in n["subject"]}
+    assert {("Deployed", "dev"), ("Deployed", "test"), ("Deployed", "prod")} <= announced
+    token_file = stack.admin_token_file()
+    assert token_file.stat().st_mode & 0o777 == 0o600
 
     pointer = boto_client("ssm", localstack_endpoint).get_parameter(Name=parameter_name(group, "dev"))
     assert f'"{result.model_version_id}"' in pointer["Parameter"]["Value"]
