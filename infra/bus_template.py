@@ -2,7 +2,7 @@
 
 The AWS template marks the resources of the event bus with `Metadata: {modelgate: bus}`: the topics,
 queues, DLQs, queue policies, filtered subscriptions, artifact bucket, the bus parameter and the
-approver's HMAC secret. This takes exactly those resources, the parameters they use and the outputs
+approver's HMAC key and token pepper secrets. This takes exactly those resources, the parameters they use and the outputs
 that refer only to them, so LocalStack's free CloudFormation (which has no ECS, RDS or load balancers)
 deploys the very same definition AWS does:
 

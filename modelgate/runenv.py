@@ -7,7 +7,8 @@ compose is allowed (see COMPOSE_ONLY_VARIABLES) are the ones a container network
 - AWS_ENDPOINT_URL points at the `localstack` container instead of 127.0.0.1 (same scheme and port),
 - MODELGATE_HTTP_HOST=0.0.0.0 so the port mapping reaches the server inside the container,
 - MODELGATE_DATABASE_URL points each service at its own PostgreSQL database,
-- MODELGATE_REGISTRAR_URL / MODELGATE_DEPLOYER_URL name sibling containers (`make up` sets them to loopback ports).
+- MODELGATE_APPROVER_URL / MODELGATE_REGISTRAR_URL / MODELGATE_DEPLOYER_URL name sibling containers (`make up`
+  sets them to loopback ports).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ PROVISION_COMMAND = ["python", "-m", "shared.infra"]
 COMPOSE_ONLY_VARIABLES = (
     "MODELGATE_DATABASE_URL",
     "MODELGATE_HTTP_HOST",
+    "MODELGATE_APPROVER_URL",  # every service verifies credentials with the approver (GET /v1/me)
     "MODELGATE_REGISTRAR_URL",  # sibling services by container name (the approver's console calls them)
     "MODELGATE_DEPLOYER_URL",
 )

@@ -192,8 +192,9 @@ def test_bus_parameter_and_approver_secret_exist(bus_stack: dict[str, Any]) -> N
     assert value["topic_arn"] == bus_stack["outputs"]["EventsTopicArn"]
     assert value["bucket"] == topology.bucket_name(namespace)
     assert set(value["queues"]) == set(topology.SERVICES)
-    secret = client("secretsmanager", endpoint).get_secret_value(SecretId=f"{namespace}/approver/hmac-key")
-    assert len(secret["SecretString"]) == 64
+    for name in ("hmac-key", "token-pepper"):
+        secret = client("secretsmanager", endpoint).get_secret_value(SecretId=f"{namespace}/approver/{name}")
+        assert len(secret["SecretString"]) == 64, name
 
 
 def test_shared_infra_finds_nothing_missing(

@@ -247,3 +247,25 @@ def test_postgres_major_version_matches_rds() -> None:
     rds_major = str(template["Parameters"]["DatabaseEngineVersion"]["Default"]).split(".")[0]
     image = services()["postgres"]["image"]
     assert re.fullmatch(rf"postgres:{rds_major}(-[a-z]+)?", image), f"{image} vs RDS {rds_major}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_verifies_credentials_with_the_approver_container(service: str) -> None:
+    env = services()[service]["environment"]
+    assert env["MODELGATE_APPROVER_URL"] == f"http://approver:{DEFAULT_PORTS['approver']}"
+    assert not {"MODELGATE_APPROVER_TOKENS", "MODELGATE_APPROVER_GROUPS"} & set(env), (
+        "gone: principals live in the approver"
+    )
+
+
+def test_the_approvers_admin_token_file_lands_in_var_on_the_host() -> None:
+    """The first start writes MODELGATE_ADMIN_TOKEN_FILE's default, <REPO_ROOT>/var/<ns>-admin.token; in the
+    image REPO_ROOT is the WORKDIR, and only the approver mounts the host's ./var there."""
+    dockerfile = (REPO_ROOT / "services" / "approver" / "Dockerfile").read_text()
+    workdir = re.findall(r"^WORKDIR (\S+)", dockerfile, re.MULTILINE)[-1]
+    approver = services()["approver"]
+    assert "MODELGATE_ADMIN_TOKEN_FILE" not in approver["environment"], "the default path, under the mount"
+    mounts = {(v["source"], v["target"]) for v in approver.get("volumes", []) if v["type"] == "bind"}
+    assert (str(REPO_ROOT / "var"), f"{workdir}/var") in mounts
+    for other in set(SERVICES) - {"approver"}:
+        assert not any(v["type"] == "bind" for v in services()[other].get("volumes", [])), other

@@ -70,7 +70,12 @@ def expected_grants(service: str) -> dict[str, set[str]]:
             "s3:ListBucket": {"ArtifactBucket.Arn"},
         }
     if service == "approver":
-        grants |= {"secretsmanager:GetSecretValue": {"ApproverHmacSecret"}, "ssm:GetParameter": {POINTERS}}
+        grants |= {
+            # the decision-link key, the token pepper, and the admin token it writes on its first start
+            "secretsmanager:GetSecretValue": {"ApproverHmacSecret", "TokenPepperSecret", "AdminTokenSecret"},
+            "secretsmanager:PutSecretValue": {"AdminTokenSecret"},
+            "ssm:GetParameter": {POINTERS},
+        }
     if service == "deployer":
         grants |= {
             "ssm:GetParameter": {POINTERS},
@@ -241,7 +246,6 @@ def test_execution_role_pulls_images_writes_logs_and_reads_only_the_injected_sec
         "secretsmanager:GetSecretValue": {
             "DatabaseMasterSecret",
             "DatabaseMasterSecretArn",
-            "ApproverTokensSecret",
             "NotifierWebhookSecretArn",
             *(f"{C(s)}DatabaseSecret" for s in SERVICES),
             *(f"{C(s)}DatabaseUrlSecret" for s in SERVICES),
@@ -320,6 +324,37 @@ def test_topic_and_bucket_names_follow_topology() -> None:
     assert resources()["ApproverHmacSecret"]["Properties"]["Name"] == {
         "Fn::Sub": "${Namespace}/approver/hmac-key"
     }
+
+
+def test_approver_secrets_are_the_names_its_settings_default_to() -> None:
+    """The approver reads its pepper and writes the admin token by name (shared/settings.py defaults)."""
+    from services.approver.settings import ApproverSettings
+
+    ns = "ns"
+    settings = ApproverSettings(namespace=ns, database_url="sqlite+aiosqlite:///:memory:")
+    pepper = resources()["TokenPepperSecret"]["Properties"]
+    assert pepper["Name"] == {"Fn::Sub": "${Namespace}/approver/token-pepper"}
+    assert pepper["Name"]["Fn::Sub"].replace("${Namespace}", ns) == settings.token_pepper_secret_name
+    assert (
+        pepper["GenerateSecretString"]
+        == resources()["ApproverHmacSecret"]["Properties"]["GenerateSecretString"]
+    )
+    assert resources()["TokenPepperSecret"]["Metadata"] == {"modelgate": "bus"}, "LocalStack gets it too"
+    admin = resources()["AdminTokenSecret"]["Properties"]
+    assert admin["Name"] == {"Fn::Sub": "${Namespace}/approver/admin-token"}
+    assert isinstance(admin["SecretString"], str) and "GenerateSecretString" not in admin, "a placeholder"
+    env = environment("approver")
+    assert env["MODELGATE_ADMIN_TOKEN_FILE"] == "none"
+    assert env["MODELGATE_ADMIN_TOKEN_SECRET_NAME"] == admin["Name"]
+    assert not {"MODELGATE_APPROVER_TOKENS", "MODELGATE_APPROVER_GROUPS"} & (set(env) | secrets("approver"))
+    assert "ApproverGroups" not in template()["Parameters"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_service_verifies_credentials_with_the_approver_behind_the_load_balancer(service: str) -> None:
+    env = environment(service)
+    assert env["MODELGATE_APPROVER_URL"] == lb_url("approver")
+    assert env["MODELGATE_TRUST_FORWARDED_HEADERS"] == "true"
 
 
 # ---- ECS: the containers run what `make up` runs ------------------------------------------------------
@@ -467,7 +502,7 @@ def aws_environment(service: str, params: dict[str, Any]) -> dict[str, str]:
     """The container's environment as ECS would start it; injected secrets get plausible values."""
     env = {e["Name"]: str(e["Value"]) for e in resolve(container(service)["Environment"], params)}
     for secret in resolve(container(service).get("Secrets", []), params):
-        env[secret["Name"]] = "{}"  # JSON secrets (tokens); a webhook URL or a database URL just below
+        env[secret["Name"]] = "{}"  # a webhook URL or a database URL just below
     if "MODELGATE_WEBHOOK_URL" in env:
         env["MODELGATE_WEBHOOK_URL"] = "https://hooks.example/x"
     env["MODELGATE_DATABASE_URL"] = "postgresql+asyncpg://user:password@db:5432/x"
@@ -487,6 +522,9 @@ ALL_OPTIONS = {
     "ServingTaskRoleArns": "arn:aws:iam::123456789012:role/serve-task,arn:aws:iam::123456789012:role/serve-exec",
     "NotificationEmailIdentity": "modelgate@example.com",
     "NotifierWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:modelgate-webhook",
+    "OidcIssuer": "https://login.example.com/realms/acme",
+    "OidcAudience": "modelgate-prod",
+    "OidcJwksUrl": "https://login.example.com/realms/acme/protocol/openid-connect/certs",
 }
 
 
@@ -502,8 +540,17 @@ def test_service_settings_load_from_the_task_definition(
         monkeypatch.setenv(key, value)
     settings: Any = settings_class(service)()  # validation included: the deployer's target checks
     assert settings.aws_region == "eu-west-1" and settings.public_url.startswith("http://lb.example:")
+    assert settings.approver_url == "http://lb.example:8082" and settings.trust_forwarded_headers is True
     if service == "approver":
         assert settings.console_url == "http://lb.example:8082/console"
+        assert (settings.admin_token_file, settings.admin_token_secret_name) == (
+            "none",
+            "modelgate/approver/admin-token",
+        )
+        assert settings.token_pepper_secret_name == "modelgate/approver/token-pepper"
+        assert settings.oidc_audience == options.get("OidcAudience", "modelgate")
+        assert settings.oidc_issuer == options.get("OidcIssuer", "")
+        assert settings.oidc_jwks_url == options.get("OidcJwksUrl", "")
     if service == "notifier":
         assert settings.deployer_url == "http://lb.example:8083"
         assert settings.email_sender == (options.get("NotificationEmailIdentity") or None)
