@@ -25,6 +25,7 @@ import httpx
 
 from bench.common import (
     WebhookReceiver,
+    admin_headers,
     console,
     new_stack,
     private_localstack,
@@ -101,7 +102,7 @@ class Chaos:
 
         async def one(i: int) -> None:
             group = f"chaos-{i}"  # one version per group: in a group, only the newest approved version deploys
-            body = {"artifact_uri": artifact, "registered_by": "chaos", "metrics": {"auc": 0.93}}
+            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}
             while time.monotonic() < deadline:
                 try:
                     response = await client.post(
@@ -188,7 +189,7 @@ class Chaos:
         done, offset = 0, 0
         while offset is not None:
             page = (await client.get(f"{self.stack.url('registrar')}/v1/versions", params={
-                "registered_by": "chaos", "stage": "test", "limit": 1000, "offset": offset,
+                "registered_by": "admin", "stage": "test", "limit": 1000, "offset": offset,
             })).json()
             done += sum(1 for r in page["items"] if r["stages"].get("dev") == "Deployed")
             offset = page["next_offset"]
@@ -259,7 +260,7 @@ async def run_chaos(
             chaos = Chaos(stack, webhook, journeys, rate)
             artifact = upload_artifact(stack, "chaos/model.bin")
             deadline = started + timeout
-            async with httpx.AsyncClient(timeout=60) as client:
+            async with httpx.AsyncClient(timeout=60, headers=admin_headers(stack)) as client:
                 work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
                 if kill_every:
                     work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))

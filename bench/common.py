@@ -136,6 +136,11 @@ def running_system(stack: Stack, keep_files: bool = False) -> Iterator[Stack]:
             shutil.rmtree(stack.run_dir, ignore_errors=True)
 
 
+def admin_headers(stack: Stack) -> dict[str, str]:
+    """The Authorization header of the admin principal the system's approver made on its first start."""
+    return {"Authorization": f"Bearer {stack.admin_token()}"}
+
+
 def deprovision(namespace: str, endpoint: str) -> None:
     """Deletes a namespace's topic, queues and bucket, so benchmark runs do not pile up in LocalStack."""
     sqs, sns, s3 = (boto_client(name, endpoint) for name in ("sqs", "sns", "s3"))
@@ -184,7 +189,7 @@ async def register(client: httpx.AsyncClient, stack: Stack, journey: Journey, ar
     journey.posted = time.time()
     response = await client.post(
         f"{stack.url('registrar')}/v1/groups/{journey.group}/versions",
-        json={"artifact_uri": artifact, "registered_by": "bench", "metrics": {"auc": auc}},
+        json={"artifact_uri": artifact, "metrics": {"auc": auc}},
     )
     journey.answered = time.time()
     response.raise_for_status()

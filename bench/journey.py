@@ -25,6 +25,7 @@ from bench.ceiling import bare_latency, bare_throughput, middle_rate
 from bench.common import (
     Journey,
     Processes,
+    admin_headers,
     conditions,
     console,
     metric_samples,
@@ -68,7 +69,7 @@ async def run_journeys(stack: Stack, processes: Processes, count: int, rate: flo
     artifact = upload_artifact(stack, "bench/model.bin")
     run = uuid.uuid4().hex[:6]  # one group per journey: in a group, only the newest approved version deploys
     journeys = [Journey(group=f"bench-{run}-{i}") for i in range(count)]
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32)) as client:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=32), headers=admin_headers(stack)) as client:
         calls_before = await aws_calls(client, stack)
         commits_before = await commits(client, stack)
         done_before = await delivered(client, stack)

@@ -89,7 +89,8 @@ class Registration(Strict):
 
     artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.joblib"])
     registered_by: str | None = Field(
-        None, max_length=200, description="Optional: the caller's own name (the credential's principal is the registrant).",
+        None, min_length=1, max_length=200,
+        description="Optional: the caller's own name (the credential's principal is the registrant).",
         examples=["ana@example.com"],
     )
     metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.93, "recall": 0.81}])

@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from bench.common import new_stack, running_system, upload_artifact
+from bench.common import admin_headers, new_stack, running_system, upload_artifact
 from shared.infra import boto_client
 from shared.topology import dlq_name, queue_name
 from tests.factories import approval_decided, model_registered
@@ -53,14 +53,15 @@ def register(stack, group: str) -> dict:
     artifact = upload_artifact(stack, f"{group}/model.bin")
     response = httpx.post(
         f"{stack.url('registrar')}/v1/groups/{group}/versions",
-        json={"artifact_uri": artifact, "registered_by": "ana", "metrics": {"auc": 0.95}}, timeout=30,
+        json={"artifact_uri": artifact, "metrics": {"auc": 0.95}}, timeout=30, headers=admin_headers(stack),
     )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def stage(stack, group: str, version: int, name: str) -> str | None:
-    record = httpx.get(f"{stack.url('registrar')}/v1/groups/{group}/versions/{version}", timeout=10).json()
+    record = httpx.get(f"{stack.url('registrar')}/v1/groups/{group}/versions/{version}", timeout=10,
+                       headers=admin_headers(stack)).json()
     return record["stages"].get(name)
 
 

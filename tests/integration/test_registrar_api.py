@@ -23,6 +23,7 @@ from shared.infra import boto_client
 from shared.migrations import prepare_database
 from shared.runtime import Runtime
 from tests.factories import approval_decided, ref
+from tests.principals import ANA, StaticAuthenticator, bearer
 
 
 @asynccontextmanager
@@ -36,9 +37,9 @@ async def registrar_client(database_url: str, aws=None, **settings):
         aws=aws or {},
         publisher=None,  # events stay in the outbox: the relay is tested with the bus
     )
-    wiring = await bootstrap(runtime, comet=CometWriteback(None, None))
+    wiring = await bootstrap(runtime, comet=CometWriteback(None, None), authenticator=StaticAuthenticator())
     transport = httpx.ASGITransport(app=build_app(runtime, wiring))
-    async with httpx.AsyncClient(transport=transport, base_url="http://registrar") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://registrar", headers=bearer(ANA)) as client:
         client.runtime = runtime
         client.handlers = wiring.handlers
         yield client
