@@ -20,7 +20,7 @@ from services.approver import auth
 from services.approver.auth import ApproverAuthenticator
 from services.approver.approvals import Urls, decide
 from services.approver.audit import AuditOut, entries
-from services.approver.bootstrap import HANDLERS
+from services.approver.bootstrap import HANDLERS, oidc_verifier
 from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.approver.context import Approver as ApproverParts
 from services.approver.expiry import expire_due
@@ -165,15 +165,26 @@ class Approver:
         async with self.sessionmaker() as session:
             return await entries(session, **filters)
 
-    def http(self) -> httpx.AsyncClient:
-        """A client of the approver's HTTP API, served in-process."""
-        settings = ApproverSettings(database_url=str(self.engine.url), public_url=URLS.api, console_url=URLS.console or "")
+    @classmethod
+    async def restart(cls, database_url: str, policy: Policy | None = None) -> Approver:
+        """The approver started again on the same database (nothing seeded)."""
+        engine = make_engine(database_url)
+        await prepare_database(engine, "approver")
+        return cls(engine, async_sessionmaker(engine, expire_on_commit=False), policy or load_policy(DEFAULT_POLICY))
+
+    def app(self, **settings: Any) -> Any:
+        """The approver's FastAPI app (API and console), served in-process; `settings` override ApproverSettings."""
+        settings = ApproverSettings(**{"database_url": str(self.engine.url), "public_url": URLS.api,
+                                       "console_url": URLS.console or "", **settings})
         runtime = Runtime(settings=settings, engine=self.engine, sessionmaker=self.sessionmaker, aws={})
         parts = ApproverParts(runtime, self.policy, URLS, self.signer, PEPPER)
-        authenticator = ApproverAuthenticator(self.sessionmaker, PEPPER, settings)
+        authenticator = ApproverAuthenticator(self.sessionmaker, PEPPER, settings, oidc_verifier(settings))
         wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts, authenticator=authenticator)
-        app = build_app(runtime, wiring)
-        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=URLS.api)
+        return build_app(runtime, wiring)
+
+    def http(self, **settings: Any) -> httpx.AsyncClient:
+        """A client of the approver's HTTP API, served in-process."""
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app(**settings)), base_url=URLS.api)
 
 
 def bearer(name: str) -> dict[str, str]:

@@ -112,7 +112,7 @@ def test_an_event_that_always_fails_is_dead_lettered_after_the_receives_and_comp
 
     def ghost_decision_recorded() -> bool:
         url = f"{system.url('registrar')}/v1/groups/poison-ghost/versions/1/history"
-        return any(e["event_id"] == ghost.event_id for e in httpx.get(url, timeout=10).json())
+        return any(e["event_id"] == ghost.event_id for e in httpx.get(url, timeout=10, headers=admin_headers(system)).json())
 
     wait_until(ghost_decision_recorded, timeout=60)
     assert not ghost_dead()

@@ -59,10 +59,10 @@ def _free_port() -> int:
 class Registrar:
     """One registrar process in its own namespace, with an HTTP client and the namespace's bucket."""
 
-    def __init__(self, stack: Stack, comet: FakeComet):
+    def __init__(self, stack: Stack, comet: FakeComet, token: str):
         self.stack = stack
         self.comet = comet
-        self.http = httpx.Client(base_url=stack.url("registrar"), timeout=30)
+        self.http = httpx.Client(base_url=stack.url("registrar"), timeout=30, headers={"Authorization": f"Bearer {token}"})
         self.bucket = f"{stack.namespace}-artifacts"
         self.s3 = boto_client("s3", stack.endpoint)
 
@@ -76,7 +76,7 @@ class Registrar:
         return self.http.post(
             f"/v1/groups/{group}/versions/comet-archive",
             files=files,
-            data={"registered_by": "ana@example.com", **form},
+            data=form,
         )
 
     def nothing_registered(self, group: str) -> bool:
@@ -91,8 +91,8 @@ def registrar(localstack_endpoint: str, tmp_path_factory: pytest.TempPathFactory
             namespace=f"tc{uuid.uuid4().hex[:8]}",
             endpoint=localstack_endpoint,
             run_dir=run_dir,
-            ports={"registrar": _free_port()},
-            database_urls={"registrar": f"sqlite+aiosqlite:///{run_dir}/registrar.db"},
+            ports={"registrar": _free_port(), "approver": _free_port()},  # the approver verifies the registrar's callers
+            database_urls={s: f"sqlite+aiosqlite:///{run_dir}/{s}.db" for s in ("registrar", "approver")},
             extra_env={
                 "COMET_URL_OVERRIDE": comet.url,
                 "COMET_API_KEY": comet.api_key,
@@ -100,12 +100,18 @@ def registrar(localstack_endpoint: str, tmp_path_factory: pytest.TempPathFactory
             },
         )
         provision(stack.namespace, endpoint_url=stack.endpoint)
-        stack_mod.start_service(stack, "registrar")
+        for service in ("approver", "registrar"):
+            stack_mod.start_service(stack, service)
         try:
-            stack_mod.wait_ready(stack, "registrar")
-            yield Registrar(stack, comet)
+            for service in ("approver", "registrar"):
+                stack_mod.wait_ready(stack, service)
+            admin = {"Authorization": f"Bearer {stack.admin_token()}"}
+            ana = httpx.post(f"{stack.url('approver')}/v1/principals", headers=admin, timeout=10,
+                             json={"name": "ana@example.com", "roles": ["registrant"], "teams": ["fraud"]})
+            yield Registrar(stack, comet, ana.json()["token"])
         finally:
-            stack_mod.stop_service(stack, "registrar")
+            for service in ("registrar", "approver"):
+                stack_mod.stop_service(stack, service)
             print(stack.logfile("registrar").read_text()[-3000:])
         assert comet.unknown == [], f"comet_ml called endpoints the fake lacks: {comet.unknown}"
 
