@@ -49,6 +49,7 @@ bench: $(STAMP)  ## latency, throughput vs the emulator ceiling, footprint (docs
 	bash scripts/localstack.sh install
 	$(BIN)/python -m bench.journey
 	$(BIN)/python -m bench.footprint
+	$(BIN)/python -m bench.auth
 
 bench-registrar: $(STAMP)  ## the catalog at 100k versions on SQLite and PostgreSQL, against MLflow
 	$(BIN)/pip install --quiet -e '.[bench]'

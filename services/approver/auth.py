@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,20 +46,40 @@ def principal_of(row: PrincipalRow, via: str = "token") -> Principal:
 
 @dataclass
 class ApproverAuthenticator:
-    """Verifies API tokens and console sessions in the approver's database, and OIDC JWTs against the JWKS."""
+    """Verifies API tokens and console sessions in the approver's database, and OIDC JWTs against the JWKS.
+
+    A verified token is remembered for `cache_seconds` (1 s by default); every change of principals or
+    credentials made through this process forgets them all at once (`forget`), so a revocation holds here
+    immediately and on another approver replica within that second."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     pepper: bytes
     settings: ApproverSettings
     oidc: OidcVerifier | None = None
+    cache_seconds: float = 1.0
+    _cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     async def authenticate(self, credential: str) -> Principal:
         if looks_like_jwt(credential):
             return await self._from_jwt(credential)
+        digest = token_digest(self.pepper, credential)
+        hit = self._cache.get(digest)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        principal = await self._from_database(digest)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (time.monotonic() + self.cache_seconds, principal)
+        return principal
+
+    async def _from_database(self, digest: str) -> Principal:
         async with self.sessionmaker() as session:
             found = (await session.execute(
                 select(Credential, PrincipalRow).join(PrincipalRow, PrincipalRow.name == Credential.principal)
-                .where(Credential.digest == token_digest(self.pepper, credential))
+                .where(Credential.digest == digest)
             )).first()
         if found is None:
             raise Refused(401, "unknown token: check it, or ask an administrator for a new one "

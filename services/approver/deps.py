@@ -7,10 +7,11 @@ shared.http answers them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import structlog
-from fastapi import Depends
+from fastapi import Depends, Request
 
 from services.approver import audit
 from services.approver.context import Approver
@@ -21,6 +22,15 @@ from shared.http import context_of
 log = structlog.get_logger()
 
 ApproverDep = Annotated[Approver, Depends(context_of)]
+
+
+def _forget(request: Request) -> Callable[[], None]:
+    """What makes the approver's authenticator forget the credentials it remembers (after a change)."""
+    return getattr(request.app.state.authenticator, "forget", lambda: None)  # type: ignore[no-any-return]
+
+
+#: Register with `uow.after_commit(forget)` in a route that changes principals or credentials.
+ForgetCredentials = Annotated[Callable[[], None], Depends(_forget)]
 
 
 async def refusal(approver_ctx: Approver, refused: Refused, approval_id: str | None, approver: str | None, via: str) -> Refused:

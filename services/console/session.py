@@ -101,6 +101,7 @@ async def end_session(request: Request) -> None:
     if not secret:
         return
     async with runtime_of(request).uow() as uow:
+        uow.after_commit(getattr(request.app.state.authenticator, "forget", lambda: None))
         await uow.session.execute(
             update(Credential).where(Credential.digest == token_digest(_pepper(request), secret),
                                      Credential.revoked_at.is_(None)).values(revoked_at=utcnow())

@@ -18,8 +18,8 @@ from services.approver.models import AuditEntry, Credential
 from services.approver.settings import ApproverSettings
 from shared.db import make_engine
 from shared.errors import Refused
-from shared.infra import boto_client
 from shared.identity import token_digest
+from shared.infra import boto_client
 
 runner = CliRunner()
 pytestmark = pytest.mark.localstack

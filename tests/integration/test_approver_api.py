@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import select
 from structlog.testing import capture_logs
 
-from services.approver import auth
 from services.approver.links import LinkSigner
 from services.approver.models import Credential
 from shared.events import utcnow

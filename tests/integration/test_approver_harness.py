@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.approver import auth
-from services.approver.auth import ApproverAuthenticator
 from services.approver.approvals import Urls, decide
 from services.approver.audit import AuditOut, entries
+from services.approver.auth import ApproverAuthenticator
 from services.approver.bootstrap import HANDLERS, oidc_verifier
 from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.approver.context import Approver as ApproverParts

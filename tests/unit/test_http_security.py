@@ -17,8 +17,8 @@ from fastapi import APIRouter
 from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.console.router import templates
 from shared.http import SECURITY_HEADERS, build_app
-from shared.settings import ServiceSettings
 from shared.runtime import Wiring
+from shared.settings import ServiceSettings
 
 TEMPLATES = Path(__file__).parents[2] / "services" / "console" / "templates"
 CSP = SECURITY_HEADERS["Content-Security-Policy"]

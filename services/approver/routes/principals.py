@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.approver import auth
-from services.approver.deps import ApproverDep
+from services.approver.deps import ApproverDep, ForgetCredentials
 from services.approver.models import Credential
 from services.approver.models import Principal as PrincipalRow
 from services.approver.schemas import CredentialOut, PrincipalIn, PrincipalOut, PrincipalPatch
@@ -73,8 +73,10 @@ async def list_principals(
 
 
 @router.patch("/v1/principals/{name}", response_model=PrincipalOut, summary="Change roles, teams, groups; disable (admin)")
-async def patch_principal(name: str, body: PrincipalPatch, uow: UowDep, caller: CurrentPrincipal) -> PrincipalOut:
+async def patch_principal(name: str, body: PrincipalPatch, uow: UowDep, caller: CurrentPrincipal,
+                          forget: ForgetCredentials) -> PrincipalOut:
     actor = admin(caller, "change principals")
+    uow.after_commit(forget)
     row = await auth.existing(uow, name_of(name))
     before = {"roles": row.roles, "teams": row.teams, "groups": row.groups}
     if body.roles is not None:
@@ -94,8 +96,9 @@ async def patch_principal(name: str, body: PrincipalPatch, uow: UowDep, caller: 
 @router.post("/v1/principals/{name}/tokens", response_model=PrincipalOut, status_code=201,
              summary="Issue a new API token (shown once); `revoke_others` revokes the old ones (admin)")
 async def new_token(name: str, uow: UowDep, approver_ctx: ApproverDep, caller: CurrentPrincipal,
-                    revoke_others: bool = False) -> PrincipalOut:
+                    forget: ForgetCredentials, revoke_others: bool = False) -> PrincipalOut:
     actor = admin(caller, "issue tokens")
+    uow.after_commit(forget)
     row = await auth.existing(uow, name_of(name))
     if row.disabled_at is not None:
         raise Refused(409, f"{row.name} is disabled; enable them first (PATCH disabled=false)")
@@ -107,7 +110,9 @@ async def new_token(name: str, uow: UowDep, approver_ctx: ApproverDep, caller: C
 
 
 @router.delete("/v1/principals/{name}/tokens/{credential_id}", status_code=204, summary="Revoke one token (admin)")
-async def revoke_token(name: str, credential_id: str, uow: UowDep, caller: CurrentPrincipal) -> None:
+async def revoke_token(name: str, credential_id: str, uow: UowDep, caller: CurrentPrincipal,
+                       forget: ForgetCredentials) -> None:
     actor = admin(caller, "revoke tokens")
+    uow.after_commit(forget)
     await auth.revoke(uow, name_of(name), actor, credential_id)
     await uow.commit()
