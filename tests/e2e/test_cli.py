@@ -16,7 +16,8 @@ from shared.topology import bucket_name, dlq_name
 from tests.helpers import wait_until
 
 
-def modelgate(stack, *args: str, token: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def modelgate(stack, *args: str, who: str = "ana", token: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`modelgate ARGS` as `who` (their token in MODELGATE_TOKEN), or with `token` itself."""
     env = {
         **os.environ,
         **{f"MODELGATE_{s.upper()}_URL": stack.url(s) for s in stack.ports},
@@ -24,9 +25,7 @@ def modelgate(stack, *args: str, token: str | None = None, timeout: float = 120)
         "AWS_ENDPOINT_URL": stack.endpoint,
         "COLUMNS": "200",
     }
-    env.pop("MODELGATE_TOKEN", None)
-    if token:
-        env["MODELGATE_TOKEN"] = token
+    env["MODELGATE_TOKEN"] = token or stack.tokens[who]
     return subprocess.run([sys.executable, "-m", "modelgate.cli", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, check=False)
 
@@ -38,8 +37,7 @@ def gate_code(stack, *args: str) -> int:
 def test_from_a_local_file_to_test_and_back_with_the_gate_following_each_step(system, tmp_path):
     model = tmp_path / "model.joblib"
     model.write_bytes(os.urandom(200_000))
-    registered = modelgate(system, "register", "churn", "--file", str(model), "-m", "auc=0.93", "-p", "num_round=100",
-                           "--by", "ana", "--json")
+    registered = modelgate(system, "register", "churn", "--file", str(model), "-m", "auc=0.93", "-p", "num_round=100", "--json")
     assert registered.returncode == 0, registered.stderr
     version = json.loads(registered.stdout)
     assert version["model_version_id"] == "churn/1"
@@ -52,12 +50,12 @@ def test_from_a_local_file_to_test_and_back_with_the_gate_following_each_step(sy
     closed = modelgate(system, "gate", "churn", "test")
     assert "waiting for approval for test" in closed.stderr
 
-    own = modelgate(system, "approve", _pending(system, "churn/1", "test"), token="ana-token")
+    own = modelgate(system, "approve", _pending(system, "churn/1", "test"), who="ana")
     assert own.returncode == 5 and "ana registered churn/1 and cannot approve it" in own.stderr
-    no_comment = modelgate(system, "reject", _pending(system, "churn/1", "test"), token="lee-token")
+    no_comment = modelgate(system, "reject", _pending(system, "churn/1", "test"), who="lee")
     assert no_comment.returncode == 2
 
-    promoted = modelgate(system, "promote", "churn", "1", "-c", "fine on the holdout", token="lee-token")
+    promoted = modelgate(system, "promote", "churn", "1", "-c", "fine on the holdout", who="lee")
     assert promoted.returncode == 0, promoted.stderr
     assert "churn/1 is Deployed to test" in promoted.stdout
     assert gate_code(system, "churn", "test") == 0
@@ -67,17 +65,17 @@ def test_from_a_local_file_to_test_and_back_with_the_gate_following_each_step(sy
     decided = [e for e in shown["history"] if e["event_type"] == "ApprovalDecided" and e["payload"]["stage"] == "test"]
     assert decided[0]["payload"]["decided_by"] == ["lee"] and decided[0]["payload"]["comment"] == "fine on the holdout"
 
-    assert modelgate(system, "register", "churn", "--artifact", version["artifact_uri"], "-m", "auc=0.95",
-                     "--by", "ana").returncode == 0
+    assert modelgate(system, "register", "churn", "--artifact", version["artifact_uri"], "-m", "auc=0.95").returncode == 0
     wait_until(lambda: _pending_or_none(system, "churn/2", "test"), timeout=30, interval=0.5)
-    assert modelgate(system, "promote", "churn", "2", "--to", "test", token="lee-token").returncode == 0
+    assert modelgate(system, "promote", "churn", "2", "--to", "test", who="lee").returncode == 0
     table = modelgate(system, "versions", "churn").stdout
     assert "churn: 2 version(s)" in table and "Deployed" in table
 
-    rolled = modelgate(system, "rollback", "churn", "test", "-r", "recall alarm", "--by", "lee")
+    rolled = modelgate(system, "rollback", "churn", "test", "-r", "recall alarm", who="lee")
     assert rolled.returncode == 0, rolled.stderr
     assert "test of churn serves churn/1 again" in rolled.stdout
-    live = [d for d in httpx.get(f"{system.url('deployer')}/v1/deployments", params={"group": "churn"}).json()
+    live = [d for d in httpx.get(f"{system.url('deployer')}/v1/deployments", params={"group": "churn"},
+                                  headers=system.headers("lee")).json()
             if d["live"] and d["stage"] == "test"]
     assert [d["model_version_id"] for d in live] == ["churn/1"] and live[0]["rollback"]
 
@@ -105,9 +103,9 @@ def test_events_tail_prints_a_new_versions_journey_and_removes_its_queue(system)
     )
     try:
         assert "listening to" in tail.stderr.readline()  # subscribed: what is published from now on is seen
-        other = modelgate(system, "register", "other", "--artifact", artifact, "-m", "auc=0.9", "--by", "ana")
+        other = modelgate(system, "register", "other", "--artifact", artifact, "-m", "auc=0.9")
         assert other.returncode == 0
-        assert modelgate(system, "register", "fraud", "--artifact", artifact, "-m", "auc=0.9", "--by", "ana").returncode == 0
+        assert modelgate(system, "register", "fraud", "--artifact", artifact, "-m", "auc=0.9").returncode == 0
         out, err = tail.communicate(timeout=60)
     finally:
         tail.kill()
@@ -122,7 +120,7 @@ def test_events_tail_prints_a_new_versions_journey_and_removes_its_queue(system)
 def test_dlq_list_shows_why_and_redrive_hands_the_message_back_to_its_service(system, webhook):
     artifact = f"s3://{bucket_name(system.namespace)}/fraud/model.bin"
     boto_client("s3", system.endpoint).put_object(Bucket=bucket_name(system.namespace), Key="fraud/model.bin", Body=b"m")
-    assert modelgate(system, "register", "fraud", "--artifact", artifact, "-m", "auc=0.9", "--by", "ana").returncode == 0
+    assert modelgate(system, "register", "fraud", "--artifact", artifact, "-m", "auc=0.9").returncode == 0
     wait_until(lambda: any(p["event_type"] == "Deployed" for p in webhook.posts), timeout=30)
     # a Deployed event the notifier failed on earlier (as shared.bus dead-letters it, with its reason)
     event = Deployed(producer="deployer", correlation_id="fraud/1", payload=DeployedPayload(
@@ -153,11 +151,26 @@ def test_dlq_list_shows_why_and_redrive_hands_the_message_back_to_its_service(sy
 def test_errors_say_what_to_do(system):
     unknown = modelgate(system, "show", "nothing-here", "1")
     assert unknown.returncode == 4 and "no version 1" in unknown.stderr
-    missing = modelgate(system, "register", "fraud", "--artifact", f"s3://{bucket_name(system.namespace)}/nope",
-                        "--by", "ana")
+    missing = modelgate(system, "register", "fraud", "--artifact", f"s3://{bucket_name(system.namespace)}/nope")
     assert missing.returncode == 6 and "does not exist; upload it first" in missing.stderr
     stranger = modelgate(system, "approvals", "--mine", token="stolen-token")
-    assert stranger.returncode == 5 and "unknown approver token" in stranger.stderr
+    assert stranger.returncode == 5 and "unknown token" in stranger.stderr
     nobody_home = subprocess.run([sys.executable, "-m", "modelgate.cli", "versions", "fraud"], capture_output=True,
                                  text=True, env={**os.environ, "MODELGATE_REGISTRAR_URL": "http://127.0.0.1:9"}, check=False)
     assert nobody_home.returncode == 3 and "is modelgate up? run 'make up'" in nobody_home.stderr
+
+
+def test_an_admin_adds_a_principal_whose_token_is_shown_once_and_disabling_it_holds(system):
+    added = modelgate(system, "principals", "add", "Zoe", "--groups", "ml-leads", "--role", "viewer", who="admin")
+    assert added.returncode == 0, added.stderr
+    token = added.stdout.strip().splitlines()[-1]
+    assert token.startswith("mgt_") and "shown once" in added.stdout
+    me = json.loads(modelgate(system, "principals", "me", "--json", token=token).stdout)
+    assert (me["name"], me["groups"], me["roles"]) == ("zoe", ["ml-leads"], ["viewer"])
+    listed = modelgate(system, "principals", "list", who="admin").stdout
+    assert "zoe" in listed and token not in listed
+    not_admin = modelgate(system, "principals", "add", "mallory", "--role", "admin", who="ana")
+    assert not_admin.returncode == 5 and "ana may not add principals: that needs the admin role" in not_admin.stderr
+    assert modelgate(system, "principals", "disable", "zoe", who="admin").returncode == 0
+    refused = modelgate(system, "principals", "me", token=token)
+    assert refused.returncode == 5 and "zoe is disabled" in refused.stderr
