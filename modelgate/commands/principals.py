@@ -64,7 +64,12 @@ def add(
 
 @app.command("list")
 def list_principals(token: TokenOption = "", json_out: JsonOption = False) -> None:
-    """The principals, their roles, teams, groups and active tokens (admin or auditor)."""
+    """The principals, their roles, teams, groups and active tokens (admin or auditor).
+
+    [bold]Examples[/]
+      modelgate principals list
+      modelgate principals list --json | jq -r '.[].name'
+    """
     rows = _call(lambda mg: mg.approver.principals(), token)
     if json_out:
         print_json(rows)
@@ -86,7 +91,12 @@ def set_principal(
     group: Groups = [],  # noqa: B006
     token: TokenOption = "",
 ) -> None:
-    """Replace a principal's roles, teams or approver groups (those given), admin only."""
+    """Replace a principal's roles, teams or approver groups (those given), admin only.
+
+    [bold]Examples[/]
+      modelgate principals set lee --groups ml-leads --groups model-risk
+      modelgate principals set ops --role operator:prod
+    """
     change = {k: v for k, v in (("roles", role), ("teams", team), ("groups", group)) if v}
     record = _call(lambda mg: mg.approver.change_principal(name, change), token)
     console.print(f"{record['name']}: roles {', '.join(record['roles'])}; teams {', '.join(record['teams']) or '–'}; "
@@ -99,35 +109,56 @@ def new_token(
     revoke_others: Annotated[bool, typer.Option(help="Revoke the principal's other tokens")] = False,
     token: TokenOption = "",
 ) -> None:
-    """Issue a new API token for NAME and print it, once (admin)."""
+    """Issue a new API token for NAME and print it, once (admin).
+
+    [bold]Examples[/]
+      modelgate principals token lee
+      modelgate principals token lee --revoke-others     # the old ones stop working
+    """
     _show_token(_call(lambda mg: mg.approver.new_token(name, revoke_others), token))
 
 
 @app.command()
 def revoke(name: str, credential_id: Annotated[str, typer.Argument(help="From 'modelgate principals list'")],
            token: TokenOption = "") -> None:
-    """Revoke one token of NAME: it stops working at once on the approver, within MODELGATE_AUTH_CACHE_SECONDS elsewhere."""
+    """Revoke one token of NAME: it stops working at once on the approver, within MODELGATE_AUTH_CACHE_SECONDS elsewhere.
+
+    [bold]Examples[/]
+      modelgate principals revoke lee 3f2c9a1b0d4e5f60      # the id from 'modelgate principals list'
+    """
     _call(lambda mg: mg.approver.revoke_token(name, credential_id), token)
     console.print(f"revoked token {credential_id} of {name}")
 
 
 @app.command()
 def disable(name: str, token: TokenOption = "") -> None:
-    """Disable NAME and revoke all its tokens and sessions (admin); stays so across restarts."""
+    """Disable NAME and revoke all its tokens and sessions (admin); stays so across restarts.
+
+    [bold]Examples[/]
+      modelgate principals disable lee
+    """
     _call(lambda mg: mg.approver.change_principal(name, {"disabled": True}), token)
     console.print(f"{name} is disabled; its tokens are revoked")
 
 
 @app.command()
 def enable(name: str, token: TokenOption = "") -> None:
-    """Enable NAME again (issue it a new token: the old ones stay revoked)."""
+    """Enable NAME again (issue it a new token: the old ones stay revoked).
+
+    [bold]Examples[/]
+      modelgate principals enable lee && modelgate principals token lee
+    """
     _call(lambda mg: mg.approver.change_principal(name, {"disabled": False}), token)
     console.print(f"{name} is enabled; give it a token with 'modelgate principals token {name}'")
 
 
 @app.command()
 def me(token: TokenOption = "", json_out: JsonOption = False) -> None:
-    """Who your credential names: roles, teams, approver groups."""
+    """Who your credential names: roles, teams, approver groups.
+
+    [bold]Examples[/]
+      MODELGATE_TOKEN=... modelgate principals me
+    """
     record = _call(lambda mg: mg.approver.me(), token)
     if json_out:
         print_json(record)

@@ -67,6 +67,8 @@ class FakeServices:
         if service == "registrar" and method == "POST":
             sent = json.loads(request.content) if request.headers["Content-Type"] == "application/json" else {}
             return httpx.Response(201, json={**record({}), **sent})
+        if request.headers.get("Authorization") == "Bearer stolen":  # the services refuse an unknown token
+            return httpx.Response(401, json={"detail": "unknown token: check it, or ask an administrator for a new one"})
         if service == "approver" and path == "/v1/approvals":
             query = dict(request.url.params)
             filters = {k: v for k, v in query.items() if k in ("stage", "group", "model_version_id")}
@@ -230,23 +232,26 @@ def test_tables_for_people(services):
     assert "PendingApproval" in invoke("versions", "fraud").stdout
 
 
-def test_approvals_mine_asks_the_approver_who_the_token_is(services):
+def test_approvals_mine_lists_what_the_tokens_principal_may_vote_on(services):
     result = invoke("approvals", "--mine", "--token", "lee-token", "--json")
     assert result.exit_code == 0, result.output
-    assert services.requests[-1].url.params["approver"] == "lee"
+    assert services.requests[-1].url.params["approver"] == "me"
+    assert services.requests[-1].headers["Authorization"] == "Bearer lee-token"
     refused = invoke("approvals", "--mine", "--token", "stolen")
-    assert refused.exit_code == ExitCode.REFUSED and "unknown approver token" in refused.stderr
+    assert refused.exit_code == ExitCode.REFUSED and "unknown token" in refused.stderr
+    assert "modelgate principals add" in refused.stderr  # what to do next
 
 
 def test_register_from_a_comet_archive_uploads_it_to_the_registrar(services, tmp_path):
     archive = tmp_path / "experiment.zip"
     archive.write_bytes(b"PK zip bytes")
-    result = invoke("register", "fraud", "--comet-archive", str(archive), "--by", "ana", "-t", "team=risk")
+    result = invoke("register", "fraud", "--comet-archive", str(archive), "-t", "team=risk", "--token", "ana-token")
     assert result.exit_code == 0, result.output
     sent = services.requests[-1]
     assert sent.url.path == "/v1/groups/fraud/versions/comet-archive"
     assert sent.headers["Content-Type"].startswith("multipart/form-data")
-    assert b"PK zip bytes" in sent.content and b'name="registered_by"' in sent.content
+    assert b"PK zip bytes" in sent.content and b'name="registered_by"' not in sent.content  # the token names her
+    assert sent.headers["Authorization"] == "Bearer ana-token"
     assert b'{"team": "risk"}' in sent.content
 
 
@@ -254,12 +259,12 @@ def test_register_from_comet_online_names_the_experiment(services):
     missing = invoke("register", "fraud", "--comet-experiment", "3f2c")
     assert missing.exit_code == ExitCode.USAGE and "--comet-workspace" in missing.output
     result = invoke("register", "fraud", "--comet-experiment", "3f2c", "--comet-workspace", "acme",
-                    "--comet-project", "fraud", "--by", "ana")
+                    "--comet-project", "fraud")
     assert result.exit_code == 0, result.output
     sent = services.requests[-1]
     assert sent.url.path == "/v1/groups/fraud/versions/comet"
     assert json.loads(sent.content) == {"workspace": "acme", "project": "fraud", "experiment_key": "3f2c",
-                                        "registry_model": None, "registry_version": None, "registered_by": "ana"}
+                                        "registry_model": None, "registry_version": None}
 
 
 def test_register_sends_metrics_params_and_documents(services, tmp_path):
@@ -269,13 +274,13 @@ def test_register_sends_metrics_params_and_documents(services, tmp_path):
     metadata.write_text(json.dumps({"plots": {"roc": {"fpr": [0, 1], "tpr": [0, 1]}}}))
     result = invoke("register", "fraud", "--artifact", "s3://b/k", "-m", "auc=0.93", "-p", "num_round=100",
                     "-p", "booster=gbtree", "-t", "team=risk", "--model-card", str(card), "--metadata", str(metadata),
-                    "--by", "ana", "--idempotency-key", "job-42", "--json")
+                    "--idempotency-key", "job-42", "--json")
     assert result.exit_code == 0, result.output
     sent = services.requests[-1]
     body = json.loads(sent.content)
     assert sent.headers["Idempotency-Key"] == "job-42"
     assert body["metrics"] == {"auc": 0.93} and body["params"] == {"num_round": 100, "booster": "gbtree"}
-    assert body["tags"] == {"team": "risk"} and body["registered_by"] == "ana"
+    assert body["tags"] == {"team": "risk"} and "registered_by" not in body
     assert body["model_card"] == {"summary": "Scores transactions", "risk_rating": "Medium"}
     assert body["metadata"]["plots"]["roc"]["fpr"] == [0, 1]
 
