@@ -232,8 +232,10 @@ async def set_disabled(uow: UnitOfWork, name: str, actor: str, disabled: bool) -
 
 
 async def ensure_admin(uow: UnitOfWork, pepper: bytes) -> str | None:
-    """On the very first start (no principal yet) an `admin` principal; returns its token, once."""
-    if await uow.session.scalar(select(PrincipalRow.name).limit(1)) is not None:
+    """An `admin` principal when no principal holds the admin role (the very first start, or the first after
+    approvers became principals); returns its token, once. A disabled admin counts: nothing is re-enabled."""
+    rows = await uow.session.scalars(select(PrincipalRow))
+    if any(Role.ADMIN in row.roles for row in rows) or await uow.session.get(PrincipalRow, ADMIN) is not None:
         return None
     _, token, _ = await add_principal(uow, pepper, "first-start", name=ADMIN, kind=Kind.PERSON, roles=[Role.ADMIN],
                                       teams=[], groups=[], oidc_subject=None, ttl=None)

@@ -3,6 +3,8 @@ and bring a walking-skeleton database forward without losing its requests."""
 
 from __future__ import annotations
 
+import json
+
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -48,3 +50,25 @@ async def test_a_skeleton_database_keeps_its_requests_and_votes(database_url):
     assert (request.group_name, request.version, request.status, request.open_slot) == ("fraud", 3, "pending", None)
     assert request.checks in ([], "[]")
     assert tuple(vote) == ("lee", "token")
+
+
+async def test_approvers_become_principals_without_their_old_tokens(database_url):
+    """Upgrading keeps each approver, groups and disabling included, as a viewer principal; the old unpeppered
+    token hashes are not carried over (an admin issues new tokens)."""
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(alembic_config("approver", sync), "0002_policies_auth_audit"))
+        await conn.execute(text("INSERT INTO approvers (name, groups, token_hash, created_at, disabled_at) VALUES "
+                                "('lee', '[\"ml-leads\"]', 'abc', '2025-01-01 00:00:00+00:00', NULL), "
+                                "('kim', '[\"model-risk\"]', 'def', '2025-01-01 00:00:00+00:00', '2025-02-01 00:00:00+00:00')"))
+    await prepare_database(engine, "approver")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT name, roles, groups, disabled_at FROM principals ORDER BY name"))).all()
+        credentials = (await conn.execute(text("SELECT count(*) FROM credentials"))).scalar()
+    await engine.dispose()
+    def listed(value):  # JSON comes back parsed from PostgreSQL, as text from SQLite
+        return value if isinstance(value, list) else json.loads(value)
+
+    as_lists = [(r.name, listed(r.roles), listed(r.groups), r.disabled_at is not None) for r in rows]
+    assert as_lists == [("kim", ["viewer"], ["model-risk"], True), ("lee", ["viewer"], ["ml-leads"], False)]
+    assert credentials == 0
