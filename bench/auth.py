@@ -37,8 +37,8 @@ from services.approver.bootstrap import ROUTERS
 from services.approver.context import Approver
 from services.approver.policy import load_policy
 from services.approver.settings import DEFAULT_POLICY, ApproverSettings
+from shared.app import build_app
 from shared.db import make_engine
-from shared.http import build_app
 from shared.identity import IntrospectingAuthenticator, Kind, Principal
 from shared.migrations import prepare_database
 from shared.oidc import OidcVerifier

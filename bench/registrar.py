@@ -48,9 +48,9 @@ from services.registrar.models import (
 )
 from services.registrar.search import words
 from services.registrar.settings import RegistrarSettings
+from shared.app import build_app
 from shared.db import UnitOfWork, make_engine
 from shared.events import utcnow
-from shared.http import build_app
 from shared.identity import Principal
 from shared.migrations import prepare_database
 from shared.runtime import Runtime

@@ -64,6 +64,22 @@ class ProcessedEvent(Base):
     processed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class RequestAudit(Base):
+    """Every change asked of a service's API and every refusal: who, what, from where, and how it ended
+    (shared.audit writes it; every service's database holds it)."""
+
+    __tablename__ = "request_audit"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    principal: Mapped[str | None] = mapped_column(String(100), index=True)
+    method: Mapped[str] = mapped_column(String(10))
+    path: Mapped[str] = mapped_column(String(500))
+    source: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))  # done | refused | failed
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
 def make_engine(url: str) -> AsyncEngine:
     if not url.startswith("sqlite"):
         engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)

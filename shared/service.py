@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shared import aws
+from shared.app import build_app
 from shared.aws import AwsClients
 from shared.bus import Consumer, Publisher
 from shared.db import make_engine, reading
-from shared.http import build_app
 from shared.logging import configure_logging
 from shared.migrations import prepare_service_database
 from shared.outbox import OutboxRelay

@@ -28,6 +28,7 @@ from services.approver.links import LinkSigner
 from services.approver.models import ApprovalRequest
 from services.approver.policy import Policy, load_policy
 from services.approver.settings import DEFAULT_POLICY, ApproverSettings
+from shared.app import build_app
 from shared.db import OutboxRow, UnitOfWork, make_engine
 from shared.events import (
     Deployed,
@@ -38,7 +39,6 @@ from shared.events import (
     parse_event,
     utcnow,
 )
-from shared.http import build_app
 from shared.identity import Kind
 from shared.migrations import prepare_database
 from shared.runtime import Runtime, Wiring

@@ -21,9 +21,9 @@ from services.approver.settings import ApproverSettings
 from services.registrar.bootstrap import bootstrap as registrar_bootstrap
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.settings import RegistrarSettings
+from shared.app import build_app
 from shared.db import OutboxRow, make_engine
 from shared.events import parse_event
-from shared.http import build_app
 from shared.identity import IntrospectingAuthenticator
 from shared.migrations import prepare_database
 from shared.runtime import Runtime
@@ -237,3 +237,20 @@ async def test_the_registrar_refuses_when_it_cannot_verify(database_url):
     await nowhere.aclose()
     await engine.dispose()
     assert response.status_code == 503 and "cannot verify credentials" in response.json()["detail"]
+
+
+async def test_every_change_and_refusal_is_in_the_services_request_audit_for_auditors(approver, registrar_db):
+    async with registrar_for(approver, registrar_db) as registrar:
+        assert (await register(registrar, None)).status_code == 401
+        assert (await register(registrar, "ana", registered_by="lee")).status_code == 403
+        assert (await register(registrar, "ana")).status_code == 201
+        viewer = await registrar.get("/v1/audit/requests", headers=bearer("lee"))
+        assert viewer.status_code == 403 and "needs the auditor role" in viewer.json()["detail"]
+        rows = (await registrar.get("/v1/audit/requests", headers=bearer("audrey"))).json()
+    assert [(r["principal"], r["method"], r["path"], r["status"], r["outcome"]) for r in rows[:3]] == [
+        (None, "POST", "/v1/groups/fraud/versions", 401, "refused"),
+        ("ana", "POST", "/v1/groups/fraud/versions", 403, "refused"),
+        ("ana", "POST", "/v1/groups/fraud/versions", 201, "done"),
+    ]
+    assert rows[1]["reason"].startswith("registered_by 'lee' is not you") and rows[0]["source"] == "127.0.0.1"
+    assert rows[3]["path"] == "/v1/audit/requests" and rows[3]["principal"] == "lee" and rows[3]["status"] == 403

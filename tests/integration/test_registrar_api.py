@@ -15,10 +15,10 @@ from services.registrar.bootstrap import bootstrap
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.models import ModelVersion
 from services.registrar.settings import RegistrarSettings
+from shared.app import build_app
 from shared.aws import AwsClients
 from shared.db import OutboxRow, make_engine
 from shared.events import Deployed, DeployedPayload, utcnow
-from shared.http import build_app
 from shared.infra import boto_client
 from shared.migrations import prepare_database
 from shared.runtime import Runtime

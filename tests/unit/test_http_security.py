@@ -16,7 +16,7 @@ from fastapi import APIRouter
 
 from services.approver.bootstrap import ROUTERS as APPROVER_ROUTERS
 from services.console.router import templates
-from shared.http import SECURITY_HEADERS, build_app
+from shared.app import SECURITY_HEADERS, build_app
 from shared.runtime import Wiring
 from shared.settings import ServiceSettings
 

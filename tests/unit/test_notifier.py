@@ -20,10 +20,10 @@ from services.notifier.notify import Notifier, notify
 from services.notifier.routing import Routing, load_routing
 from services.notifier.settings import DEFAULT_ROUTING, NotifierSettings
 from services.notifier.worker import DeliveryWorker
+from shared.app import build_app
 from shared.bus import dispatch
 from shared.db import UnitOfWork, create_tables, make_engine, reading
 from shared.events import utcnow
-from shared.http import build_app
 from shared.runtime import Runtime
 from shared.topology import CONSUMES
 from tests.factories import sample_events

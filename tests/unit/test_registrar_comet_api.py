@@ -15,7 +15,7 @@ import pytest
 from services.registrar.bootstrap import bootstrap
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.settings import RegistrarSettings
-from shared.http import build_app
+from shared.app import build_app
 from tests.principals import ANA, StaticAuthenticator, bearer
 
 pytestmark = pytest.mark.timeout(120)
