@@ -156,7 +156,6 @@ class _Story:
             self.parameter_store()
             endpoint = self.endpoint(version)
             self.evaluate(endpoint, prepared, chosen)
-            self.pending_approval(version)
             for stage, approvers in PROMOTIONS:
                 self.promote(version, stage, approvers)
             self.notifications(version)
