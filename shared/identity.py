@@ -5,8 +5,8 @@ Promises:
   alphabet (`normalise_name`), so `Lee`, `lee` and `lee\u200b` cannot pass as three people.
 - A principal may do what its roles allow (`Principal.may`), `admin` everything; `require` refuses with 403
   and says which role is missing. The default table is in docs/identity.md.
-- modelgate API tokens are 256-bit random strings, shown once and stored only as an HMAC-SHA256 under the
-  approver's pepper (`token_digest`); weak tokens (`check_strength`) are refused where people may choose them.
+- modelgate API tokens are 256-bit random strings made by modelgate (nobody chooses one, so none is weak),
+  shown once and stored only as an HMAC-SHA256 under the approver's pepper (`token_digest`).
 - Every service verifies a credential itself through an `Authenticator`. The approver owns principals and
   checks its own database; the other services ask the approver's `GET /v1/me` once and keep the answer for
   `auth_cache_seconds` (`IntrospectingAuthenticator`). A service that cannot verify refuses with 503: never
@@ -101,13 +101,6 @@ def new_token(prefix: str = TOKEN_PREFIX) -> str:
 def token_digest(pepper: bytes, token: str) -> str:
     """What is stored of a token: HMAC-SHA256 under the pepper (a leaked table alone cannot be tried offline)."""
     return hmac.new(pepper, token.encode(), hashlib.sha256).hexdigest()
-
-
-def check_strength(token: str) -> None:
-    """Refuses a token a person chose that is too weak to stand for a principal (ValueError, saying why)."""
-    if len(token) < 32 or len(set(token)) < 16:
-        raise ValueError("a token needs at least 32 characters with at least 16 different ones; "
-                         "leave it out and modelgate makes one (`modelgate principals add`)")
 
 
 class Authenticator(Protocol):
