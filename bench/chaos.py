@@ -25,6 +25,7 @@ import httpx
 
 from bench.common import (
     WebhookReceiver,
+    add_principal,
     console,
     new_stack,
     private_localstack,
@@ -101,7 +102,7 @@ class Chaos:
 
         async def one(i: int) -> None:
             group = f"chaos-{i}"  # one version per group: in a group, only the newest approved version deploys
-            body = {"artifact_uri": artifact, "registered_by": "chaos", "metrics": {"auc": 0.93}}
+            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}  # registered by the caller: chaos
             while time.monotonic() < deadline:
                 try:
                     response = await client.post(
@@ -259,7 +260,9 @@ async def run_chaos(
             chaos = Chaos(stack, webhook, journeys, rate)
             artifact = upload_artifact(stack, "chaos/model.bin")
             deadline = started + timeout
-            async with httpx.AsyncClient(timeout=60) as client:
+            # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
+            token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
+            async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
                 work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
                 if kill_every:
                     work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
