@@ -25,7 +25,7 @@ import httpx
 
 from bench.common import (
     WebhookReceiver,
-    admin_headers,
+    add_principal,
     console,
     new_stack,
     private_localstack,
@@ -102,7 +102,7 @@ class Chaos:
 
         async def one(i: int) -> None:
             group = f"chaos-{i}"  # one version per group: in a group, only the newest approved version deploys
-            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}
+            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}  # registered by the caller: chaos
             while time.monotonic() < deadline:
                 try:
                     response = await client.post(
@@ -189,7 +189,7 @@ class Chaos:
         done, offset = 0, 0
         while offset is not None:
             page = (await client.get(f"{self.stack.url('registrar')}/v1/versions", params={
-                "registered_by": "admin", "stage": "test", "limit": 1000, "offset": offset,
+                "registered_by": "chaos", "stage": "test", "limit": 1000, "offset": offset,
             })).json()
             done += sum(1 for r in page["items"] if r["stages"].get("dev") == "Deployed")
             offset = page["next_offset"]
@@ -260,7 +260,9 @@ async def run_chaos(
             chaos = Chaos(stack, webhook, journeys, rate)
             artifact = upload_artifact(stack, "chaos/model.bin")
             deadline = started + timeout
-            async with httpx.AsyncClient(timeout=60, headers=admin_headers(stack)) as client:
+            # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
+            token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
+            async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
                 work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
                 if kill_every:
                     work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))

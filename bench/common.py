@@ -141,6 +141,15 @@ def admin_headers(stack: Stack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.admin_token()}"}
 
 
+def add_principal(stack: Stack, name: str, **fields: object) -> str:
+    """Makes principal `name` (roles, teams, kind, ...) with the admin token the approver wrote; its token."""
+    response = httpx.post(f"{stack.url('approver')}/v1/principals", json={"name": name, **fields},
+                          headers={"Authorization": f"Bearer {stack.admin_token()}"}, timeout=10)
+    if response.status_code != 201:
+        raise RuntimeError(f"could not make principal {name}: {response.status_code} {response.text}")
+    return str(response.json()["token"])
+
+
 def deprovision(namespace: str, endpoint: str) -> None:
     """Deletes a namespace's topic, queues and bucket, so benchmark runs do not pile up in LocalStack."""
     sqs, sns, s3 = (boto_client(name, endpoint) for name in ("sqs", "sns", "s3"))

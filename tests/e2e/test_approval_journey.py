@@ -14,28 +14,25 @@ from shared.infra import boto_client
 from shared.topology import SERVICES, bucket_name, parameter_name
 from tests.helpers import eventually
 
-TOKENS = {"lee": "lee-token", "kim": "kim-token", "raj": "raj-token", "ana": "ana-token"}  # tests/e2e/conftest.py
-
-
-def auth(who: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[who]}"}
+ANONYMOUS = {"Authorization": ""}
 
 
 async def test_dev_automatic_then_test_by_one_approver_then_prod_by_two_distinct_approvers(system):
     s3 = boto_client("s3", system.endpoint)
     s3.put_object(Bucket=bucket_name(system.namespace), Key="credit/model.bin", Body=b"model bytes")
     approver, registrar = system.url("approver"), system.url("registrar")
-    async with httpx.AsyncClient(timeout=30) as client:
+    auth = system.headers
+    async with httpx.AsyncClient(timeout=30, headers=auth("ana")) as client:
         registered = await client.post(
             f"{registrar}/v1/groups/credit/versions",
             json={
                 "artifact_uri": f"s3://{bucket_name(system.namespace)}/credit/model.bin",
-                "registered_by": "ana",
                 "metrics": {"auc": 0.91},
                 "model_card": {"summary": "Credit default model."},
             },
         )
         assert registered.status_code == 201, registered.text
+        assert registered.json()["registered_by"] == "ana"  # the caller, not a name in the body
         mvid, version = registered.json()["model_version_id"], registered.json()["version"]
 
         async def registrar_shows(stage: str, status: str) -> bool:
@@ -64,7 +61,7 @@ async def test_dev_automatic_then_test_by_one_approver_then_prod_by_two_distinct
         assert prod["required_approvals"] == 2 and prod["eligible_groups"] == ["model-risk"]
         decide_prod = f"{approver}/v1/approvals/{prod['approval_id']}/decision"
         refusals = {
-            "anonymous": await client.post(decide_prod, json={"decision": "approve"}),
+            "anonymous": await client.post(decide_prod, json={"decision": "approve"}, headers=ANONYMOUS),
             "forged token": await client.post(decide_prod, json={"decision": "approve"}, headers={"Authorization": "Bearer x"}),
             "outside the group": await client.post(decide_prod, json={"decision": "approve"}, headers=auth("lee")),
             "registrant": await client.post(decide_prod, json={"decision": "approve"}, headers=auth("ana")),
@@ -79,19 +76,23 @@ async def test_dev_automatic_then_test_by_one_approver_then_prod_by_two_distinct
 
         # the second approver decides through a signed, single-use decision link
         link = (await client.post(f"{approver}/v1/approvals/{prod['approval_id']}/decision-links", headers=auth("raj"))).json()
-        page = await client.get(link["url"], headers={"Accept": "text/html"})
+        page = await client.get(link["url"], headers={"Accept": "text/html", **ANONYMOUS})  # the link is the credential
         assert page.status_code == 200 and f"{mvid} → prod" in page.text
-        approved = await client.post(link["url"], json={"decision": "approve", "comment": "second pair of eyes"})
+        approved = await client.post(link["url"], json={"decision": "approve", "comment": "second pair of eyes"}, headers=ANONYMOUS)
         assert approved.json()["status"] == "Approved" and approved.json()["approved_by"] == ["kim", "raj"]
-        replay = await client.post(link["url"], json={"decision": "approve"})
+        replay = await client.post(link["url"], json={"decision": "approve"}, headers=ANONYMOUS)
         assert replay.status_code == 401 and "already used" in replay.json()["detail"]
 
         await eventually(lambda: registrar_shows("prod", "Deployed"), timeout=60)
         pointer = boto_client("ssm", system.endpoint).get_parameter(Name=parameter_name("credit", "prod"))["Parameter"]["Value"]
         assert json.loads(pointer)["model_version_id"] == mvid
 
-        # the audit trail, as a regulator would export it
-        exported = await client.get(f"{approver}/v1/audit", params={"model_version_id": mvid, "format": "csv"})
+        # the audit trail, as a regulator would export it: an auditor's (here the admin's) read, not an approver's
+        audit_query = {"model_version_id": mvid, "format": "csv"}
+        assert (await client.get(f"{approver}/v1/audit", params=audit_query, headers=auth("kim"))).status_code == 403
+        assert (await client.get(f"{approver}/v1/audit", params=audit_query, headers=ANONYMOUS)).status_code == 401
+        exported = await client.get(f"{approver}/v1/audit", params=audit_query, headers=auth("admin"))
+        assert exported.status_code == 200, exported.text
         trail = [(r["action"], r["stage"], r["actor"]) for r in csv.DictReader(io.StringIO(exported.text))]
         assert trail == [
             ("requested", "dev", "policy"), ("decided", "dev", "policy"),
@@ -104,4 +105,4 @@ async def test_dev_automatic_then_test_by_one_approver_then_prod_by_two_distinct
     link_token = link["url"].split("token=")[1]
     for service in SERVICES:
         log = system.logfile(service).read_text()
-        assert all(secret not in log for secret in [*TOKENS.values(), key["SecretString"], link_token]), service
+        assert all(secret not in log for secret in [*system.tokens.values(), key["SecretString"], link_token]), service

@@ -43,14 +43,14 @@ def register(stack, group: str, metrics: dict[str, float], model_card: dict | No
     key = f"{group}/model.joblib"
     boto_client("s3", stack.endpoint).put_object(Bucket=bucket_name(stack.namespace), Key=key, Body=b"model bytes")
     body = {
-        "artifact_uri": f"s3://{bucket_name(stack.namespace)}/{key}", "registered_by": "ana", "metrics": metrics,
+        "artifact_uri": f"s3://{bucket_name(stack.namespace)}/{key}", "metrics": metrics,
         "framework": "xgboost", "params": {"num_round": 100, "learning_rate": 0.15},
         "model_card": model_card or {},
         "lineage": {"experiment_key": "4f1c9a2e", "datasets": [
             {"name": "creditcard-transactions-preprocessed", "version": "3", "aliases": ["preprocessed"],
              "uri": "s3://modelgate-data/preprocessed/v3/"}]},
     }
-    response = httpx.post(f"{stack.url('registrar')}/v1/groups/{group}/versions", json=body, timeout=30)
+    response = httpx.post(f"{stack.url('registrar')}/v1/groups/{group}/versions", json=body, headers=stack.headers("ana"), timeout=30)
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -58,39 +58,41 @@ def register(stack, group: str, metrics: dict[str, float], model_card: dict | No
 def pending_test_approval(stack, model_version_id: str) -> dict:
     def found() -> list[dict]:
         pending = httpx.get(f"{stack.url('approver')}/v1/approvals",
-                            params={"status": "pending", "stage": "test", "model_version_id": model_version_id}).json()
+                            params={"status": "pending", "stage": "test", "model_version_id": model_version_id},
+                            headers=stack.headers("lee")).json()
         return pending
 
     return wait_until(found, timeout=30, interval=0.3)[0]
 
 
-def sign_in(page: Page, stack, token: str) -> None:
+def sign_in(page: Page, stack, who: str, token: str | None = None) -> None:
+    """Signs in as `who` with their API token (`token`: another one, e.g. a wrong one)."""
     page.goto(f"{stack.url('approver')}/console")
     expect(page).to_have_url(re.compile(r"/console/login"))
-    page.fill("input[name=token]", token)
+    page.fill("input[name=token]", token if token is not None else stack.tokens[who])
     page.click("button[type=submit]")
 
 
 def test_an_approver_signs_in_sees_the_plots_approves_and_watches_the_deployment_appear(system, page):
     live = register(system, "fraud", {"auc": 0.91, "precision": 0.82, "recall": 0.78})
     httpx.post(f"{system.url('approver')}/v1/approvals/{pending_test_approval(system, live['model_version_id'])['approval_id']}/decision",
-               json={"decision": "approve"}, headers={"Authorization": "Bearer lee-token"}).raise_for_status()
+               json={"decision": "approve"}, headers=system.headers("lee")).raise_for_status()
     card = {"summary": "Scores card transactions for fraud", "intended_use": "Flag transactions for review",
             "risk_rating": "Medium", "custom_details": {"plots": PLOTS}}
     version = register(system, "fraud", {"auc": 0.95, "precision": 0.88, "recall": 0.83}, card)
     approval = pending_test_approval(system, version["model_version_id"])
 
-    sign_in(page, system, "not-a-token")
-    expect(page.get_by_role("alert")).to_contain_text("unknown approver token")
+    sign_in(page, system, "lee", token="mgt_" + "x" * 43)
+    expect(page.get_by_role("alert")).to_contain_text("unknown token: check it")
 
     # the registrant may not approve her own version: the approver refuses, and the page says why
-    sign_in(page, system, "ana-token")
+    sign_in(page, system, "ana")
     page.goto(f"{system.url('approver')}/console/approvals/{approval['approval_id']}")
     page.get_by_role("button", name="Approve for test").click()
     expect(page.locator("#refused")).to_contain_text("ana registered fraud/2 and cannot approve it")
     page.get_by_role("button", name="Sign out").click()
 
-    sign_in(page, system, "lee-token")
+    sign_in(page, system, "lee")
     expect(page.locator("#signed-in-as")).to_have_text("lee")
     waiting = page.locator("#yours tr", has_text="fraud/2")
     expect(waiting).to_contain_text("test")
@@ -119,18 +121,30 @@ def test_an_approver_signs_in_sees_the_plots_approves_and_watches_the_deployment
     page.get_by_role("link", name="fraud", exact=True).click()
     expect(page.locator("#deployments")).to_contain_text("fraud/2")
 
-    assert httpx.get(f"{system.url('registrar')}/v1/groups/fraud/versions/2").json()["stages"]["test"] == "Deployed"
-    decided = httpx.get(f"{system.url('approver')}/v1/approvals/{approval['approval_id']}").json()
+    assert httpx.get(f"{system.url('registrar')}/v1/groups/fraud/versions/2",
+                     headers=system.headers("lee")).json()["stages"]["test"] == "Deployed"
+    decided = httpx.get(f"{system.url('approver')}/v1/approvals/{approval['approval_id']}", headers=system.headers("lee")).json()
     assert decided["status"] == "Approved" and decided["approved_by"] == ["lee"]
 
 
 def test_the_console_wants_a_signed_in_approver(system, page):
     page.goto(f"{system.url('approver')}/console/catalog")
     expect(page).to_have_url(re.compile(r"/console/login\?next=/console/catalog"))
-    page.fill("input[name=token]", "kim-token")
+    page.fill("input[name=token]", system.tokens["kim"])
     page.click("button[type=submit]")
     expect(page).to_have_url(re.compile(r"/console/catalog$"))
     expect(page.locator("#signed-in-as")).to_have_text("kim")
+    # the session's cookie alone is not enough to post: a form from another site, or without the page's
+    # CSRF token, is refused (the browser's session cookie goes along with page.request)
+    sign_out = f"{system.url('approver')}/console/logout"
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    cross_site = page.request.post(sign_out, form={"csrf": csrf}, headers={"Origin": "https://evil.example"}, max_redirects=0)
+    assert cross_site.status == 403 and "another origin" in cross_site.text()
+    stale = page.request.post(sign_out, form={"csrf": "stale"}, max_redirects=0)
+    assert stale.status == 403 and "CSRF" in stale.text()
+    page.reload()
+    expect(page.locator("#signed-in-as")).to_have_text("kim")  # still signed in
     page.get_by_role("button", name="Sign out").click()
     page.goto(f"{system.url('approver')}/console/approvals")
     expect(page).to_have_url(re.compile(r"/console/login"))

@@ -59,8 +59,8 @@ async def test_dev_deploys_to_a_sagemaker_endpoint_and_test_to_an_ecs_service(sy
     key = f"{GROUP}/model.tar.gz"
     boto_client("s3", system.endpoint).put_object(Bucket=bucket_name(system.namespace), Key=key, Body=b"model")
     artifact = f"s3://{bucket_name(system.namespace)}/{key}"
-    async with httpx.AsyncClient(timeout=30) as client:
-        body = {"artifact_uri": artifact, "registered_by": "ana", "metrics": {"auc": 0.95}}
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
+        body = {"artifact_uri": artifact, "metrics": {"auc": 0.95}}
         assert (await client.post(f"{system.url('registrar')}/v1/groups/{GROUP}/versions", json=body)).status_code == 201
 
         async def live(stage: str) -> dict | None:
@@ -77,7 +77,7 @@ async def test_dev_deploys_to_a_sagemaker_endpoint_and_test_to_an_ecs_service(sy
 
         approval = (await eventually(pending_test, timeout=30))[0]
         decided = await client.post(f"{system.url('approver')}/v1/approvals/{approval['approval_id']}/decision",
-                                    json={"decision": "approve", "comment": "ok"}, headers={"Authorization": "Bearer lee-token"})
+                                    json={"decision": "approve", "comment": "ok"}, headers=system.headers("lee"))
         assert decided.status_code == 200, decided.text
         test = await eventually(lambda: live("test"), timeout=60, interval=0.5)
         assert test["target"] == "ecs"

@@ -26,8 +26,8 @@ async def test_a_duplicated_approval_deploys_once(system, webhook):
     group = f"churn-{uuid.uuid4().hex[:6]}"
     key = f"{group}/model.bin"
     boto_client("s3", system.endpoint).put_object(Bucket=bucket_name(system.namespace), Key=key, Body=b"model")
-    async with httpx.AsyncClient(timeout=30) as client:
-        body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "registered_by": "ana", "metrics": {"auc": 0.95}}
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
+        body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "metrics": {"auc": 0.95}}
         assert (await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)).status_code == 201
         history_url = f"{system.url('registrar')}/v1/groups/{group}/versions/1/history"
 
@@ -68,8 +68,8 @@ async def test_twenty_versions_approved_together_leave_the_newest_live_each_depl
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     key = f"{group}/model.bin"
     boto_client("s3", system.endpoint).put_object(Bucket=bucket_name(system.namespace), Key=key, Body=b"model")
-    body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "registered_by": "ana", "metrics": {"auc": 0.93}}
-    async with httpx.AsyncClient(timeout=30) as client:
+    body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "metrics": {"auc": 0.93}}
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         for _ in range(20):
             assert (await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)).status_code == 201
 

@@ -41,10 +41,10 @@ async def live_in_dev(client: httpx.AsyncClient, stack, group: str) -> dict | No
 async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores_the_previous_answers(system):
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     first, second = upload(system, f"{group}/1.joblib", model_bytes()), upload(system, f"{group}/2.joblib", model_bytes(flip=True))
-    async with httpx.AsyncClient(timeout=30) as client:
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
 
         async def register(artifact: str) -> dict:
-            body = {"artifact_uri": artifact, "registered_by": "ana", "metrics": {"auc": 0.93}, "framework": "sklearn"}
+            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}, "framework": "sklearn"}
             response = await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)
             assert response.status_code == 201, response.text
             return response.json()
@@ -79,15 +79,23 @@ async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores
         await eventually(old_server_stopped, timeout=30)
 
         rollback_url = f"{system.url('deployer')}/v1/groups/{group}/stages/dev/rollback"
-        accepted = await client.post(rollback_url, json={"requested_by": "lee", "reason": "v2 flags every payment"})
+        reason = {"reason": "v2 flags every payment"}
+        not_operator = await client.post(rollback_url, json=reason)  # ana registers; she does not operate
+        assert not_operator.status_code == 403 and "operator" in not_operator.json()["detail"]
+        anonymous = await client.post(rollback_url, json=reason, headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+        someone_else = await client.post(rollback_url, json={**reason, "requested_by": "kim"}, headers=system.headers("lee"))
+        assert someone_else.status_code == 403 and "not you" in someone_else.json()["detail"]
+        assert (await live_in_dev(client, system, group))["version"] == 2  # none of those changed anything
+        accepted = await client.post(rollback_url, json=reason, headers=system.headers("lee"))
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["model_version_id"] == f"{group}/1" and accepted.json()["rollback"] is True
         back = await eventually(lambda: serving(1), timeout=90, interval=0.5)
         assert back["rollback"] is True and back["requested_by"] == "lee" and await predict(back["endpoint_url"]) == 1
 
-        refused = await client.post(rollback_url, json={"requested_by": "lee"})
+        refused = await client.post(rollback_url, json={"requested_by": "lee"}, headers=system.headers("lee"))
         assert refused.status_code == 409 and "no earlier" in refused.json()["detail"]
-        unknown = await client.post(f"{system.url('deployer')}/v1/groups/{group}/stages/prod/rollback")
+        unknown = await client.post(f"{system.url('deployer')}/v1/groups/{group}/stages/prod/rollback", headers=system.headers("lee"))
         assert unknown.status_code == 404
 
         async def rollback_announced() -> list:
@@ -105,8 +113,8 @@ async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores
 async def test_a_deployer_killed_mid_deployment_finishes_it_once_after_restart(system):
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     artifact = upload(system, f"{group}/1.joblib", model_bytes())
-    async with httpx.AsyncClient(timeout=30) as client:
-        body = {"artifact_uri": artifact, "registered_by": "ana", "metrics": {"auc": 0.93}}
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
+        body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}
         assert (await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)).status_code == 201
 
         async def deploying() -> bool:

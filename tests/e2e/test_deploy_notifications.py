@@ -48,8 +48,8 @@ async def test_email_and_webhook_deliveries_arrive_once_each(system, webhook):
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     key = f"{group}/model.bin"
     boto_client("s3", system.endpoint).put_object(Bucket=bucket_name(system.namespace), Key=key, Body=b"model")
-    async with httpx.AsyncClient(timeout=30) as client:
-        body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "registered_by": "ana", "metrics": {"auc": 0.95}}
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
+        body = {"artifact_uri": f"s3://{bucket_name(system.namespace)}/{key}", "metrics": {"auc": 0.95}}
         assert (await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)).status_code == 201
 
         async def all_mail_in() -> list[dict]:  # decided, deployed, test approval requested: to team; the request to ml-leads
@@ -77,7 +77,11 @@ async def test_email_and_webhook_deliveries_arrive_once_each(system, webhook):
             return duplicates((await client.get(metrics_url)).text) >= before + 1
 
         await eventually(repeat_seen, timeout=60, interval=0.5)
-        deliveries = (await client.get(f"{system.url('notifier')}/v1/deliveries", params={"correlation_id": f"{group}/1"})).json()
+        deliveries_url, query = f"{system.url('notifier')}/v1/deliveries", {"correlation_id": f"{group}/1"}
+        refused = await client.get(deliveries_url, params=query)  # recipients are people's addresses: not for ana
+        assert refused.status_code == 403 and "auditor" in refused.json()["detail"]
+        assert (await client.get(deliveries_url, params=query, headers={"Authorization": ""})).status_code == 401
+        deliveries = (await client.get(deliveries_url, params=query, headers=system.headers("admin"))).json()
 
     found = mails(system.endpoint)
     assert Counter(m["Destination"]["ToAddresses"][0] for m in found) == {"team@example.com": 3, "leads@example.com": 1}

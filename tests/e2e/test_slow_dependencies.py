@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from bench.common import WebhookReceiver, new_stack, running_system, upload_artifact
+from tests.e2e.conftest import add_principals
 from tests.helpers import eventually
 
 
@@ -49,10 +50,14 @@ class HoldingProxy:
         self.server.close()
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 def register(client: httpx.AsyncClient, stack, group: str, artifact: str):  # type: ignore[no-untyped-def]
     return client.post(
         f"{stack.url('registrar')}/v1/groups/{group}/versions",
-        json={"artifact_uri": artifact, "registered_by": "ana", "metrics": {"auc": 0.95}},
+        json={"artifact_uri": artifact, "metrics": {"auc": 0.95}},
     )
 
 
@@ -82,8 +87,9 @@ async def test_a_hanging_webhook_times_out_and_blocks_no_other_notification(loca
         "MODELGATE_SNS_NOTIFICATIONS": "false", "MODELGATE_POLL_WAIT_SECONDS": "2",
     })
     with running_system(stack):
+        tokens = add_principals(stack)
         artifact = upload_artifact(stack, "slow/model.bin")
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, headers=bearer(tokens["ana"])) as client:
             groups = [f"slowhook-{i}" for i in range(6)]
             for group in groups:
                 assert (await register(client, stack, group, artifact)).status_code == 201
@@ -95,7 +101,8 @@ async def test_a_hanging_webhook_times_out_and_blocks_no_other_notification(loca
             assert all([await deployed_to_dev(client, stack, g) for g in groups])
 
             async def stuck_ones_failed() -> list[dict]:
-                rows = (await client.get(f"{stack.url('notifier')}/v1/deliveries", params={"status": "failed"})).json()
+                rows = (await client.get(f"{stack.url('notifier')}/v1/deliveries", params={"status": "failed"},
+                                         headers=bearer(tokens["admin"]))).json()
                 return rows if len(rows) >= 2 * len(groups) else []
 
             failed = await eventually(stuck_ones_failed, timeout=90, interval=0.5)
@@ -111,8 +118,9 @@ async def test_s3_that_stops_answering_holds_up_only_the_registration_waiting_fo
     stack = new_stack(localstack_endpoint, "slows3", {"AWS_ENDPOINT_URL_S3": proxied, "MODELGATE_POLL_WAIT_SECONDS": "2"})
     try:
         with running_system(stack):
+            tokens = add_principals(stack)
             artifact = upload_artifact(stack, "slow/model.bin")
-            async with httpx.AsyncClient(timeout=60) as client:
+            async with httpx.AsyncClient(timeout=60, headers=bearer(tokens["ana"])) as client:
                 assert (await register(client, stack, "slows3-first", artifact)).status_code == 201
                 proxy.flowing.clear()  # S3 stops answering
                 waiting = asyncio.create_task(register(client, stack, "slows3-waiting", artifact))
