@@ -52,7 +52,7 @@ ROUNDS = 10
 class Fixed:
     """The baseline: every credential is the same principal, with no lookup at all."""
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         return Principal(name="bench", roles=("viewer",))
 
 
@@ -60,7 +60,7 @@ class ViaOidc:
     def __init__(self, verifier: OidcVerifier):
         self.verifier = verifier
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         claims = await self.verifier.verify(credential)
         return Principal(name=claims["sub"], roles=("viewer",), via="oidc")
 

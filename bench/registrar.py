@@ -79,7 +79,7 @@ class BenchAuthenticator:
     """The catalog's benchmark measures search, not credentials (bench/auth.py measures those): every
     request is the admin's."""
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         return Principal(name="bench", roles=("admin",))
 
 

@@ -30,6 +30,7 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
     app.state.runtime = runtime
     app.state.context = wiring.context
     app.state.authenticator = wiring.authenticator
+    app.state.service_key = wiring.service_key
     app.state.throttle = FailureThrottle(runtime.settings.auth_failure_limit, runtime.settings.auth_failure_window_seconds)
     for router in wiring.routers:
         app.include_router(router)

@@ -14,6 +14,7 @@ service's `Authenticator` (shared.identity): 401 without a valid credential, 503
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.db import UnitOfWork
 from shared.errors import Refused
-from shared.identity import MAX_CREDENTIAL_LENGTH, Principal
+from shared.identity import CLIENT_HEADER, MAX_CREDENTIAL_LENGTH, SERVICE_KEY_HEADER, Principal
 from shared.runtime import Runtime
 from shared.throttle import FailureThrottle
 
@@ -32,11 +33,16 @@ log = structlog.get_logger()
 
 
 def source_address(request: Request) -> str:
-    """The caller's address: the first X-Forwarded-For hop when the settings trust the load balancer."""
+    """The caller's address. Behind a load balancer the settings trust, the last X-Forwarded-For hop: the one
+    the balancer appended (earlier hops are whatever the client sent, so they cannot be trusted)."""
     runtime = runtime_of(request)
+    key = getattr(request.app.state, "service_key", None)
+    presented = request.headers.get(SERVICE_KEY_HEADER)
+    if key and presented and hmac.compare_digest(presented.encode(), key.encode()):  # a sibling, for its caller
+        return request.headers.get(CLIENT_HEADER, "unknown")[:64]
     forwarded = request.headers.get("x-forwarded-for") if runtime.settings.trust_forwarded_headers else None
     if forwarded:
-        return forwarded.split(",")[0].strip()[:64]
+        return forwarded.split(",")[-1].strip()[:64]
     return request.client.host if request.client else "unknown"
 
 
@@ -54,7 +60,7 @@ async def authenticate(request: Request, credential: str) -> Principal:
     if len(credential) > MAX_CREDENTIAL_LENGTH:
         raise Refused(401, "the credential is too long to be a modelgate token or a JWT")
     try:
-        principal: Principal = await authenticator.authenticate(credential)
+        principal: Principal = await authenticator.authenticate(credential, source)
     except Refused as refused:
         if refused.status == 401:
             throttle.failed(f"source:{source}")

@@ -34,6 +34,8 @@ from shared.errors import Refused
 TOKEN_PREFIX = "mgt_"  # an API token
 SESSION_PREFIX = "mgs_"  # a console session (server-side; logout revokes it)
 MAX_CREDENTIAL_LENGTH = 16 * 1024
+SERVICE_KEY_HEADER = "x-modelgate-service-key"  # a sibling service asking on a caller's behalf (shared.secrets)
+CLIENT_HEADER = "x-modelgate-client-address"  # ... and that caller's address
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,99}$")
 
 
@@ -104,8 +106,8 @@ def token_digest(pepper: bytes, token: str) -> str:
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, credential: str) -> Principal:
-        """The credential's principal; Refused 401 (not valid), 429 or 503 (cannot verify now)."""
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
+        """The credential's principal (presented from `source`); Refused 401 (not valid), 429 or 503."""
         ...
 
 
@@ -114,28 +116,32 @@ class IntrospectingAuthenticator:
     effect here within `cache_seconds`; on the approver at once)."""
 
     def __init__(self, approver_url: str, cache_seconds: float = 30.0, *, http: httpx.AsyncClient | None = None,
-                 max_entries: int = 10_000):
+                 max_entries: int = 10_000, service_key: str | None = None):
         self.approver_url = approver_url.rstrip("/")
+        self.service_key = service_key  # shown to the approver, so that it counts failures against `source`
         self.cache_seconds = cache_seconds
         self.http = http or httpx.AsyncClient(timeout=5.0)
         self.max_entries = max_entries
         self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         key = hashlib.sha256(credential.encode()).hexdigest()
         hit = self._cache.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        principal = await self._ask(credential)
+        principal = await self._ask(credential, source)
         self._cache[key] = (time.monotonic() + self.cache_seconds, principal)
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_entries:
             self._cache.popitem(last=False)
         return principal
 
-    async def _ask(self, credential: str) -> Principal:
+    async def _ask(self, credential: str, source: str | None) -> Principal:
+        headers = {"Authorization": f"Bearer {credential}"}
+        if self.service_key and source:
+            headers |= {SERVICE_KEY_HEADER: self.service_key, CLIENT_HEADER: source}
         try:
-            answer = await self.http.get(f"{self.approver_url}/v1/me", headers={"Authorization": f"Bearer {credential}"})
+            answer = await self.http.get(f"{self.approver_url}/v1/me", headers=headers)
         except httpx.HTTPError as exc:
             raise Refused(503, f"cannot verify credentials: the approver at {self.approver_url} is unreachable "
                                f"({type(exc).__name__}); try again shortly") from None
@@ -156,9 +162,9 @@ def _detail(answer: httpx.Response) -> str:
         return answer.text[:200]
 
 
-def introspecting(settings: Any) -> IntrospectingAuthenticator:
+def introspecting(settings: Any, service_key: str | None = None) -> IntrospectingAuthenticator:
     """How the registrar, deployer and notifier verify credentials: the approver at MODELGATE_APPROVER_URL."""
-    return IntrospectingAuthenticator(settings.approver_url, settings.auth_cache_seconds)
+    return IntrospectingAuthenticator(settings.approver_url, settings.auth_cache_seconds, service_key=service_key)
 
 
 def closer(authenticator: Authenticator) -> Callable[[], Awaitable[None]] | None:

@@ -63,6 +63,7 @@ class Wiring:
     workers: Sequence[Worker] = ()
     context: Any = None  # the service's own typed object, reachable from routes (see shared.http.context_of)
     authenticator: Authenticator | None = None  # verifies credentials (shared.identity); None refuses all (503)
+    service_key: str | None = None  # what siblings present when they ask on a caller's behalf (shared.secrets)
     title: str = ""
     description: str = ""
     on_stop: Callable[[], Awaitable[None]] | None = None

@@ -39,6 +39,7 @@ class ServiceSettings(BaseSettings):
     auth_cache_seconds: float = Field(30.0, ge=0, le=300, description="How long a verified credential is trusted before it is checked again (the delay a revocation takes outside the approver).")
     auth_failure_limit: int = Field(10, ge=1, description="Failed authentications per source or principal per window before 429.")
     auth_failure_window_seconds: float = Field(60.0, gt=0, description="The window of auth_failure_limit.")
+    service_key_secret_name: str = Field("", description="Secrets Manager secret the services present to the approver; default <namespace>/internal/service-key.")
     trust_forwarded_headers: bool = Field(False, description="Behind a load balancer: take the source address and scheme from X-Forwarded-For / X-Forwarded-Proto.")
 
     def model_post_init(self, __context: object) -> None:
@@ -48,6 +49,8 @@ class ServiceSettings(BaseSettings):
             self.database_url = f"sqlite+aiosqlite:///{path}"
         if not self.http_port:
             self.http_port = topology.DEFAULT_PORTS[self.service]
+        if not self.service_key_secret_name:
+            self.service_key_secret_name = f"{self.namespace}/internal/service-key"
         if not self.public_url:
             self.public_url = f"http://{self.http_host}:{self.http_port}"
 

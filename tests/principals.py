@@ -34,7 +34,7 @@ class StaticAuthenticator:
     def __init__(self, principals: dict[str, Principal] | None = None):
         self.by_token = {token_of(p): p for p in (principals or EVERYONE).values()}
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         try:
             return self.by_token[credential]
         except KeyError:

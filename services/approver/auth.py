@@ -62,7 +62,7 @@ class ApproverAuthenticator:
     def forget(self) -> None:
         self._cache.clear()
 
-    async def authenticate(self, credential: str) -> Principal:
+    async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         if looks_like_jwt(credential):
             return await self._from_jwt(credential)
         digest = token_digest(self.pepper, credential)

@@ -21,6 +21,7 @@ from services.approver.settings import ApproverSettings
 from services.console import console_router
 from shared.oidc import OidcVerifier
 from shared.runtime import Runtime, Wiring
+from shared.secrets import service_key
 from shared.wiring import inject
 
 log = structlog.get_logger()
@@ -49,6 +50,7 @@ async def bootstrap(runtime: Runtime[ApproverSettings]) -> Wiring:
         workers=[ExpiryWorker(runtime.uow, approver.policy, approver.urls, settings.expiry_check_seconds)],
         context=approver,
         authenticator=authenticator,
+        service_key=await service_key(runtime),
         title="modelgate approver",
         description="Approval requests per stage, authenticated decisions, decision links, principals and the audit trail.",
         on_stop=authenticator.aclose,

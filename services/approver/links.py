@@ -24,6 +24,9 @@ from services.approver.models import UsedLink
 from shared.db import UnitOfWork
 from shared.errors import Refused
 from shared.events import utcnow
+from shared.secrets import load_or_create_key
+
+__all__ = ["load_or_create_key"]  # kept here too: the approver's keys were first made here
 
 log = structlog.get_logger()
 
@@ -87,29 +90,6 @@ async def consume(uow: UnitOfWork, claims: LinkClaims) -> None:
 
 def link_url(public_url: str, approval_id: str, token: str) -> str:
     return f"{public_url}/v1/approvals/{approval_id}/decision-link?token={quote(token)}"
-
-
-async def load_or_create_key(secretsmanager: Any, secret_name: str,
-                             description: str = "HMAC key of the modelgate approver's decision links") -> bytes:
-    """A secret key from Secrets Manager; a new random one is stored there first if there is none."""
-    try:
-        return await _read(secretsmanager, secret_name)
-    except secretsmanager.exceptions.ResourceNotFoundException:
-        pass
-    try:
-        await secretsmanager.create_secret(
-            Name=secret_name,
-            Description=description,
-            SecretString=secrets.token_hex(32),
-        )
-        log.info("secret_key_created", name=secret_name)
-    except secretsmanager.exceptions.ResourceExistsException:  # another replica created it first
-        pass
-    return await _read(secretsmanager, secret_name)
-
-
-async def _read(secretsmanager: Any, secret_name: str) -> bytes:
-    return (await secretsmanager.get_secret_value(SecretId=secret_name))["SecretString"].encode()
 
 
 def _b64(data: bytes) -> str:

@@ -10,6 +10,7 @@ from services.deployer.targets import build_targets
 from services.deployer.worker import DeploymentWorker
 from shared.identity import Authenticator, closer, introspecting
 from shared.runtime import Runtime, Wiring, stop_all
+from shared.secrets import service_key
 from shared.wiring import inject
 
 #: Event type -> its handler. The handler only records a deployment; the DeploymentWorker runs it.
@@ -21,7 +22,7 @@ HANDLERS = {
 async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authenticator | None = None) -> Wiring:
     """The deployer's wiring; `authenticator` defaults to asking the approver (shared.identity)."""
     settings = runtime.settings
-    authenticator = authenticator or introspecting(settings)
+    authenticator = authenticator or introspecting(settings, await service_key(runtime))
     options = deploy.DeployOptions(settings.deploy_attempts, settings.deploy_retry_seconds, settings.lease_seconds)
     deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws), options)
     return Wiring(

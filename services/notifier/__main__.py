@@ -6,4 +6,4 @@ from services.notifier.settings import NotifierSettings
 from shared.service import serve
 
 settings = NotifierSettings()
-asyncio.run(serve(settings, bootstrap, aws_services=("ses",) if settings.email_sender else ()))
+asyncio.run(serve(settings, bootstrap, aws_services=("secretsmanager", "ses") if settings.email_sender else ("secretsmanager",)))

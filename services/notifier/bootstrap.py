@@ -14,6 +14,7 @@ from services.notifier.settings import NotifierSettings
 from services.notifier.worker import DeliveryWorker
 from shared.identity import Authenticator, closer, introspecting
 from shared.runtime import Runtime, Wiring, stop_all
+from shared.secrets import service_key
 from shared.topology import notifications_topic_name
 from shared.wiring import inject
 
@@ -30,7 +31,7 @@ HANDLERS = {
 async def bootstrap(runtime: Runtime[NotifierSettings], authenticator: Authenticator | None = None) -> Wiring:
     """The notifier's wiring; `authenticator` defaults to asking the approver (shared.identity)."""
     settings = runtime.settings
-    authenticator = authenticator or introspecting(settings)
+    authenticator = authenticator or introspecting(settings, await service_key(runtime))
     http = httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
     routing = load_routing(settings.routing_file)
     notifier = Notifier(

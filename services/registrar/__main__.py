@@ -5,4 +5,4 @@ from services.registrar.settings import RegistrarSettings
 from shared.service import serve
 
 settings = RegistrarSettings()
-asyncio.run(serve(settings, bootstrap, aws_services=("s3",)))
+asyncio.run(serve(settings, bootstrap, aws_services=("s3", "secretsmanager")))

@@ -14,6 +14,7 @@ from services.registrar.settings import RegistrarSettings
 from services.registrar.writebacks import CometWritebackWorker
 from shared.identity import Authenticator, closer, introspecting
 from shared.runtime import Runtime, Wiring, stop_all
+from shared.secrets import service_key
 from shared.wiring import inject
 
 HANDLERS = {
@@ -30,7 +31,7 @@ async def bootstrap(
     """The registrar's wiring; `comet` defaults to CometWriteback.from_env() (does nothing unless
     COMET_API_KEY and COMET_WORKSPACE are set), `authenticator` to asking the approver (shared.identity)."""
     registrar = Registrar(runtime=runtime, comet=CometWriteback.from_env() if comet is None else comet)
-    authenticator = authenticator or introspecting(runtime.settings)
+    authenticator = authenticator or introspecting(runtime.settings, await service_key(runtime))
     return Wiring(
         handlers=inject(HANDLERS, comet=registrar.comet, wake=registrar.writeback_wake),
         routers=[groups.router, versions.router, history.router, comet_routes.router],

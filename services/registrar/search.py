@@ -68,7 +68,7 @@ class VersionQuery(BaseModel):
     )
     order: Literal["asc", "desc"] = "desc"
     limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
 
 
 def parse_metric_filter(text: str) -> tuple[str, str, float]:

@@ -172,14 +172,16 @@ class Approver:
         await prepare_database(engine, "approver")
         return cls(engine, async_sessionmaker(engine, expire_on_commit=False), policy or load_policy(DEFAULT_POLICY))
 
-    def app(self, **settings: Any) -> Any:
-        """The approver's FastAPI app (API and console), served in-process; `settings` override ApproverSettings."""
+    def app(self, service_key: str | None = None, **settings: Any) -> Any:
+        """The approver's FastAPI app (API and console), served in-process; `settings` override ApproverSettings;
+        `service_key` is the key siblings present when they ask on a caller's behalf."""
         settings = ApproverSettings(**{"database_url": str(self.engine.url), "public_url": URLS.api,
                                        "console_url": URLS.console or "", **settings})
         runtime = Runtime(settings=settings, engine=self.engine, sessionmaker=self.sessionmaker, aws={})
         parts = ApproverParts(runtime, self.policy, URLS, self.signer, PEPPER)
         authenticator = ApproverAuthenticator(self.sessionmaker, PEPPER, settings, oidc_verifier(settings))
-        wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts, authenticator=authenticator)
+        wiring = Wiring(handlers={}, routers=APPROVER_ROUTERS, context=parts, authenticator=authenticator,
+                        service_key=service_key)
         return build_app(runtime, wiring)
 
     def http(self, **settings: Any) -> httpx.AsyncClient:

@@ -55,17 +55,20 @@ def registrar_db(database_url, tmp_path):
 
 
 @asynccontextmanager
-async def registrar_for(approver: Approver, url: str, **approver_settings):
-    """The registrar on its own database, verifying credentials with `approver` (MODELGATE_APPROVER_URL)."""
+async def registrar_for(approver: Approver, url: str, service_key: str | None = None, **approver_settings):
+    """The registrar on its own database, verifying credentials with `approver` (MODELGATE_APPROVER_URL),
+    presenting `service_key` when it asks on a caller's behalf."""
     engine = make_engine(url)
     await prepare_database(engine, "registrar")
     runtime = Runtime(settings=RegistrarSettings(database_url=url, check_artifacts=False), engine=engine,
                       sessionmaker=async_sessionmaker(engine, expire_on_commit=False), aws={})
-    to_approver = httpx.AsyncClient(transport=httpx.ASGITransport(app=approver.app(**approver_settings)), base_url=URLS.api)
-    authenticator = IntrospectingAuthenticator(URLS.api, cache_seconds=30, http=to_approver)
+    approver_app = approver.app(service_key=service_key, **approver_settings)
+    to_approver = httpx.AsyncClient(transport=httpx.ASGITransport(app=approver_app), base_url=URLS.api)
+    authenticator = IntrospectingAuthenticator(URLS.api, cache_seconds=30, http=to_approver, service_key=service_key)
     wiring = await registrar_bootstrap(runtime, comet=CometWriteback(None, None), authenticator=authenticator)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(runtime, wiring)), base_url="http://registrar") as client:
-        client.runtime = runtime
+    app = build_app(runtime, wiring)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://registrar") as client:
+        client.runtime, client.app = runtime, app
         yield client
     await to_approver.aclose()
     await engine.dispose()
@@ -254,3 +257,21 @@ async def test_every_change_and_refusal_is_in_the_services_request_audit_for_aud
     ]
     assert rows[1]["reason"].startswith("registered_by 'lee' is not you") and rows[0]["source"] == "127.0.0.1"
     assert rows[3]["path"] == "/v1/audit/requests" and rows[3]["principal"] == "lee" and rows[3]["status"] == 403
+
+
+async def test_bad_tokens_sent_through_a_sibling_count_against_their_sender_not_the_sibling(approver, registrar_db):
+    """The registrar asks the approver on its callers' behalf, presenting the services' key: the approver then
+    throttles the caller who guessed, and everyone else using the registrar carries on."""
+    async with registrar_for(approver, registrar_db, service_key="k" * 64, auth_failure_limit=3) as registrar:
+        def from_address(host: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(app=registrar.app, client=(host, 40000))
+            return httpx.AsyncClient(transport=transport, base_url="http://registrar")
+
+        async with from_address("10.0.0.66") as guesser, from_address("10.0.0.7") as colleague:
+            for n in range(3):
+                guess = await guesser.get("/v1/versions", headers={"Authorization": f"Bearer mgt_guess{n}"})
+                assert guess.status_code == 401
+            held = await guesser.get("/v1/versions", headers={"Authorization": "Bearer mgt_guess-again"})
+            assert held.status_code == 429
+            served = await colleague.get("/v1/versions", headers=bearer("kim"))  # a credential not cached yet
+            assert served.status_code == 200, served.text

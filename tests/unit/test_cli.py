@@ -7,6 +7,7 @@ The same commands against the four real services: tests/e2e/test_cli.py.
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -93,6 +94,7 @@ def services(monkeypatch: pytest.MonkeyPatch) -> FakeServices:
     for name in ("registrar", "approver", "deployer", "notifier"):
         monkeypatch.setenv(f"MODELGATE_{name.upper()}_URL", f"http://{name}")
     monkeypatch.delenv("MODELGATE_TOKEN", raising=False)
+    monkeypatch.setenv("MODELGATE_NAMESPACE", f"cli-test-{uuid.uuid4().hex[:8]}")  # no local admin token file
     monkeypatch.setattr(common, "transport", httpx.MockTransport(fake.handle))
     return fake
 

@@ -60,6 +60,8 @@ def expected_grants(service: str) -> dict[str, set[str]]:
         "sqs:DeleteMessage": {queue},
         "sqs:ChangeMessageVisibility": {queue},
         "sqs:SendMessage": {dlq},  # a message that fails for good goes to the DLQ with its reason
+        # the key shown to the approver when verifying a caller's credential (shared/secrets.py)
+        "secretsmanager:GetSecretValue": {"ServiceKeySecret"},
     }
     if EMITS[service]:
         grants["sns:Publish"] = {"EventsTopic"}
@@ -72,7 +74,7 @@ def expected_grants(service: str) -> dict[str, set[str]]:
     if service == "approver":
         grants |= {
             # the decision-link key, the token pepper, and the admin token it writes on its first start
-            "secretsmanager:GetSecretValue": {"ApproverHmacSecret", "TokenPepperSecret", "AdminTokenSecret"},
+            "secretsmanager:GetSecretValue": {"ApproverHmacSecret", "TokenPepperSecret", "AdminTokenSecret", "ServiceKeySecret"},
             "secretsmanager:PutSecretValue": {"AdminTokenSecret"},
             "ssm:GetParameter": {POINTERS},
         }
@@ -340,6 +342,9 @@ def test_approver_secrets_are_the_names_its_settings_default_to() -> None:
         == resources()["ApproverHmacSecret"]["Properties"]["GenerateSecretString"]
     )
     assert resources()["TokenPepperSecret"]["Metadata"] == {"modelgate": "bus"}, "LocalStack gets it too"
+    service_key = resources()["ServiceKeySecret"]["Properties"]
+    assert service_key["Name"] == {"Fn::Sub": "${Namespace}/internal/service-key"}
+    assert ServiceSettings(namespace="ns", service="registrar").service_key_secret_name == "ns/internal/service-key"
     admin = resources()["AdminTokenSecret"]["Properties"]
     assert admin["Name"] == {"Fn::Sub": "${Namespace}/approver/admin-token"}
     assert isinstance(admin["SecretString"], str) and "GenerateSecretString" not in admin, "a placeholder"

@@ -45,7 +45,7 @@ async def list_groups(
     q: Annotated[str | None, Query(description="Text in the name or description.")] = None,
     owner: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> GroupPage:
     stmt = select(ModelGroup).order_by(ModelGroup.name)
     if q:

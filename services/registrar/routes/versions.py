@@ -67,7 +67,7 @@ async def list_versions(
     session: SessionDep,
     caller: CurrentPrincipal,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> list[VersionOut]:
     """The group's versions, oldest first. Search across groups, filter and sort with GET /v1/versions."""
     if (found := await session.get(ModelGroup, group)) is None:
