@@ -74,6 +74,9 @@ class AwsClients:
     def __getitem__(self, name: str) -> Any:
         return self._clients[name]
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._clients
+
     def overdue(self) -> list[str]:
         """The calls AWS has not answered in time (a long poll may take its wait, plus 5 s; others 10 s)."""
         now = time.monotonic()
