@@ -65,7 +65,7 @@ async def authenticate(request: Request, credential: str) -> Principal:
         if refused.status == 401:
             throttle.failed(f"source:{source}")
         raise
-    throttle.check(f"principal:{principal.name}", principal.name)
+    throttle.check(f"principal:{principal.name}", principal.name, runtime_of(request).settings.auth_principal_failure_limit)
     request.state.principal = principal
     return principal
 

@@ -27,10 +27,10 @@ class FailureThrottle:
         self.max_keys = max_keys
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def check(self, key: str, what: str) -> None:
-        """Raises Throttled when `key` has failed `limit` times within the window."""
+    def check(self, key: str, what: str, limit: int | None = None) -> None:
+        """Raises Throttled when `key` has failed `limit` (default: the throttle's) times within the window."""
         failures = self._recent(key)
-        if failures is not None and len(failures) >= self.limit:
+        if failures is not None and len(failures) >= (limit or self.limit):
             raise Throttled(max(1, math.ceil(failures[0] + self.window - time.monotonic())), what)
 
     def failed(self, key: str) -> None:

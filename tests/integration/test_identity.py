@@ -275,3 +275,12 @@ async def test_bad_tokens_sent_through_a_sibling_count_against_their_sender_not_
             assert held.status_code == 429
             served = await colleague.get("/v1/versions", headers=bearer("kim"))  # a credential not cached yet
             assert served.status_code == 200, served.text
+
+
+async def test_a_principal_refused_again_and_again_is_held_back_while_others_carry_on(approver):
+    async with approver.http(auth_principal_failure_limit=3) as api:
+        for _ in range(3):
+            assert (await api.get("/v1/audit", headers=bearer("lee"))).status_code == 403
+        held = await api.get("/v1/policy", headers=bearer("lee"))
+        assert held.status_code == 429 and "lee" in held.json()["detail"] and held.headers["Retry-After"]
+        assert (await api.get("/v1/policy", headers=bearer("kim"))).status_code == 200
