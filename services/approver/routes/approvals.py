@@ -7,6 +7,7 @@ from typing import Any, Literal
 import structlog
 from fastapi import APIRouter, Query
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.approver import links
 from services.approver.approvals import PENDING, decide
@@ -59,7 +60,7 @@ async def list_approvals(
     return [a for a in found if person is not None and may_vote(a, person)]
 
 
-async def principal_named(session: SessionDep, name: str) -> Principal | None:
+async def principal_named(session: AsyncSession, name: str) -> Principal | None:
     """The enabled principal of that name (None for an unknown name: the answer does not tell who exists)."""
     try:
         row = await session.get(PrincipalRow, normalise_name(name))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.approver import auth
+from services.approver import audit, auth
 from services.approver.deps import ApproverDep, ForgetCredentials
 from services.approver.models import Credential
 from services.approver.models import Principal as PrincipalRow
@@ -85,7 +85,7 @@ async def patch_principal(name: str, body: PrincipalPatch, uow: UowDep, caller: 
         row.teams = auth.names(body.teams, "team")
     if body.groups is not None:
         row.groups = auth.names(body.groups, "approver group")
-    auth.audit.record(uow, "principal_changed", actor, reason=f"principal {row.name}", principal=row.name, before=before,
+    audit.record(uow, "principal_changed", actor, reason=f"principal {row.name}", principal=row.name, before=before,
                       after={"roles": row.roles, "teams": row.teams, "groups": row.groups})
     if body.disabled is not None:
         await auth.set_disabled(uow, row.name, actor, body.disabled)
