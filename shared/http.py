@@ -3,8 +3,7 @@
 Routes live in module-level routers, one module per resource (`services/<svc>/routes/<resource>.py`), and get
 what they need through `Annotated` dependencies: `SessionDep` (a read session), `UowDep` (a write
 transaction the route commits), `RuntimeDep`, and each service's own `<Service>Dep` built on `context_of`.
-Every refusal (`shared.errors.Refused`) becomes a JSON answer with its status here, in one place, and is
-logged with the principal, the route and the source address.
+Routes raise `shared.errors.Refused`; shared/app.py turns it into the JSON answer and logs it.
 
 Every `/v1` route takes `CurrentPrincipal` (tests/unit/test_architecture.py fails a route that does not; the
 decision-link routes, whose signed link is the credential, are the listed exceptions). It reads the bearer

@@ -82,6 +82,13 @@ class Principal(BaseModel):
             needed = f"{role}:{scope}" if scope else str(role)
             raise Refused(403, f"{self.name} may not {to}: that needs the {needed} role; ask an admin to grant it")
 
+    def is_named(self, claimed: str) -> bool:
+        """Whether `claimed` is this principal's name in any spelling normalise_name accepts."""
+        try:
+            return normalise_name(claimed) == self.name
+        except ValueError:
+            return False
+
     def in_team(self, team: str | None) -> bool:
         return Role.ADMIN in self.roles or (team is not None and team in self.teams)
 
@@ -111,6 +118,29 @@ class Authenticator(Protocol):
         ...
 
 
+class RememberedPrincipals:
+    """Verified credentials (by a key derived from them) and their principals, each for `seconds`; the least
+    recently verified go first beyond `max_entries`."""
+
+    def __init__(self, seconds: float, max_entries: int = 10_000):
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, key: str) -> Principal | None:
+        hit = self._entries.get(key)
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: str, principal: Principal) -> None:
+        self._entries[key] = (time.monotonic() + self.seconds, principal)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class IntrospectingAuthenticator:
     """Verifies credentials with the approver's `GET /v1/me`, keeping each answer briefly (revocation takes
     effect here within `cache_seconds`; on the approver at once)."""
@@ -119,21 +149,15 @@ class IntrospectingAuthenticator:
                  max_entries: int = 10_000, service_key: str | None = None):
         self.approver_url = approver_url.rstrip("/")
         self.service_key = service_key  # shown to the approver, so that it counts failures against `source`
-        self.cache_seconds = cache_seconds
         self.http = http or httpx.AsyncClient(timeout=5.0)
-        self.max_entries = max_entries
-        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._remembered = RememberedPrincipals(cache_seconds, max_entries)
 
     async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         key = hashlib.sha256(credential.encode()).hexdigest()
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        principal = await self._ask(credential, source)
-        self._cache[key] = (time.monotonic() + self.cache_seconds, principal)
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.max_entries:
-            self._cache.popitem(last=False)
+        principal = self._remembered.get(key)
+        if principal is None:
+            principal = await self._ask(credential, source)
+            self._remembered.put(key, principal)
         return principal
 
     async def _ask(self, credential: str, source: str | None) -> Principal:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,7 +31,16 @@ from services.approver.settings import ApproverSettings
 from shared.db import UnitOfWork
 from shared.errors import Refused
 from shared.events import utcnow
-from shared.identity import SESSION_PREFIX, Kind, Principal, Role, new_token, normalise_name, token_digest
+from shared.identity import (
+    SESSION_PREFIX,
+    Kind,
+    Principal,
+    RememberedPrincipals,
+    Role,
+    new_token,
+    normalise_name,
+    token_digest,
+)
 from shared.oidc import OidcRefused, OidcUnavailable, OidcVerifier, looks_like_jwt
 
 log = structlog.get_logger()
@@ -57,30 +65,27 @@ class ApproverAuthenticator:
     settings: ApproverSettings
     oidc: OidcVerifier | None = None
     cache_seconds: float = 1.0
-    _cache: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    _remembered: RememberedPrincipals = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._remembered = RememberedPrincipals(self.cache_seconds)
 
     def forget(self) -> None:
-        self._cache.clear()
+        self._remembered.clear()
 
     async def authenticate(self, credential: str, source: str | None = None) -> Principal:
         if looks_like_jwt(credential):
             return await self._from_jwt(credential)
         digest = token_digest(self.pepper, credential)
-        hit = self._cache.get(digest)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
-        principal = await self._from_database(digest)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[digest] = (time.monotonic() + self.cache_seconds, principal)
+        principal = self._remembered.get(digest)
+        if principal is None:
+            principal = await self._from_database(digest)
+            self._remembered.put(digest, principal)
         return principal
 
     async def _from_database(self, digest: str) -> Principal:
         async with self.sessionmaker() as session:
-            found = (await session.execute(
-                select(Credential, PrincipalRow).join(PrincipalRow, PrincipalRow.name == Credential.principal)
-                .where(Credential.digest == digest)
-            )).first()
+            found = await credential_of(session, digest)
         if found is None:
             raise Refused(401, "unknown token: check it, or ask an administrator for a new one "
                                "(`modelgate principals token NAME`)")
@@ -105,6 +110,15 @@ class ApproverAuthenticator:
     async def aclose(self) -> None:
         if self.oidc is not None:
             await self.oidc.aclose()
+
+
+async def credential_of(session: AsyncSession, digest: str) -> tuple[Credential, PrincipalRow] | None:
+    """The credential with this digest and its principal, valid or not (None: nobody's)."""
+    found = (await session.execute(
+        select(Credential, PrincipalRow).join(PrincipalRow, PrincipalRow.name == Credential.principal)
+        .where(Credential.digest == digest)
+    )).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def why_invalid(cred: Credential, row: PrincipalRow) -> str | None:

@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from services.approver.auth import issue, why_invalid
+from services.approver.auth import credential_of, issue, why_invalid
 from services.approver.models import Credential, CredentialKind
 from services.approver.models import Principal as PrincipalRow
 from shared.errors import Refused
@@ -76,11 +76,8 @@ async def current_session(request: Request) -> SignedIn | None:
     if not secret.startswith(SESSION_PREFIX) or len(secret) > 200:
         return None
     async with runtime_of(request).sessionmaker() as session:
-        found = (await session.execute(
-            select(Credential, PrincipalRow).join(PrincipalRow, PrincipalRow.name == Credential.principal)
-            .where(Credential.digest == token_digest(_pepper(request), secret), Credential.kind == CredentialKind.SESSION)
-        )).first()
-    if found is None or why_invalid(*found) is not None:
+        found = await credential_of(session, token_digest(_pepper(request), secret))
+    if found is None or found[0].kind != CredentialKind.SESSION or why_invalid(*found) is not None:
         return None
     cred, row = found
     return SignedIn(name=row.name, token=secret, groups=tuple(row.groups), csrf=cred.csrf or "")

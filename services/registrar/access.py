@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.registrar.catalog import Registration
 from services.registrar.models import ModelGroup
 from shared.errors import Refused
-from shared.identity import Principal, Role, normalise_name
+from shared.identity import Principal, Role
 
 EVERYONE = "*"
 
@@ -65,14 +65,9 @@ async def readable_groups(session: AsyncSession, principal: Principal) -> list[s
 
 def registrant(caller: Principal, claimed: str | None) -> str:
     """The caller's name; refused (403) when the body names someone else (look-alikes included)."""
-    if claimed is not None:
-        try:
-            same = normalise_name(claimed) == caller.name
-        except ValueError:
-            same = False
-        if not same:
-            raise Refused(403, f"registered_by {claimed!r} is not you ({caller.name}): the registrant is whoever "
-                               "the credential names; leave registered_by out")
+    if claimed is not None and not caller.is_named(claimed):
+        raise Refused(403, f"registered_by {claimed!r} is not you ({caller.name}): the registrant is whoever "
+                           "the credential names; leave registered_by out")
     return caller.name
 
 

@@ -9,7 +9,7 @@ from services.deployer.deps import DeployerDep
 from services.deployer.schemas import DeploymentOut, RollbackIn
 from shared.errors import Refused
 from shared.http import CurrentPrincipal, UowDep
-from shared.identity import Role, normalise_name
+from shared.identity import Role
 
 router = APIRouter(tags=["deployments"])
 
@@ -29,16 +29,10 @@ async def rollback(
     with GET /v1/deployments/{deployment_id}. Rolling back again goes one version further back.
     Needs the operator role for the stage (`operator` or `operator:<stage>`); `requested_by` is the caller."""
     caller.require(Role.OPERATOR, stage, to=f"roll back {group} in {stage}")
-    if body.requested_by is not None and _spelled(body.requested_by) != caller.name:
+    if body.requested_by is not None and not caller.is_named(body.requested_by):
         raise Refused(403, f"requested_by {body.requested_by!r} is not you ({caller.name}); leave it out")
     deployment = await request_rollback(uow, group, stage, deployer.targets, caller.name, body.reason)
     uow.after_commit(deployer.wake.set)
     await uow.commit()
     return DeploymentOut.of(deployment, set())
 
-
-def _spelled(name: str) -> str | None:
-    try:
-        return normalise_name(name)
-    except ValueError:
-        return None
