@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.approver import audit, auth
 from services.approver.deps import ApproverDep, ForgetCredentials
-from services.approver.models import Credential
+from services.approver.models import Credential, CredentialKind
 from services.approver.models import Principal as PrincipalRow
 from services.approver.schemas import CredentialOut, PrincipalIn, PrincipalOut, PrincipalPatch
 from shared.errors import Refused
@@ -35,15 +35,23 @@ def name_of(raw: str) -> str:
 
 
 async def out(session: AsyncSession, row: PrincipalRow, token: str | None = None) -> PrincipalOut:
-    creds = await row_credentials(session, row.name)
+    return shown(row, (await tokens_of(session, [row.name])).get(row.name, []), token)
+
+
+def shown(row: PrincipalRow, creds: list[CredentialOut], token: str | None = None) -> PrincipalOut:
     return PrincipalOut(name=row.name, kind=row.kind, roles=row.roles, teams=row.teams, groups=row.groups,
                         oidc_subject=row.oidc_subject, created_at=row.created_at, created_by=row.created_by,
                         disabled_at=row.disabled_at, credentials=creds, token=token)
 
 
-async def row_credentials(session: AsyncSession, name: str) -> list[CredentialOut]:
-    query = select(Credential).where(Credential.principal == name, Credential.kind == "token").order_by(Credential.created_at)
-    return [CredentialOut.model_validate(c, from_attributes=True) for c in await session.scalars(query)]
+async def tokens_of(session: AsyncSession, names: list[str]) -> dict[str, list[CredentialOut]]:
+    """The API tokens of these principals (one query), oldest first."""
+    query = (select(Credential).where(Credential.principal.in_(names), Credential.kind == CredentialKind.TOKEN)
+             .order_by(Credential.created_at))
+    found: dict[str, list[CredentialOut]] = {}
+    for cred in await session.scalars(query):
+        found.setdefault(cred.principal, []).append(CredentialOut.model_validate(cred, from_attributes=True))
+    return found
 
 
 @router.post("/v1/principals", response_model=PrincipalOut, status_code=201,
@@ -68,8 +76,9 @@ async def list_principals(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[PrincipalOut]:
     caller.require(Role.AUDITOR, to="list principals")
-    rows = await session.scalars(select(PrincipalRow).order_by(PrincipalRow.name).limit(limit).offset(offset))
-    return [await out(session, row) for row in rows.all()]
+    rows = (await session.scalars(select(PrincipalRow).order_by(PrincipalRow.name).limit(limit).offset(offset))).all()
+    tokens = await tokens_of(session, [row.name for row in rows])
+    return [shown(row, tokens.get(row.name, [])) for row in rows]
 
 
 @router.patch("/v1/principals/{name}", response_model=PrincipalOut, summary="Change roles, teams, groups; disable (admin)")
