@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,3 @@ def write_token_file(path: Path, token: str) -> None:
         out.write(f"{token}\n")
     os.chmod(path, 0o600)
     log.info("admin_token_written", token_file=str(path))
-
-
-def expires(at: datetime | None) -> str:
-    return at.isoformat() if at else "never"
