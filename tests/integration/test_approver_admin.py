@@ -34,6 +34,14 @@ def run(env: dict[str, str], *args: str):
     return runner.invoke(app, list(args), env=env)
 
 
+def new_token(env: dict[str, str], *args: str) -> str:
+    """The token `admin-token` printed on stdout (stderr may carry a driver's warning after it)."""
+    made = run(env, "admin-token", *args)
+    assert made.exit_code == 0, made.output
+    [token] = [line for line in made.stdout.splitlines() if line.startswith("mgt_")]
+    return token
+
+
 def pepper(env: dict[str, str]) -> bytes:
     secrets = boto_client("secretsmanager", env["AWS_ENDPOINT_URL"])
     value = secrets.get_secret_value(SecretId=f"{env['MODELGATE_NAMESPACE']}/approver/token-pepper")["SecretString"]
@@ -65,15 +73,13 @@ def rows(database_url: str, model: type) -> list:
 
 
 def test_a_break_glass_admin_token_is_shown_once_stored_as_a_digest_and_audited_under_the_machines_user(env):
-    made = run(env, "admin-token")
-    assert made.exit_code == 0, made.output
-    token = made.output.strip().splitlines()[-1]
+    token = new_token(env)
     assert token.startswith("mgt_") and len(token) > 40
     assert who_has(env, token) == "admin"
     [stored] = rows(env["MODELGATE_DATABASE_URL"], Credential)
     assert stored.digest == token_digest(pepper(env), token) and token not in repr(vars(stored))
 
-    second = run(env, "admin-token", "--revoke-others").output.strip().splitlines()[-1]
+    second = new_token(env, "--revoke-others")
     assert who_has(env, second) == "admin"
     with pytest.raises(Refused, match="was revoked"):
         who_has(env, token)
