@@ -6,6 +6,11 @@ and run through `dispatch` in one transaction the consumer owns. Outcomes of a m
 - unparseable, or failing on its last allowed receive         -> sent to the DLQ with the reason, deleted
 - any other failure                                           -> left for redelivery (SQS owns retries)
 
+Signed events, checked first (shared.signing): the publisher signs every message with the producer's key;
+the consumer verifies the signature and the producer's ownership of the event type before it parses or
+dispatches, and dead-letters a forged, tampered, unsigned or wrongly produced event at once, with the reason
+(counted in modelgate_events_refused_total); it changes nothing.
+
 Dead letters, one story: the consumer is what dead-letters, because only it can say why (the `dlq_reason`
 and `dlq_source_queue` attributes `modelgate dlq list` shows). It does so on the receive whose
 ApproximateReceiveCount reaches MODELGATE_MAX_RECEIVE_COUNT. Each queue's RedrivePolicy uses the same count
@@ -27,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from shared import metrics
 from shared.db import UnitOfWork, was_processed
 from shared.events import Envelope, parse_event
+from shared.signing import Forged, Signer, Unverifiable, Verifier
 
 log = structlog.get_logger()
 
@@ -46,11 +52,18 @@ class Outgoing:
 
 
 class Publisher:
-    """Publishes events to the SNS topic, up to ten per PublishBatch call."""
+    """Publishes events to the SNS topic, each signed by `signer`, up to ten per PublishBatch call.
+    `signer` None: this service emits no events (publishing raises)."""
 
-    def __init__(self, sns: Any, topic_arn: str):
+    def __init__(self, sns: Any, topic_arn: str, signer: Signer | None):
         self._sns = sns
         self.topic_arn = topic_arn
+        self._signer = signer
+
+    def _signed(self, body: str) -> str:
+        if self._signer is None:
+            raise RuntimeError("this service has no signing key: it emits no events")
+        return self._signer.sign(body)
 
     async def publish(self, events: Sequence[Envelope]) -> set[str]:
         return await self.publish_messages([Outgoing(e.event_id, e.event_type, e.model_dump_json()) for e in events])
@@ -63,7 +76,7 @@ class Publisher:
             entries = [
                 {
                     "Id": str(index),
-                    "Message": m.body,
+                    "Message": self._signed(m.body),
                     "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": m.event_type}},
                 }
                 for index, m in enumerate(chunk)
@@ -93,6 +106,7 @@ class Consumer:
     handlers: Mapping[str, Handler]
     uow_factory: UowFactory
     sessionmaker: async_sessionmaker[AsyncSession]
+    verifier: Verifier
     max_receive_count: int = 5
     wait_seconds: int = 20
     batch_size: int = 10
@@ -174,6 +188,14 @@ class Consumer:
     async def _process(self, message: dict[str, Any]) -> _Outcome:
         receipt = message["ReceiptHandle"]
         try:
+            await self.verifier.check(message["Body"])
+        except Forged as exc:
+            await self._dead_letter(message, f"refused: {exc}")
+            metrics.EVENTS_REFUSED.labels(exc.kind).inc()
+            return _Outcome(True, receipt)
+        except Unverifiable as exc:
+            return _Outcome(await self._retry_or_dead_letter(message, "verification failed", str(exc)) == "dead_lettered", receipt)
+        try:
             event = parse_event(message["Body"])
         except ValidationError as exc:
             await self._dead_letter(message, f"unparseable event: {_short(exc)}")
@@ -200,14 +222,18 @@ class Consumer:
             if await was_processed(self.sessionmaker, event.event_id):  # a concurrent twin won the race
                 log.info("duplicate_skipped")
                 return "duplicate"
-            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            if receives >= self.max_receive_count:
-                log.error("handler_failed_dead_lettered", receives=receives, error=repr(exc))
-                await self._dead_letter(message, f"handler failed {receives} times: {exc!r}")
-                return "dead_lettered"
-            log.warning("handler_failed_will_retry", receives=receives, error=repr(exc))
-            await self._retry_later(message, receives)
-            return "retry"
+            return await self._retry_or_dead_letter(message, "handler failed", repr(exc))
+
+    async def _retry_or_dead_letter(self, message: dict[str, Any], what: str, error: str) -> str:
+        """Left for redelivery (with backoff) until its last allowed receive, then dead-lettered with the reason."""
+        receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+        if receives >= self.max_receive_count:
+            log.error(f"{what.replace(' ', '_')}_dead_lettered", receives=receives, error=error)
+            await self._dead_letter(message, f"{what} {receives} times: {error}")
+            return "dead_lettered"
+        log.warning(f"{what.replace(' ', '_')}_will_retry", receives=receives, error=error)
+        await self._retry_later(message, receives)
+        return "retry"
 
     async def _retry_later(self, message: dict[str, Any], receives: int) -> None:
         delay = min(2 ** (receives - 1), 60)

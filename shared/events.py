@@ -128,6 +128,13 @@ class DeploymentFailedPayload(VersionRef):
 E = TypeVar("E", bound="Envelope")
 
 
+class Signature(Model):
+    """The producer's Ed25519 signature over the rest of the envelope (shared.signing), and its key's id."""
+
+    key_id: str
+    value: str
+
+
 class Envelope(Model):
     event_type: str
     event_id: str = Field(default_factory=new_id)
@@ -136,6 +143,7 @@ class Envelope(Model):
     producer: Producer
     correlation_id: str
     causation_id: str | None = None
+    signature: Signature | None = None  # added by the publisher; consumers refuse an event without a valid one
 
     def caused(self, event_cls: type[E], producer: Producer, payload: Any) -> E:
         """A new event of the same journey, caused by this one."""

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shared import aws
+from shared import aws, topology
 from shared.app import build_app
 from shared.aws import AwsClients
 from shared.bus import Consumer, Publisher
@@ -28,6 +28,7 @@ from shared.logging import configure_logging
 from shared.migrations import prepare_service_database
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, S, Wiring, Worker
+from shared.signing import KeyRing, Signer, Verifier, producer_signer
 
 log = structlog.get_logger()
 
@@ -44,14 +45,15 @@ async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, .
     configure_logging(settings.service, settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
     await prepare_service_database(engine, settings.service, settings.database_url)
-    async with AwsClients(settings, ("sqs", "sns", *aws_services)) as clients:
+    wanted = dict.fromkeys(("sqs", "sns", "secretsmanager", "ssm", *aws_services))
+    async with AwsClients(settings, tuple(wanted)) as clients:
         topic_arn, queue_url, dlq_url = await _resolve_bus(clients, settings)
         runtime = Runtime(
             settings=settings,
             engine=engine,
             sessionmaker=async_sessionmaker(reading(engine), expire_on_commit=False),
             aws=clients,
-            publisher=Publisher(clients["sns"], topic_arn),
+            publisher=Publisher(clients["sns"], topic_arn, await _signer(clients, settings)),
         )
         wiring = await bootstrap(runtime)
         relay = OutboxRelay(runtime.sessionmaker, runtime.publisher, runtime.outbox_signal, settings.outbox_poll_seconds)
@@ -62,6 +64,7 @@ async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, .
             handlers=wiring.handlers,
             uow_factory=runtime.uow,
             sessionmaker=runtime.sessionmaker,
+            verifier=Verifier(KeyRing(clients["ssm"], settings.namespace)),
             max_receive_count=settings.max_receive_count,
             wait_seconds=settings.poll_wait_seconds,
             batch_size=settings.batch_size,
@@ -72,6 +75,18 @@ async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, .
         )
         await _run_until_stopped(runtime, wiring, build_app(runtime, wiring), consumer, relay)
     await engine.dispose()
+
+
+async def _signer(clients: AwsClients, settings: Any) -> Signer | None:
+    """The service's event signer (None for a service that emits nothing), retried while AWS starts."""
+    if not topology.EMITS[settings.service]:
+        return None
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(60), wait=wait_exponential(max=5), retry=retry_if_exception_type(Exception), reraise=True
+    ):
+        with attempt:
+            return await producer_signer(clients["secretsmanager"], clients["ssm"], settings.namespace, settings.service)
+    raise AssertionError("unreachable")
 
 
 async def _resolve_bus(clients: AwsClients, settings: Any) -> tuple[str, str, str]:

@@ -7,6 +7,14 @@ CONSUMES: dict[str, tuple[str, ...]] = {
     "notifier": ("ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
 }
 
+EMITS: dict[str, tuple[str, ...]] = {  # only the producer that owns an event type may emit it (signed, checked)
+    "registrar": ("ModelRegistered",),
+    "approver": ("ApprovalRequested", "ApprovalDecided"),
+    "deployer": ("Deployed", "DeploymentFailed"),
+    "notifier": (),
+}
+OWNER: dict[str, str] = {event_type: service for service, types in EMITS.items() for event_type in types}
+
 SERVICES = tuple(CONSUMES)
 DEFAULT_PORTS = {"registrar": 8081, "approver": 8082, "deployer": 8083, "notifier": 8084}
 
@@ -39,3 +47,14 @@ def filter_policy(service: str) -> dict[str, list[str]]:
 def parameter_name(group: str, stage: str) -> str:
     """The Parameter Store pointer to what is live in a stage (fixed public contract)."""
     return f"/modelgate/{group}/{stage}/current"
+
+
+def signing_key_secret_name(namespace: str, service: str) -> str:
+    """The Secrets Manager secret holding a producer's private signing key (readable by that producer alone)."""
+    return f"{namespace}/{service}/signing-key"
+
+
+def signing_keys_parameter(namespace: str, service: str) -> str:
+    """The Parameter Store parameter listing a producer's public keys by key id (readable by every consumer).
+    Outside `/modelgate/`, which holds the stage pointers the deployer may write."""
+    return f"/modelgate-signing/{namespace}/{service}"
