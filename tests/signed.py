@@ -6,29 +6,41 @@ hold only its own key). The key is made and its public key listed on first use, 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import json
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 from aiobotocore.session import get_session
 
 from shared.events import Envelope
 from shared.signing import Signer, producer_signer
-from shared.topology import OWNER
+from shared.topology import EMITS, OWNER
 
 
-def signer_of(endpoint: str, namespace: str, service: str) -> Signer:
-    """The signer `service` itself uses in `namespace` (its key created and published when missing)."""
+@dataclass
+class Owners:
+    """Signs each event with its owner's key: what the producers together would publish."""
 
-    async def make() -> Signer:
+    signers: dict[str, Signer]
+
+    def sign(self, body: str) -> str:
+        return self.signers[OWNER[json.loads(body)["event_type"]]].sign(body)
+
+    def signed(self, event: Envelope) -> str:
+        return self.sign(event.model_dump_json())
+
+
+async def owners(endpoint: str, namespace: str) -> Owners:
+    """Every producer's signer in `namespace` (keys created and published when missing)."""
+    options = {"endpoint_url": endpoint, "region_name": "us-east-1",
+               "aws_access_key_id": "test", "aws_secret_access_key": "test"}
+    async with AsyncExitStack() as stack:
         session = get_session()
-        options: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1",
-                                   "aws_access_key_id": "test", "aws_secret_access_key": "test"}
-        async with session.create_client("secretsmanager", **options) as secrets, \
-                session.create_client("ssm", **options) as ssm:
-            return await producer_signer(secrets, ssm, namespace, service)
-
-    return asyncio.run(make())
+        secrets = await stack.enter_async_context(session.create_client("secretsmanager", **options))
+        ssm = await stack.enter_async_context(session.create_client("ssm", **options))
+        return Owners({s: await producer_signer(secrets, ssm, namespace, s) for s, types in EMITS.items() if types})
 
 
 def signed(endpoint: str, namespace: str, event: Envelope) -> str:
-    """`event`'s JSON as its owner would publish it: signed with the owner's key."""
-    return signer_of(endpoint, namespace, OWNER[event.event_type]).sign(event.model_dump_json())
+    """`event`'s JSON as its owner would publish it (for tests without an event loop)."""
+    return asyncio.run(owners(endpoint, namespace)).signed(event)
