@@ -14,6 +14,7 @@ from shared.events import Deployed, DeployedPayload, utcnow
 from shared.infra import boto_client
 from shared.topology import bucket_name, dlq_name
 from tests.helpers import wait_until
+from tests.signed import signed
 
 
 def modelgate(stack, *args: str, who: str = "ana", token: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -129,7 +130,7 @@ def test_dlq_list_shows_why_and_redrive_hands_the_message_back_to_its_service(sy
         deployed_at=utcnow()))
     sqs = boto_client("sqs", system.endpoint)
     dlq_url = sqs.get_queue_url(QueueName=dlq_name(system.namespace, "notifier"))["QueueUrl"]
-    sqs.send_message(QueueUrl=dlq_url, MessageBody=event.model_dump_json(), MessageAttributes={
+    sqs.send_message(QueueUrl=dlq_url, MessageBody=signed(system.endpoint, system.namespace, event), MessageAttributes={
         "event_type": {"DataType": "String", "StringValue": "Deployed"},
         "dlq_reason": {"DataType": "String", "StringValue": "handler failed 5 times: webhook timed out"},
     })

@@ -12,6 +12,7 @@ from shared.events import ApprovalDecided, ApprovalDecidedPayload
 from shared.infra import boto_client
 from shared.topology import bucket_name, topic_name
 from tests.helpers import eventually
+from tests.signed import owners
 
 
 def handled(metrics: str, event_type: str, outcomes: tuple[str, ...]) -> float:
@@ -46,8 +47,9 @@ async def test_a_duplicated_approval_deploys_once(system, webhook):
         before = handled((await client.get(metrics_url)).text, "ApprovalDecided", ("duplicate", "skipped"))
         sns = boto_client("sns", system.endpoint)
         arn = sns.create_topic(Name=topic_name(system.namespace))["TopicArn"]
+        producers = await owners(system.endpoint, system.namespace)  # the test signs as the approver would
         for event in (original, original, copy):
-            sns.publish(TopicArn=arn, Message=event.model_dump_json(),
+            sns.publish(TopicArn=arn, Message=producers.signed(event),
                         MessageAttributes={"event_type": {"DataType": "String", "StringValue": event.event_type}})
 
         async def all_three_seen() -> bool:

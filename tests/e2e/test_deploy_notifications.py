@@ -15,6 +15,7 @@ import yaml
 from shared.infra import boto_client
 from shared.topology import bucket_name, topic_name
 from tests.helpers import eventually
+from tests.signed import owners
 
 SENDER = f"modelgate-{uuid.uuid4().hex[:8]}@example.com"
 ROUTING = {
@@ -69,7 +70,7 @@ async def test_email_and_webhook_deliveries_arrive_once_each(system, webhook):
         envelope = {"event_type": "Deployed", "event_id": deployed["event_id"], "producer": "deployer",
                     "correlation_id": f"{group}/1", "occurred_at": deployed["occurred_at"], "payload": deployed["payload"]}
         sns.publish(  # the same Deployed event once more, as a redelivery would bring it
-            TopicArn=sns.create_topic(Name=topic_name(system.namespace))["TopicArn"], Message=json.dumps(envelope),
+            TopicArn=sns.create_topic(Name=topic_name(system.namespace))["TopicArn"], Message=(await owners(system.endpoint, system.namespace)).sign(json.dumps(envelope)),
             MessageAttributes={"event_type": {"DataType": "String", "StringValue": "Deployed"}},
         )
 

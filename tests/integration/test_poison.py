@@ -4,6 +4,7 @@ the reason, after the configured receives; the service keeps serving; once the c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from shared.infra import boto_client
 from shared.topology import dlq_name, queue_name
 from tests.factories import approval_decided, model_registered
 from tests.helpers import wait_until
+from tests.signed import owners
 
 MAX_RECEIVES = 3
 
@@ -36,6 +38,12 @@ def send_raw(stack, service: str, body: str, event_type: str | None = None) -> N
     attributes = {"event_type": {"DataType": "String", "StringValue": event_type}} if event_type else {}
     url = sqs.get_queue_url(QueueName=queue_name(stack.namespace, service))["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody=body, MessageAttributes=attributes)
+
+
+def signed_as_owner(stack, event) -> str:
+    """The event (or its JSON as a dict) signed with its owner's key, as that producer would publish it."""
+    producers = asyncio.run(owners(stack.endpoint, stack.namespace))
+    return producers.sign(json.dumps(event)) if isinstance(event, dict) else producers.signed(event)
 
 
 def dead_letters(stack, service: str) -> list[dict]:
@@ -71,7 +79,8 @@ def test_unparseable_messages_are_dead_lettered_with_the_reason_and_the_service_
     violating = json.loads(model_registered(group="poison-schema").model_dump_json())
     violating["payload"]["metrics"] = {"auc": "very good"}
     del violating["payload"]["artifact_uri"]
-    for body, kind in ((malformed, None), (unknown_type, "ModelRetired"), (json.dumps(violating), "ModelRegistered")):
+    violating = signed_as_owner(system, violating)  # a real producer's bug, not a forgery: parsed, then refused
+    for body, kind in ((malformed, None), (unknown_type, "ModelRetired"), (violating, "ModelRegistered")):
         send_raw(system, "approver", body, kind)
 
     def three_dead() -> list[dict]:
@@ -79,9 +88,10 @@ def test_unparseable_messages_are_dead_lettered_with_the_reason_and_the_service_
         return dead if len(dead) >= 3 else []
 
     dead = {d["body"]: d for d in wait_until(three_dead, timeout=60)}
-    assert set(dead) == {malformed, unknown_type, json.dumps(violating)}
-    assert all(d["dlq_reason"].startswith("unparseable event") for d in dead.values())
-    assert "artifact_uri" in dead[json.dumps(violating)]["dlq_reason"]
+    assert set(dead) == {malformed, unknown_type, violating}
+    assert dead[malformed]["dlq_reason"] == "refused: the message is not JSON"
+    assert dead[unknown_type]["dlq_reason"] == "refused: unknown event type 'ModelRetired'"
+    assert dead[violating]["dlq_reason"].startswith("unparseable event") and "artifact_uri" in dead[violating]["dlq_reason"]
     assert all(d["dlq_source_queue"].endswith(queue_name(system.namespace, "approver")) for d in dead.values())
 
     version = register(system, "poison-after")  # the approver kept going: a journey still completes
@@ -91,7 +101,7 @@ def test_unparseable_messages_are_dead_lettered_with_the_reason_and_the_service_
 
 def test_an_event_that_always_fails_is_dead_lettered_after_the_receives_and_completes_once_redriven(system):
     ghost = approval_decided(group="poison-ghost", version=1, approval_id="ghost-approval")
-    send_raw(system, "registrar", ghost.model_dump_json(), "ApprovalDecided")  # the registrar never heard of it
+    send_raw(system, "registrar", signed_as_owner(system, ghost), "ApprovalDecided")  # the registrar never heard of it
 
     def ghost_dead() -> list[dict]:
         return [d for d in dead_letters(system, "registrar") if ghost.event_id in d["body"]]
