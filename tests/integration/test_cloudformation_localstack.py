@@ -135,8 +135,20 @@ def test_queue_has_its_dlq_redrive_and_topic_policy(bus_stack: dict[str, Any], s
     redrive = json.loads(queue["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
     assert int(redrive["maxReceiveCount"]) == 5
-    (statement,) = json.loads(queue["Policy"])["Statement"]
-    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == bus_stack["outputs"]["EventsTopicArn"]
+    allow, deny = json.loads(queue["Policy"])["Statement"]
+    assert allow["Condition"]["ArnEquals"]["aws:SourceArn"] == bus_stack["outputs"]["EventsTopicArn"]
+    assert deny["Effect"] == "Deny" and deny["Condition"]["ArnNotEquals"]["aws:SourceArn"] == allow["Condition"]["ArnEquals"]["aws:SourceArn"]
+    assert deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"].endswith(f":role/{namespace}-operator*")
+
+
+def test_the_producers_signing_keys_exist_and_are_what_the_services_read(bus_stack: dict[str, Any]) -> None:
+    secrets = client("secretsmanager", bus_stack["endpoint"])
+    for service, emitted in topology.EMITS.items():
+        name = topology.signing_key_secret_name(bus_stack["namespace"], service)
+        found = secrets.list_secrets(Filters=[{"Key": "name", "Values": [name]}])["SecretList"]
+        assert [s["Name"] for s in found] == ([name] if emitted else [])
+        if emitted:
+            assert len(secrets.get_secret_value(SecretId=name)["SecretString"]) == 64
 
 
 def test_subscriptions_are_raw_and_filtered_as_topology_says(bus_stack: dict[str, Any]) -> None:

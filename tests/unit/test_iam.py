@@ -38,6 +38,7 @@ TEMPLATE = REPO_ROOT / "infra" / "cloudformation.yaml"
 EMITS = {"registrar": True, "approver": True, "deployer": True, "notifier": False}
 
 POINTERS = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/modelgate/*"
+PUBLIC_KEYS = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/modelgate-signing/${Namespace}"
 ARTIFACT_OBJECTS = "${ArtifactBucket.Arn}/*"
 SAGEMAKER = [
     f"arn:${{AWS::Partition}}:sagemaker:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/${{Namespace}}-*"
@@ -62,9 +63,13 @@ def expected_grants(service: str) -> dict[str, set[str]]:
         "sqs:SendMessage": {dlq},  # a message that fails for good goes to the DLQ with its reason
         # the key shown to the approver when verifying a caller's credential (shared/secrets.py)
         "secretsmanager:GetSecretValue": {"ServiceKeySecret"},
+        "ssm:GetParameter": {f"{PUBLIC_KEYS}/*"},  # every producer's public keys, to verify each event
     }
-    if EMITS[service]:
+    if EMITS[service]:  # its own signing key, and the one parameter listing its public keys
         grants["sns:Publish"] = {"EventsTopic"}
+        grants["secretsmanager:GetSecretValue"] = {"ServiceKeySecret", f"{C(service)}SigningKeySecret"}
+        grants["ssm:GetParameter"] = {f"{PUBLIC_KEYS}/*", f"{PUBLIC_KEYS}/{service}"}
+        grants["ssm:PutParameter"] = {f"{PUBLIC_KEYS}/{service}"}
     if service == "registrar":
         grants |= {
             "s3:GetObject": {ARTIFACT_OBJECTS},
@@ -74,14 +79,15 @@ def expected_grants(service: str) -> dict[str, set[str]]:
     if service == "approver":
         grants |= {
             # the decision-link key, the token pepper, and the admin token it writes on its first start
-            "secretsmanager:GetSecretValue": {"ApproverHmacSecret", "TokenPepperSecret", "AdminTokenSecret", "ServiceKeySecret"},
+            "secretsmanager:GetSecretValue": {"ApproverHmacSecret", "TokenPepperSecret", "AdminTokenSecret", "ServiceKeySecret",
+                                              "ApproverSigningKeySecret"},
             "secretsmanager:PutSecretValue": {"AdminTokenSecret"},
-            "ssm:GetParameter": {POINTERS},
+            "ssm:GetParameter": {POINTERS, *grants["ssm:GetParameter"]},
         }
     if service == "deployer":
         grants |= {
-            "ssm:GetParameter": {POINTERS},
-            "ssm:PutParameter": {POINTERS},
+            "ssm:GetParameter": {POINTERS, *grants["ssm:GetParameter"]},
+            "ssm:PutParameter": {POINTERS, *grants["ssm:PutParameter"]},
             "s3:GetObject": {ARTIFACT_OBJECTS},
             **{
                 f"sagemaker:{action}": set(SAGEMAKER)
@@ -212,9 +218,17 @@ def test_a_service_touches_no_other_services_queue(service: str) -> None:
 
 
 def test_only_the_deployer_writes_deployment_pointers() -> None:
-    writers = {s for s in SERVICES if "ssm:PutParameter" in grants(f"{C(s)}TaskRole")}
+    writers = {s for s in SERVICES if POINTERS in grants(f"{C(s)}TaskRole").get("ssm:PutParameter", set())}
     assert writers == {"deployer"}
-    assert grants("DeployerTaskRole")["ssm:PutParameter"] == {POINTERS}
+    assert grants("DeployerTaskRole")["ssm:PutParameter"] == {POINTERS, f"{PUBLIC_KEYS}/deployer"}
+
+
+def test_each_producer_lists_only_its_own_public_keys() -> None:
+    """The pointers' pattern /modelgate/* does not reach /modelgate-signing/...: no role writes another's keys."""
+    for service in SERVICES:
+        written = grants(f"{C(service)}TaskRole").get("ssm:PutParameter", set()) - {POINTERS}
+        assert written == ({f"{PUBLIC_KEYS}/{service}"} if EMITS[service] else set())
+    assert not POINTERS.rstrip("*").endswith("modelgate-")
 
 
 def test_only_emitting_services_publish_events() -> None:
@@ -314,10 +328,28 @@ def test_subscription_filters_what_topology_says(service: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_only_the_events_topic_may_send_to_a_queue(service: str) -> None:
-    (statement,) = resources()[f"{C(service)}QueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert statement["Principal"] == {"Service": "sns.amazonaws.com"}
-    assert statement["Action"] == "sqs:SendMessage"
-    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": "EventsTopic"}}}
+    allow, deny = resources()[f"{C(service)}QueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "sns.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Ref": "EventsTopic"}}}
+    # whatever a role's own policy grants: only the topic (or the operators' redrive role) sends
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:SendMessage")
+    assert deny["Resource"] == {"Fn::GetAtt": [f"{C(service)}Queue", "Arn"]}
+    assert deny["Condition"]["ArnNotEquals"] == {"aws:SourceArn": {"Ref": "EventsTopic"}}
+    assert deny["Condition"]["ArnNotLike"] == {"aws:PrincipalArn": {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${Namespace}-operator*"}}
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if EMITS[s]])
+def test_each_producer_alone_reads_its_signing_key(service: str) -> None:
+    from shared.topology import signing_key_secret_name
+
+    secret = resources()[f"{C(service)}SigningKeySecret"]
+    assert secret["Properties"]["Name"]["Fn::Sub"].replace("${Namespace}", "ns") == signing_key_secret_name("ns", service)
+    assert secret["Metadata"] == {"modelgate": "bus"}, "LocalStack gets it too"
+    readers = {other for other in SERVICES
+               if f"{C(service)}SigningKeySecret" in grants(f"{C(other)}TaskRole").get("secretsmanager:GetSecretValue", set())}
+    assert readers == {service}
 
 
 def test_topic_and_bucket_names_follow_topology() -> None:
