@@ -50,6 +50,7 @@ bench: $(STAMP)  ## latency, throughput vs the emulator ceiling, footprint (docs
 	$(BIN)/python -m bench.journey
 	$(BIN)/python -m bench.footprint
 	$(BIN)/python -m bench.auth
+	$(BIN)/python -m bench.signing
 
 bench-registrar: $(STAMP)  ## the catalog at 100k versions on SQLite and PostgreSQL, against MLflow
 	$(BIN)/pip install --quiet -e '.[bench]'
