@@ -7,8 +7,8 @@ together in one process, without LocalStack, with the same dispatch and outbox r
     async with bus.running():                  # the attached services' workers run meanwhile
         await bus.settle(lambda: <what the test waits for>)
 
-Events a service commits to its outbox are published by its real OutboxRelay into the bus, and each is
-delivered to the handlers of every attached service that consumes its type (shared.topology.CONSUMES),
+Events a service commits to its outbox are published by its real OutboxRelay into the bus, signed with a
+key of that service's (shared.signing, keys in memory), verified as a consumer would, and each is delivered to the handlers of every attached service that consumes its type (shared.topology.CONSUMES),
 through shared.bus.dispatch: idempotent on event_id, one transaction per event. A handler that raises is
 retried on the next pump, as SQS would redeliver it. The real bus is tested against LocalStack.
 """
@@ -26,7 +26,8 @@ from shared.bus import Outgoing, dispatch
 from shared.events import Envelope, parse_event
 from shared.outbox import OutboxRelay
 from shared.runtime import Runtime, Wiring
-from shared.topology import CONSUMES
+from shared.signing import KeyRing, Signer, Verifier, private_key_from_secret
+from shared.topology import CONSUMES, EMITS
 
 
 @dataclass
@@ -37,6 +38,17 @@ class _Attached:
     inbox: list[Envelope] = field(default_factory=list)
 
 
+@dataclass
+class _SignedBy:
+    """What a service's relay publishes through: its messages signed with its own key."""
+
+    bus: InMemoryBus
+    signer: Signer
+
+    async def publish_messages(self, messages: Sequence[Outgoing]) -> set[str]:
+        return await self.bus.publish_messages([Outgoing(m.event_id, m.event_type, self.signer.sign(m.body)) for m in messages])
+
+
 class InMemoryBus:
     """Publisher and broker in one: `publish_messages` is what the services' relays call."""
 
@@ -44,13 +56,22 @@ class InMemoryBus:
         self.services: dict[str, _Attached] = {}
         self.published: list[Envelope] = []
         self.outcomes: list[tuple[str, str, str]] = []  # (service, event_id, outcome or error)
+        self._keys = KeyRing(ssm=None, namespace="memory")
+        self._verifier = Verifier(self._keys)
 
     def attach(self, name: str, runtime: Runtime[Any], wiring: Wiring) -> None:
-        relay = OutboxRelay(runtime.sessionmaker, self, runtime.outbox_signal, poll_seconds=0.05)  # type: ignore[arg-type]
+        publisher: Any = self
+        if EMITS.get(name):
+            signer = Signer(name, private_key_from_secret(f"in-memory {name}".encode()))
+            self._keys.keys[name] = {signer.key_id: signer.private.public_key()}
+            publisher = _SignedBy(self, signer)
+        relay = OutboxRelay(runtime.sessionmaker, publisher, runtime.outbox_signal, poll_seconds=0.05)
         self.services[name] = _Attached(runtime, wiring, relay)
 
     async def publish_messages(self, messages: Sequence[Outgoing]) -> set[str]:
+        """Delivers each message to its consumers once it verifies (a forged one raises shared.signing.Forged)."""
         for message in messages:
+            await self._verifier.check(message.body)
             event = parse_event(message.body)
             self.published.append(event)
             for name, attached in self.services.items():
