@@ -117,9 +117,11 @@ class VersionWord(Base):
 
 
 class IdempotencyKey(Base):
-    """A client's Idempotency-Key and the registration it produced: a retry returns the same version."""
+    """A principal's Idempotency-Key and the registration it produced: a retry returns the same version.
+    Keys are per principal: the same key from another caller is another registration, never a replay."""
 
     __tablename__ = "idempotency_keys"
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)  # the caller's name (registered_by)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
