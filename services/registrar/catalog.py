@@ -237,13 +237,11 @@ async def register(
     team: str | None = None,
 ) -> ModelVersion:
     """Adds the next version of `group` (a new group gets `team`), records it in its history and announces
-    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py). Idempotency
-    keys belong to that principal: with a key the principal already used for the same body, returns that
-    version and changes nothing; for another body, IdempotencyConflict. Another principal's keys never meet."""
+    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py), who owns the
+    idempotency key: one it already used for the same body returns that version and changes nothing."""
     session = uow.session
-    principal = reg.registered_by
     if idempotency_key:
-        previous = await _replay(session, principal, idempotency_key, reg.fingerprint(group))
+        previous = await _replay(session, reg.registered_by, idempotency_key, reg.fingerprint(group))
         if previous is not None:
             return previous
     number = await _next_version(session, group, auto_create_group, team)
@@ -269,8 +267,7 @@ async def register(
     )
     session.add(version)
     if idempotency_key:
-        session.add(IdempotencyKey(principal=principal, key=idempotency_key, request_hash=reg.fingerprint(group),
-                                   version=version))
+        session.add(IdempotencyKey(principal=reg.registered_by, key=idempotency_key, request_hash=reg.fingerprint(group), version=version))
     event = ModelRegistered(
         producer="registrar",
         correlation_id=version.id,
@@ -293,7 +290,8 @@ async def register(
     return version
 
 
-async def _replay(session: AsyncSession, principal: str, key: str, fingerprint: str) -> ModelVersion | None:
+async def _replay(session: AsyncSession, principal: str | None, key: str, fingerprint: str) -> ModelVersion | None:
+    """The version `principal` already registered with `key` (another principal's key is not looked at)."""
     used = await session.get(IdempotencyKey, (principal, key))
     if used is None:
         return None

@@ -16,10 +16,16 @@ current task definition.
 from __future__ import annotations
 
 import re
-
 from typing import Any
 
-from services.deployer.targets.base import DeployError, DeploySpec, NotSettled, Target, stage_name, until_settled
+from services.deployer.targets.base import (
+    DeployError,
+    DeploySpec,
+    NotSettled,
+    Target,
+    stage_name,
+    until_settled,
+)
 
 # ECS's rule for a service name.
 ECS_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
