@@ -46,8 +46,8 @@ def claimed_registry_version(version: ModelVersion) -> tuple[str, str] | None:
     """The Comet registry model name and version the version's lineage names: what the registrant sent (or
     the import wrote), so only ever a claim, never a reason to write back."""
     registry = (version.lineage or {}).get("comet") or {}
-    if registry.get("registry_model") and registry.get("registry_version"):
-        return str(registry["registry_model"]), str(registry["registry_version"])
+    if registry.get("registry_model") and registry.get("registry_version"):  # cut to the row's columns
+        return str(registry["registry_model"])[:200], str(registry["registry_version"])[:100]
     return None
 
 

@@ -130,3 +130,16 @@ async def test_a_registry_entry_that_no_longer_comes_from_the_linked_experiment_
     [row] = await _rows(runtime)
     assert (row.status, row.attempts) == (WritebackStatus.SKIPPED, 1) and "exp-of-someone-else" in row.last_error
     await runtime.engine.dispose()
+
+
+async def test_an_overlong_registry_name_in_lineage_is_recorded_cut_and_never_stops_the_event(database_url) -> None:
+    comet = FakeComet()
+    runtime, wiring = await _registrar(database_url, comet, linked_workspace=None)
+    async with runtime.uow() as uow:
+        lineage = {"comet": {"registry_model": "m" * 5000, "registry_version": "9" * 500}}
+        await register(uow, "long", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=lineage))
+        await uow.commit()
+    await _deliver(runtime, wiring, approval_decided(group="long"))
+    [row] = await _rows(runtime)
+    assert (row.status, len(row.model), len(row.version)) == (WritebackStatus.SKIPPED, 200, 100)
+    await runtime.engine.dispose()
