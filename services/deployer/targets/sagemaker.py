@@ -32,8 +32,9 @@ from services.deployer.targets.base import (
 
 log = structlog.get_logger()
 
-# The longest suffix a config name gets: a version of 12 digits and a deployment id's first 8 characters.
-LONGEST_CONFIG_SUFFIX = "v999999999999-00000000"
+# The longest suffix a config name is sure to hold: a version of 10 digits and a deployment id's first 8
+# characters; with it, namespaces of up to 32 characters fit (what infra/cloudformation.yaml allows).
+LONGEST_CONFIG_SUFFIX = "v9999999999-00000000"
 
 
 class SageMakerTarget(Target):
@@ -64,11 +65,17 @@ class SageMakerTarget(Target):
 
     def endpoint_name(self, spec: DeploySpec) -> str:
         """The stage's endpoint: one per (group, stage)."""
-        return stage_name(self.namespace, spec.group, spec.stage)
+        return self._name(spec)
 
     def config_name(self, spec: DeploySpec) -> str:
         """The model's and the endpoint config's name: one per deployment."""
-        return stage_name(self.namespace, spec.group, spec.stage, f"v{spec.version}-{spec.deployment_id[:8]}")
+        return self._name(spec, f"v{spec.version}-{spec.deployment_id[:8]}")
+
+    def _name(self, spec: DeploySpec, suffix: str = "") -> str:
+        try:
+            return stage_name(self.namespace, spec.group, spec.stage, suffix)
+        except ValueError as exc:
+            raise DeployError(str(exc)) from None
 
     def legacy_endpoint_name(self, spec: DeploySpec) -> str:
         """The endpoint's name before names were unique per (group, stage), which groups could share."""
