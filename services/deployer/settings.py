@@ -32,7 +32,7 @@ class DeployerSettings(ServiceSettings):
     sagemaker_poll_seconds: float = 15.0
 
     ecs_cluster: str = Field("", description="Target ecs: the cluster of the serving services.")
-    ecs_service: str = Field("{namespace}-{group}-{stage}", description="Target ecs: the service's name (a template).")
+    ecs_service: str = Field("{namespace}-{group}-{stage}", description="Target ecs: the service's name (a template: {namespace}, {group}, {stage}, or {name}, collision-free; see docs/targets.md).")
     ecs_container: str | None = Field(None, description="Target ecs: the container to pin the model in; default the first.")
     ecs_endpoint_url: str | None = Field(None, description="Target ecs: the endpoint URL to announce (a template).")
     ecs_wait_seconds: float = Field(900.0, description="Target ecs: time for the rollout to complete; 0: do not wait.")

@@ -193,7 +193,7 @@ class GroupExists(ValueError):
 class IdempotencyConflict(ValueError):
     def __str__(self) -> str:
         return (
-            f"Idempotency-Key '{self.args[0]}' was already used for a different registration; "
+            f"Idempotency-Key '{self.args[0]}' was already used for a different registration by you (keys are per caller); "
             "send a new key for a new registration"
         )
 
@@ -237,11 +237,11 @@ async def register(
     team: str | None = None,
 ) -> ModelVersion:
     """Adds the next version of `group` (a new group gets `team`), records it in its history and announces
-    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py). With an
-    idempotency key already used for the same body, returns that version and changes nothing."""
+    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py), who owns the
+    idempotency key: one it already used for the same body returns that version and changes nothing."""
     session = uow.session
     if idempotency_key:
-        previous = await _replay(session, idempotency_key, reg.fingerprint(group))
+        previous = await _replay(session, reg.registered_by, idempotency_key, reg.fingerprint(group))
         if previous is not None:
             return previous
     number = await _next_version(session, group, auto_create_group, team)
@@ -267,7 +267,7 @@ async def register(
     )
     session.add(version)
     if idempotency_key:
-        session.add(IdempotencyKey(key=idempotency_key, request_hash=reg.fingerprint(group), version=version))
+        session.add(IdempotencyKey(principal=reg.registered_by, key=idempotency_key, request_hash=reg.fingerprint(group), version=version))
     event = ModelRegistered(
         producer="registrar",
         correlation_id=version.id,
@@ -290,8 +290,9 @@ async def register(
     return version
 
 
-async def _replay(session: AsyncSession, key: str, fingerprint: str) -> ModelVersion | None:
-    used = await session.get(IdempotencyKey, key)
+async def _replay(session: AsyncSession, principal: str | None, key: str, fingerprint: str) -> ModelVersion | None:
+    """The version `principal` already registered with `key` (another principal's key is not looked at)."""
+    used = await session.get(IdempotencyKey, (principal, key))
     if used is None:
         return None
     if used.request_hash != fingerprint:

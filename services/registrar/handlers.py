@@ -45,7 +45,7 @@ async def on_approval_decided(
     else:
         await set_stage(uow.session, version, p.stage, StageStatus(p.decision), event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
-    record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
+    await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
 
 
 async def on_deployed(
@@ -59,7 +59,7 @@ async def on_deployed(
         if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
             await set_stage(uow.session, rolled_back, p.stage, StageStatus.ROLLED_BACK, event, replaced_by=p.model_version_id)
     record_history(uow, event)
-    record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
+    await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:

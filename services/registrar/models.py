@@ -117,9 +117,11 @@ class VersionWord(Base):
 
 
 class IdempotencyKey(Base):
-    """A client's Idempotency-Key and the registration it produced: a retry returns the same version."""
+    """A principal's Idempotency-Key and the registration it produced: a retry returns the same version.
+    Keys are per principal: the same key from another caller is another registration, never a replay."""
 
     __tablename__ = "idempotency_keys"
+    principal: Mapped[str] = mapped_column(String(200), primary_key=True)  # the caller's name (registered_by)
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     request_hash: Mapped[str] = mapped_column(String(64))
     model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"))
@@ -149,6 +151,22 @@ class WritebackStatus(StrEnum):
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"  # gave up after the worker's max attempts (logged)
+    SKIPPED = "skipped"  # not written: the registry entry is not proven the version's own (reason in last_error)
+
+
+class CometLink(Base):
+    """The Comet registry model version a version was imported from, as the registrar's own Comet import
+    found it (never what a registrant typed into lineage): the only entries write-backs may change."""
+
+    __tablename__ = "comet_links"
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    workspace: Mapped[str] = mapped_column(String(200))
+    registry_model: Mapped[str] = mapped_column(String(200))
+    registry_version: Mapped[str] = mapped_column(String(100))
+    experiment_key: Mapped[str] = mapped_column(String(100))  # the registry version's source experiment then
+    linked_by: Mapped[str] = mapped_column(String(200))  # the principal who imported it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[ModelVersion] = relationship(lazy="raise")  # so that it is written after the version
 
 
 class CometWritebackRow(Base):
@@ -167,5 +185,7 @@ class CometWritebackRow(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     not_before: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)  # the retry backoff
-    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # or, when skipped, why
+    model_version_id: Mapped[str | None] = mapped_column(String(220), nullable=True)  # whose journey asked for it
+    experiment_key: Mapped[str | None] = mapped_column(String(100), nullable=True)  # what the entry must come from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

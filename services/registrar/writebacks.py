@@ -1,6 +1,14 @@
 """Comet write-backs, out of the event handlers: recorded in the event's transaction, done by a worker.
 
-A handler calls `record_writeback` (only when Comet is configured and the version came from Comet's registry):
+Which Comet registry entry a version's write-backs may change is decided by the registrar alone: when it
+imports a version from a Comet registry model version (POST .../versions/comet with `registry_model`),
+`link_comet_import` records that entry and its source experiment (`comet_links`). Lineage a registrant sends
+(`lineage.comet.registry_model`, ...) never picks the entry: a version without a link gets no write-back, and
+when its lineage names a registry entry anyway, a `skipped` row records why (and it is logged). Before
+writing, CometWriteback checks through Comet's REST API that the entry still comes from the linked
+experiment; if not, the row is `skipped` with the reason, never written.
+
+A handler calls `record_writeback` (only when Comet is configured and the version is linked):
 the row commits with the stage change, and `uow.after_commit(wake.set)` starts the worker at once. The worker
 claims one pending row at a time with a lease (`claimed_at`; `SKIP LOCKED` on PostgreSQL), calls Comet
 (CometWriteback, idempotent: what is already there is not written again), and marks the row done; a failure is
@@ -17,37 +25,73 @@ from typing import Any
 
 import structlog
 from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.registrar.comet_writeback import CometWriteback, CometWritebackError
-from services.registrar.models import CometWritebackRow, ModelVersion, WritebackAction, WritebackStatus
+from services.registrar.comet import CometRegistration
+from services.registrar.comet_writeback import CometWriteback, CometWritebackError, CometWritebackRefused
+from services.registrar.models import (
+    CometLink,
+    CometWritebackRow,
+    ModelVersion,
+    WritebackAction,
+    WritebackStatus,
+)
 from shared.db import UnitOfWork
 from shared.events import utcnow
 
 log = structlog.get_logger()
 
 
-def comet_registry_version(version: ModelVersion) -> tuple[str, str] | None:
-    """Comet's registry model name and version, when this version came from Comet's registry."""
+def claimed_registry_version(version: ModelVersion) -> tuple[str, str] | None:
+    """The Comet registry model name and version the version's lineage names: what the registrant sent (or
+    the import wrote), so only ever a claim, never a reason to write back."""
     registry = (version.lineage or {}).get("comet") or {}
-    if registry.get("registry_model") and registry.get("registry_version"):
-        return registry["registry_model"], str(registry["registry_version"])
+    if registry.get("registry_model") and registry.get("registry_version"):  # cut to the row's columns
+        return str(registry["registry_model"])[:200], str(registry["registry_version"])[:100]
     return None
 
 
-def record_writeback(
+def link_comet_import(session: AsyncSession, version: ModelVersion, reg: CometRegistration, workspace: str,
+                      principal: str) -> None:
+    """Record, in the registration's transaction, the registry version the registrar itself read `version`
+    from (its Comet import), with that registry version's source experiment. Nothing without a registry model."""
+    if not (reg.registry_model and reg.registry_version):
+        return
+    session.add(CometLink(version=version, workspace=workspace, registry_model=reg.registry_model,
+                          registry_version=reg.registry_version, experiment_key=reg.experiment_key, linked_by=principal))
+
+
+async def record_writeback(
     uow: UnitOfWork, version: ModelVersion, comet: CometWriteback | None, wake: asyncio.Event | None,
     stage: str, action: WritebackAction, decision: str | None = None,
 ) -> None:
-    """Add the write-back row to the handler's transaction (nothing when Comet is not configured)."""
-    if comet is None or not comet.enabled or (registry := comet_registry_version(version)) is None:
+    """Add the write-back row to the handler's transaction: pending for a linked version, skipped (with the
+    reason) when it cannot be written; nothing when Comet is not configured or nothing names an entry."""
+    if comet is None or not comet.enabled:
         return
-    model, registry_version = registry
-    uow.session.add(CometWritebackRow(
-        model=model, version=registry_version, stage=stage, action=action, decision=decision,
-        status=WritebackStatus.PENDING, attempts=0, not_before=utcnow(),
-    ))
-    if wake is not None:
-        uow.after_commit(wake.set)
+    link = await uow.session.get(CometLink, version.id)
+    row = CometWritebackRow(stage=stage, action=action, decision=decision, model_version_id=version.id, attempts=0,
+                            not_before=utcnow())
+    if link is not None and link.workspace == comet.workspace:
+        row.model, row.version, row.experiment_key = link.registry_model, link.registry_version, link.experiment_key
+        row.status = WritebackStatus.PENDING
+        if wake is not None:
+            uow.after_commit(wake.set)
+    elif link is not None:
+        row.model, row.version, row.status = link.registry_model, link.registry_version, WritebackStatus.SKIPPED
+        row.last_error = (f"imported from Comet workspace {link.workspace!r}, but write-backs go to {comet.workspace!r} "
+                          "(COMET_WORKSPACE) only; not written")
+    elif (claimed := claimed_registry_version(version)) is not None:
+        row.model, row.version, row.status = *claimed, WritebackStatus.SKIPPED
+        row.last_error = (f"{version.id}'s lineage names Comet registry model {claimed[0]} {claimed[1]}, but the "
+                          "registrar did not import it from there; not written. To have write-backs, register "
+                          f"it with POST /v1/groups/{version.group_name}/versions/comet and registry_model")
+    else:
+        return
+    uow.session.add(row)
+    if row.status == WritebackStatus.SKIPPED:
+        log.warning("comet_writeback_skipped", model_version_id=version.id, model=row.model, version=row.version,
+                    stage=stage, reason=row.last_error)
 
 
 class CometWritebackWorker:
@@ -88,6 +132,9 @@ class CometWritebackWorker:
             changes = await self._apply(job)
         except CometWritebackError as exc:  # anything else is logged by run(); the lease then runs out
             await self._failed(row_id, job["attempts"], exc)
+        except CometWritebackRefused as exc:
+            log.warning("comet_writeback_skipped", row=row_id, model=job["model"], version=job["version"], reason=str(exc))
+            await self._finish(row_id, WritebackStatus.SKIPPED, str(exc))
         else:
             await self._finish(row_id, WritebackStatus.DONE)
             log.info("comet_writeback_done", model=job["model"], version=job["version"], changes=changes)
@@ -107,14 +154,16 @@ class CometWritebackWorker:
             if row is None:
                 return None
             row.claimed_at, row.attempts = now, row.attempts + 1
-            job = {c: getattr(row, c) for c in ("model", "version", "stage", "action", "decision", "attempts")}
+            job = {c: getattr(row, c) for c in ("model", "version", "stage", "action", "decision", "attempts", "experiment_key")}
             await uow.commit()
             return row.id, job
 
     async def _apply(self, job: dict[str, Any]) -> list[str]:
+        source = job["experiment_key"]  # None for rows recorded before links: refused, so skipped
         if job["action"] == WritebackAction.APPROVAL_DECIDED:
-            return await self.comet.on_approval_decided(job["model"], job["version"], job["stage"], job["decision"])
-        return await self.comet.on_deployed(job["model"], job["version"], job["stage"])
+            return await self.comet.on_approval_decided(job["model"], job["version"], job["stage"], job["decision"],
+                                                        experiment_key=source)
+        return await self.comet.on_deployed(job["model"], job["version"], job["stage"], experiment_key=source)
 
     async def _failed(self, row_id: int, attempts: int, exc: Exception) -> None:
         if attempts >= self.max_attempts:

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from services.deployer.targets.base import stage_name
 from shared.infra import boto_client
 from shared.topology import bucket_name
 from tests.e2e.conftest import free_port
@@ -69,7 +70,7 @@ async def test_dev_deploys_to_a_sagemaker_endpoint_and_test_to_an_ecs_service(sy
 
         dev = await eventually(lambda: live("dev"), timeout=60, interval=0.5)
         assert dev["target"] == "sagemaker"
-        assert dev["endpoint_url"].endswith(f"/endpoints/{system.namespace}-{GROUP}-dev/invocations")
+        assert dev["endpoint_url"].endswith(f"/endpoints/{stage_name(system.namespace, GROUP, 'dev')}/invocations")
 
         async def pending_test() -> list:
             pending = (await client.get(f"{system.url('approver')}/v1/approvals", params={"status": "pending"})).json()
@@ -84,7 +85,7 @@ async def test_dev_deploys_to_a_sagemaker_endpoint_and_test_to_an_ecs_service(sy
 
     kwargs = {"endpoint_url": moto, "region_name": "us-east-1", "aws_access_key_id": "t", "aws_secret_access_key": "t"}
     sagemaker = boto3.client("sagemaker", **kwargs)
-    endpoint = sagemaker.describe_endpoint(EndpointName=f"{system.namespace}-{GROUP}-dev")
+    endpoint = sagemaker.describe_endpoint(EndpointName=stage_name(system.namespace, GROUP, "dev"))
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert endpoint["EndpointStatus"] == "InService" and model["PrimaryContainer"]["ModelDataUrl"] == artifact

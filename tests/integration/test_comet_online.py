@@ -2,6 +2,8 @@
 
 The fake stands in for Comet's cloud, which is unreachable here: it implements the REST endpoints comet_ml
 calls for these operations and records every request, so the tests check what comet_ml actually sent.
+The write-back's check of a registry version's source experiment reads `registry-model/item/details`
+(Model.get_details, its `experimentKey`), which the fake already served: no endpoint was added for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")  # before anything
 import pytest
 
 from services.registrar.comet import CometFetchError, fetch_online, fetch_online_async
-from services.registrar.comet_writeback import CometWriteback, CometWritebackError
+from services.registrar.comet_writeback import CometWriteback, CometWritebackError, CometWritebackRefused
 from shared.lineage import LINEAGE_ASSET
 from tests.fakes.comet_server import FakeComet
 
@@ -157,9 +159,10 @@ def test_fetch_online_errors(comet: FakeComet) -> None:
 async def test_writeback_reflects_decisions_and_deployments(comet: FakeComet) -> None:
     writeback = CometWriteback.from_env()
     assert writeback.enabled
-    assert await writeback.on_approval_decided("fraud-xgb", "1.0.0", "dev", "approve") == ["tag:dev-approved"]
-    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "dev") == ["tag:dev", "status:Development"]
-    assert await writeback.on_approval_decided("fraud-xgb", "1.0.0", "prod", "Rejected") == [
+    exp1 = {"experiment_key": "exp1"}  # the experiment fraud-xgb 1.0.0 comes from
+    assert await writeback.on_approval_decided("fraud-xgb", "1.0.0", "dev", "approve", **exp1) == ["tag:dev-approved"]
+    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "dev", **exp1) == ["tag:dev", "status:Development"]
+    assert await writeback.on_approval_decided("fraud-xgb", "1.0.0", "prod", "Rejected", **exp1) == [
         "tag:prod-rejected"
     ]
 
@@ -176,16 +179,25 @@ async def test_writeback_reflects_decisions_and_deployments(comet: FakeComet) ->
     ]
 
     writes_before = sum(len(comet.calls(p)) for p in WRITES)
-    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "dev") == []  # a redelivered event
+    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "dev", **exp1) == []  # a redelivered event
     assert sum(len(comet.calls(p)) for p in WRITES) == writes_before
 
-    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "prod") == ["tag:prod", "status:Production"]
+    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "prod", **exp1) == ["tag:prod", "status:Production"]
     assert comet.version_item("acme", "fraud-xgb", "1.0.0")["status"] == "Production"
 
 
 async def test_writeback_unknown_version_raises(comet: FakeComet) -> None:
     with pytest.raises(CometWritebackError, match="fraud-xgb 7.0.0"):
-        await CometWriteback.from_env().on_deployed("fraud-xgb", "7.0.0", "dev")
+        await CometWriteback.from_env().on_deployed("fraud-xgb", "7.0.0", "dev", experiment_key="exp1")
+
+
+async def test_writeback_refuses_a_registry_version_from_another_experiment(comet: FakeComet) -> None:
+    writeback = CometWriteback.from_env()
+    for expected in ("exp-of-another-team", None):
+        with pytest.raises(CometWritebackRefused, match="not written"):
+            await writeback.on_deployed("fraud-xgb", "1.0.0", "prod", experiment_key=expected)
+    assert [len(comet.calls(p)) for p in WRITES] == [0, 0]
+    assert comet.calls("registry-model/item/details")[0].params["version"] == "1.0.0"  # read, never written
 
 
 async def test_writeback_does_nothing_when_not_configured(
@@ -194,35 +206,48 @@ async def test_writeback_does_nothing_when_not_configured(
     monkeypatch.delenv("COMET_API_KEY")
     writeback = CometWriteback.from_env()
     assert not writeback.enabled
-    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "prod") == []
+    assert await writeback.on_deployed("fraud-xgb", "1.0.0", "prod", experiment_key="exp1") == []
     assert comet.requests == []
 
 
 async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_registry_version(comet: FakeComet, tmp_path) -> None:
+    """fraud/1 is imported from fraud-xgb 1.0.0 by the registrar (fetch_online, then the link the route makes):
+    written back. mallory/1's lineage names another team's registry model, credit-xgb 2.0.0: never touched."""
+    from sqlalchemy import select
     from sqlalchemy.ext.asyncio import async_sessionmaker
 
     from services.registrar.bootstrap import bootstrap
     from services.registrar.catalog import Registration, register
+    from services.registrar.models import CometWritebackRow, WritebackStatus
+    from services.registrar.routes.comet import to_registration
     from services.registrar.settings import RegistrarSettings
+    from services.registrar.writebacks import link_comet_import
     from shared.db import UnitOfWork, make_engine
     from shared.migrations import prepare_database
     from shared.runtime import Runtime
     from tests.factories import approval_decided, sample_events
 
+    comet.add_experiment("exp9", "acme", "credit-scoring", name="credit-team-model")
+    theirs = comet.add_registry_version("acme", "credit-xgb", "2.0.0", "exp9", "credit-xgb", tags=["champion"])
     url = f"sqlite+aiosqlite:///{tmp_path}/registrar.db"
     engine = make_engine(url)
     await prepare_database(engine, "registrar")
     sessionmaker = async_sessionmaker(engine, expire_on_commit=False)
-    from_registry = {"comet": {"registry_model": "fraud-xgb", "registry_version": "1.0.0"}}
+    imported = await fetch_online_async("acme", "fraud-detection", registry_model="fraud-xgb", version="1.0.0")
+    squatting = {"comet": {"registry_model": "credit-xgb", "registry_version": "2.0.0", "experiment_key": "exp9"}}
     async with UnitOfWork(sessionmaker) as uow:
-        await register(uow, "fraud", Registration(artifact_uri="s3://b/m", registered_by="ana", lineage=from_registry))
+        version = await register(uow, "fraud", to_registration(imported, "ana"))
+        link_comet_import(uow.session, version, imported, "acme", "ana")
         await register(uow, "manual", Registration(artifact_uri="s3://b/m", registered_by="ana"))
+        await register(uow, "mallory", Registration(artifact_uri="s3://b/m", registered_by="mallory", source="comet",
+                                                    lineage=squatting))
         await uow.commit()
     runtime = Runtime(settings=RegistrarSettings(database_url=url), engine=engine, sessionmaker=sessionmaker, aws={})
     wiring = await bootstrap(runtime, comet=CometWriteback.from_env())
     handlers, [worker] = wiring.handlers, wiring.workers
     deployed = next(e for e in sample_events() if e.event_type == "Deployed")  # fraud/1 in dev
-    for event in (approval_decided(), deployed, approval_decided(group="manual")):
+    events = (approval_decided(), deployed, approval_decided(group="manual"), approval_decided(group="mallory"))
+    for event in events:
         async with UnitOfWork(sessionmaker) as uow:
             await handlers[event.event_type](event, uow)
             await uow.commit()
@@ -232,5 +257,11 @@ async def test_the_registrar_reflects_decisions_and_deployments_of_a_comet_regis
         pass
     item = comet.version_item("acme", "fraud-xgb", "1.0.0")
     assert (item["status"], item["tags"]) == ("Development", ["dev-approved", "dev"])
-    assert len(comet.calls("write/registry-model/item/stage")) == 2  # nothing for the manual version
+    assert len(comet.calls("write/registry-model/item/stage")) == 2  # nothing for the manual or mallory's version
+    assert (theirs["status"], theirs["tags"]) == ("None", ["champion"])
+    assert all(r.params.get("modelName") != "credit-xgb" for r in comet.requests)  # not even read
+    async with sessionmaker() as session:
+        rows = {r.model_version_id: r for r in await session.scalars(select(CometWritebackRow))}
+    assert {k: r.status for k, r in rows.items()} == {"fraud/1": WritebackStatus.DONE, "mallory/1": WritebackStatus.SKIPPED}
+    assert "lineage names Comet registry model credit-xgb 2.0.0" in rows["mallory/1"].last_error
     await engine.dispose()

@@ -14,6 +14,7 @@ import uuid
 
 import httpx
 import pytest
+import structlog.testing
 from aiobotocore.session import get_session
 from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
@@ -76,18 +77,53 @@ async def test_sagemaker_creates_the_stage_endpoint_then_updates_it_to_the_next_
     first, second = spec(1), spec(2)
     url = await target.deploy(first)
     await target.verify(first, url)
-    endpoint = await client.describe_endpoint(EndpointName=f"{namespace}-fraud-prod")
-    assert url.endswith(f"/endpoints/{namespace}-fraud-prod/invocations")
+    name = target.endpoint_name(first)
+    assert name.startswith(f"{namespace}-fraud-prod-") and name == target.endpoint_name(second)
+    endpoint = await client.describe_endpoint(EndpointName=name)
+    assert url.endswith(f"/endpoints/{name}/invocations")
     assert endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"] == target.config_name(first)
     model = await client.describe_model(ModelName=target.config_name(first))
     assert model["PrimaryContainer"]["ModelDataUrl"] == first.artifact_uri
     assert await target.deploy(first) == url  # again after a crash: nothing new
 
     await target.verify(second, await target.deploy(second))
-    endpoint = await client.describe_endpoint(EndpointName=f"{namespace}-fraud-prod")
+    endpoint = await client.describe_endpoint(EndpointName=name)
     assert endpoint["EndpointConfigName"] == target.config_name(second)
     with pytest.raises(DeployError, match="not InService on"):
         await SageMakerTarget(client, namespace, "us-east-1", "r", "i", wait_seconds=0, poll_seconds=0).verify(first, url)
+
+
+async def test_sagemaker_gives_groups_that_look_alike_their_own_endpoints(moto_client):
+    """`fraud_detector` and `fraud.detector`, and two long names sharing 60 characters, once shared an endpoint."""
+    client = await moto_client("sagemaker")
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    target = SageMakerTarget(client, namespace, "us-east-1", "arn:aws:iam::123456789012:role/serving",
+                             "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelgate-inference:1", poll_seconds=0.1, wait_seconds=10)
+    long = "credit-card-fraud-detector-for-the-european-retail-banking-u"
+    specs = [spec(1, group="fraud_detector"), spec(1, group="fraud.detector"), spec(1, group=long + "nit-a"),
+             spec(1, group=long + "nit-b")]
+    for each in specs:
+        await target.verify(each, await target.deploy(each))
+    endpoints = [await client.describe_endpoint(EndpointName=target.endpoint_name(each)) for each in specs]
+    assert len({e["EndpointName"] for e in endpoints}) == len(specs)
+    assert [e["EndpointConfigName"] for e in endpoints] == [target.config_name(each) for each in specs]
+
+
+async def test_sagemaker_says_when_an_endpoint_under_the_old_name_is_left_running(moto_client):
+    client = await moto_client("sagemaker")
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    target = SageMakerTarget(client, namespace, "us-east-1", "arn:aws:iam::123456789012:role/serving", "i",
+                             poll_seconds=0.1, wait_seconds=10)
+    old, new = spec(1), spec(2)
+    await client.create_model(ModelName=f"{namespace}-old", PrimaryContainer={"Image": "i"}, ExecutionRoleArn="arn:aws:iam::123456789012:role/serving")
+    await client.create_endpoint_config(EndpointConfigName=f"{namespace}-old", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": f"{namespace}-old", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    await client.create_endpoint(EndpointName=target.legacy_endpoint_name(old), EndpointConfigName=f"{namespace}-old")
+    with structlog.testing.capture_logs() as logs:
+        await target.verify(new, await target.deploy(new))
+    [warning] = [e for e in logs if e["event"] == "sagemaker_legacy_endpoint_left"]
+    assert (warning["legacy_endpoint"], warning["endpoint"]) == (f"{namespace}-fraud-prod", target.endpoint_name(new))
+    assert (await client.describe_endpoint(EndpointName=f"{namespace}-fraud-prod"))["EndpointConfigName"] == f"{namespace}-old"
 
 
 async def test_ecs_registers_a_revision_with_the_model_pinned_and_points_the_service_at_it(moto_client):

@@ -23,7 +23,7 @@ from shared.infra import boto_client
 from shared.migrations import prepare_database
 from shared.runtime import Runtime
 from tests.factories import approval_decided, ref
-from tests.principals import ANA, StaticAuthenticator, bearer
+from tests.principals import ANA, CI, StaticAuthenticator, bearer
 
 
 @asynccontextmanager
@@ -197,6 +197,23 @@ async def test_an_idempotency_key_makes_a_retry_return_the_same_version(api):
     assert [v["version"] for v in (await api.get("/v1/groups/fraud/versions")).json()] == [1, 2]
     async with api.runtime.sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(OutboxRow)) == 2
+
+
+async def test_an_idempotency_key_is_the_callers_own_another_principal_cannot_squat_or_replay_it(api):
+    """The same key from two principals: two registrations. A replay only ever answers the one who sent it."""
+    key = {"Idempotency-Key": "ci-job-1234"}  # e.g. $CI_JOB_ID, which anyone can guess
+    squatted = await post_version(api, "fraud", headers=key, metrics={"auc": 0.5})  # ana, first
+    body = {"artifact_uri": "s3://models/fraud.bin", "metrics": {"auc": 0.9}}
+    as_ci = {**key, **bearer(CI)}
+    first = await api.post("/v1/groups/fraud/versions", json=body, headers=as_ci)
+    assert first.status_code == 201, first.text
+    assert first.json()["version"] == 2 and first.json()["registered_by"] == "ci-fraud"
+    retry = await api.post("/v1/groups/fraud/versions", json=body, headers=as_ci)
+    assert retry.status_code == 201 and retry.json() == first.json()
+    different = await api.post("/v1/groups/fraud/versions", json={**body, "metrics": {"auc": 0.1}}, headers=as_ci)
+    assert different.status_code == 409 and "already used" in different.json()["detail"]
+    assert await post_version(api, "fraud", headers=key, metrics={"auc": 0.5}) == squatted  # ana's own replay
+    assert [v["registered_by"] for v in (await api.get("/v1/groups/fraud/versions")).json()] == ["ana@example.com", "ci-fraud"]
 
 
 async def seed_catalog(api) -> None:

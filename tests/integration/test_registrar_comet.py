@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -259,6 +260,12 @@ def test_an_online_experiment_registers_through_comet_ml(registrar: Registrar) -
     assert by_registry.status_code == 201, by_registry.text
     assert by_registry.json()["version"] == 2
     assert by_registry.json()["lineage"]["comet"]["registry_version"] == "1.0.0"
+    # only the registry import is linked: the one Comet entry write-backs may change (services/registrar/writebacks.py)
+    database = registrar.stack.database_urls["registrar"].split("///", 1)[1]
+    with sqlite3.connect(database) as db:
+        links = db.execute("SELECT model_version_id, workspace, registry_model, registry_version, experiment_key, linked_by"
+                           " FROM comet_links WHERE model_version_id LIKE ?", (f"{group}/%",)).fetchall()
+    assert links == [(f"{group}/2", "acme", f"fraud-{key[:6]}", "1.0.0", key, "ana@example.com")]
 
 
 def test_an_online_request_that_cannot_be_served_says_why(registrar: Registrar) -> None:

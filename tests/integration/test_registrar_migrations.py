@@ -26,7 +26,33 @@ async def test_migrations_build_exactly_the_schema_the_models_describe(database_
         )
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
     await engine.dispose()
-    assert drift == [] and version == "0005_request_audit"
+    assert drift == [] and version == "0007_comet_links"
+
+
+async def test_idempotency_keys_made_before_they_were_per_principal_go_to_their_registrant(database_url):
+    engine = make_engine(database_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(lambda c: command.upgrade(alembic_config("registrar", c), "0005_request_audit"))
+        now = "2026-01-02 03:04:05+00:00"
+        await conn.execute(text(f"INSERT INTO model_groups (name, description, latest_version, created_at)"
+                                f" VALUES ('fraud', '', 1, '{now}')"))
+        await conn.execute(text(
+            "INSERT INTO model_versions (id, group_name, version, artifact_uri, registered_by, source, metrics, params,"
+            " tags, model_card, lineage, approval_status, stages, created_at)"
+            " VALUES ('fraud/1', 'fraud', 1, 's3://b/m', 'ci-bot', 'manual', '{}', '{}', '{}', '{}', '{}',"
+            f" 'PendingManualApproval', '{{}}', '{now}')"))
+        await conn.execute(text(f"INSERT INTO idempotency_keys VALUES ('job-42', 'h', 'fraud/1', '{now}')"))
+    await prepare_database(engine, "registrar")
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("SELECT principal, key, model_version_id FROM idempotency_keys"))).all()
+        assert [tuple(r) for r in rows] == [("ci-bot", "job-42", "fraud/1")]
+        await conn.execute(text(f"INSERT INTO idempotency_keys VALUES ('ana', 'job-42', 'h2', 'fraud/1', '{now}')"))
+        await conn.run_sync(lambda c: command.downgrade(alembic_config("registrar", c), "0005_request_audit"))
+        assert (await conn.execute(text("SELECT key FROM idempotency_keys"))).scalars().all() == ["job-42"]
+        await conn.run_sync(lambda c: command.upgrade(alembic_config("registrar", c), "head"))
+        assert (await conn.execute(text("SELECT principal FROM idempotency_keys"))).scalars().all() == ["ci-bot"]
+        await conn.commit()
+    await engine.dispose()
 
 
 async def test_a_database_made_before_migrations_is_upgraded_with_its_data(database_url):

@@ -80,6 +80,20 @@ async def test_a_retry_with_the_same_idempotency_key_returns_the_first_version(s
     assert await count(sessionmaker, ModelVersion) == 1 and await count(sessionmaker, OutboxRow) == 1
 
 
+async def test_the_same_idempotency_key_from_two_principals_makes_two_independent_versions(sessionmaker):
+    async with UnitOfWork(sessionmaker) as uow:
+        ana = await register(uow, "fraud", body(metrics={"auc": 0.9}), idempotency_key="job-7")
+        await uow.commit()
+    for _ in range(2):  # a different body, and its retry: neither is a conflict with ana's key
+        async with UnitOfWork(sessionmaker) as uow:
+            bot = await register(uow, "fraud", body(registered_by="ci-bot", metrics={"auc": 0.7}), idempotency_key="job-7")
+            await uow.commit()
+        assert bot.id == "fraud/2" and bot.registered_by == "ci-bot"
+    async with UnitOfWork(sessionmaker) as uow:
+        assert (await register(uow, "fraud", body(metrics={"auc": 0.9}), idempotency_key="job-7")).id == ana.id
+    assert await count(sessionmaker, ModelVersion) == 2
+
+
 async def test_the_event_carries_metrics_tags_lineage_and_model_card_summary(sessionmaker):
     version = await registered(
         sessionmaker,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -72,6 +74,39 @@ class ParameterStoreTarget(Target):
 
 
 def aws_name(*parts: str, limit: int = 63) -> str:
-    """A SageMaker/ECS-safe name: letters, digits and hyphens, at most `limit` characters."""
+    """A SageMaker/ECS-safe name: letters, digits and hyphens, at most `limit` characters. Not unique:
+    `fraud_detector` and `fraud.detector` give the same name; use `stage_name` for a resource per stage."""
     name = re.sub(r"[^A-Za-z0-9-]+", "-", "-".join(parts)).strip("-")
     return name[:limit].rstrip("-")
+
+
+# SageMaker's rule for EndpointName, EndpointConfigName and ModelName (at most 63 characters).
+SAGEMAKER_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+NAME_HASH_CHARS = 8
+
+
+def stage_hash(group: str, stage: str) -> str:
+    """A short hash of the exact (group, stage): what keeps slugs that look alike apart."""
+    exact = json.dumps([group, stage], ensure_ascii=False).encode()
+    return hashlib.sha256(exact).hexdigest()[:NAME_HASH_CHARS]
+
+
+def slug(text: str) -> str:
+    """Lower-case letters and digits, runs of anything else as one hyphen, none at either end."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def stage_name(prefix: str, group: str, stage: str, suffix: str = "", limit: int = 63) -> str:
+    """A name unique per (group, stage), e.g. `mg-fraud-detector-prod-3f9a1c2b[-suffix]`, at most `limit`
+    characters: `prefix` kept whole, then a slug of group and stage (cut to fit), the hash of the exact
+    (group, stage), and `suffix`. Deterministic; ValueError when it cannot fit or breaks SageMaker's rule."""
+    tail = "-".join(p for p in (stage_hash(group, stage), suffix) if p)
+    room = limit - len(prefix) - len(tail) - 2  # the two hyphens around the slug
+    if room < 0:
+        raise ValueError(f"the prefix {prefix!r} leaves no room in a {limit}-character name: shorten MODELGATE_NAMESPACE")
+    readable = slug(f"{group}-{stage}")[:room].rstrip("-")
+    name = "-".join(p for p in (prefix, readable, tail) if p)
+    if not SAGEMAKER_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid SageMaker name ({SAGEMAKER_NAME.pattern}): "
+                         "MODELGATE_NAMESPACE must be letters, digits and single hyphens")
+    return name

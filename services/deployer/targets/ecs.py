@@ -4,13 +4,31 @@ Each deployment registers a new revision of the service's task definition with t
 serving container's environment (MODELGATE_MODEL_URI, MODELGATE_MODEL_VERSION_ID, MODELGATE_DEPLOYMENT_ID:
 what services.inference reads), then points the service at it (UpdateService). Verified when the service
 runs that revision; with `wait_seconds` > 0, also when its rollout has COMPLETED.
+
+The service's name comes from a template (MODELGATE_ECS_SERVICE) with `{namespace}`, `{group}`, `{stage}` and
+`{name}`: the collision-free `<namespace>-<slug>-<hash>` name the sagemaker target uses (base.stage_name).
+Distinct groups give distinct names as long as the template has `{group}` or `{name}`; a name ECS cannot
+hold (a group with a '.', over 255 characters) is refused with a DeployError saying to use `{name}`. The
+task definition's family is never derived from the group: each revision keeps the family of the service's
+current task definition.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from services.deployer.targets.base import DeployError, DeploySpec, NotSettled, Target, until_settled
+from services.deployer.targets.base import (
+    DeployError,
+    DeploySpec,
+    NotSettled,
+    Target,
+    stage_name,
+    until_settled,
+)
+
+# ECS's rule for a service name.
+ECS_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 # What RegisterTaskDefinition accepts back from DescribeTaskDefinition.
 REGISTERABLE = (
@@ -43,8 +61,24 @@ class EcsTarget(Target):
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
 
+    def _format(self, template: str, spec: DeploySpec) -> str:
+        fields = {"namespace": self.namespace, "group": spec.group, "stage": spec.stage}
+        if "{name}" in template:
+            try:
+                fields["name"] = stage_name(self.namespace, spec.group, spec.stage)
+            except ValueError as exc:
+                raise DeployError(str(exc)) from None
+        return template.format(**fields)
+
     def service_name(self, spec: DeploySpec) -> str:
-        return self.service_template.format(namespace=self.namespace, group=spec.group, stage=spec.stage)
+        """The stage's ECS service, from the template; DeployError when ECS could not have such a service."""
+        name = self._format(self.service_template, spec)
+        if not ECS_SERVICE_NAME.fullmatch(name):
+            raise DeployError(
+                f"ECS service name {name!r} (MODELGATE_ECS_SERVICE={self.service_template!r}) is not a valid ECS name "
+                "(1 to 255 letters, digits, '-' and '_'): use '{name}' in the template, and create the service under that name"
+            )
+        return name
 
     async def deploy(self, spec: DeploySpec) -> str | None:
         service = await self._service(spec)
@@ -56,7 +90,7 @@ class EcsTarget(Target):
             arn = registered["taskDefinition"]["taskDefinitionArn"]
             await self.client.update_service(cluster=self.cluster, service=self.service_name(spec), taskDefinition=arn)
         if self.endpoint_template:
-            return self.endpoint_template.format(namespace=self.namespace, group=spec.group, stage=spec.stage)
+            return self._format(self.endpoint_template, spec)
         return None
 
     async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:

@@ -1,8 +1,14 @@
 """Target `sagemaker`: a SageMaker real-time endpoint per group and stage.
 
 Each deployment creates a model and an endpoint config named after it, then creates the stage's endpoint
-(`<namespace>-<group>-<stage>`) or updates it to the new config; verified when the endpoint is InService
-on that config. Old models and configs are kept (what served when, for the audit trail).
+or updates it to the new config; verified when the endpoint is InService on that config. Old models and
+configs are kept (what served when, for the audit trail).
+
+Names (base.stage_name): `<namespace>-<slug of group and stage>-<hash of the exact (group, stage)>`, e.g.
+`modelgate-fraud-detector-prod-3f9a1c2b` for the endpoint, with `-v<version>-<deployment id[:8]>` after it
+for the model and endpoint config. Deterministic, at most 63 characters, always within SageMaker's rule,
+and distinct for groups that differ only in punctuation or case or share a long prefix. Endpoints made
+before these names (`<namespace>-<group>-<stage>`) are not reused: see docs/targets.md, "Upgrading".
 The artifact must be what the serving image expects (for modelgate's inference image: a model.tar.gz holding
 a joblib file, see services/inference/model.py).
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from botocore.exceptions import ClientError
 
 from services.deployer.targets.base import (
@@ -19,8 +26,15 @@ from services.deployer.targets.base import (
     NotSettled,
     Target,
     aws_name,
+    stage_name,
     until_settled,
 )
+
+log = structlog.get_logger()
+
+# The longest suffix a config name is sure to hold: a version of 10 digits and a deployment id's first 8
+# characters; with it, namespaces of up to 32 characters fit (what infra/cloudformation.yaml allows).
+LONGEST_CONFIG_SUFFIX = "v9999999999-00000000"
 
 
 class SageMakerTarget(Target):
@@ -38,6 +52,7 @@ class SageMakerTarget(Target):
         wait_seconds: float = 1800.0,
         poll_seconds: float = 15.0,
     ):
+        stage_name(namespace, "group", "stage", LONGEST_CONFIG_SUFFIX)  # refuses a namespace names cannot hold
         self.client = client
         self.namespace = namespace
         self.region = region
@@ -49,12 +64,22 @@ class SageMakerTarget(Target):
         self.poll_seconds = poll_seconds
 
     def endpoint_name(self, spec: DeploySpec) -> str:
-        return aws_name(self.namespace, spec.group, spec.stage)
+        """The stage's endpoint: one per (group, stage)."""
+        return self._name(spec)
 
     def config_name(self, spec: DeploySpec) -> str:
         """The model's and the endpoint config's name: one per deployment."""
-        suffix = f"v{spec.version}-{spec.deployment_id[:8]}"
-        return f"{aws_name(self.namespace, spec.group, spec.stage, limit=62 - len(suffix))}-{suffix}"
+        return self._name(spec, f"v{spec.version}-{spec.deployment_id[:8]}")
+
+    def _name(self, spec: DeploySpec, suffix: str = "") -> str:
+        try:
+            return stage_name(self.namespace, spec.group, spec.stage, suffix)
+        except ValueError as exc:
+            raise DeployError(str(exc)) from None
+
+    def legacy_endpoint_name(self, spec: DeploySpec) -> str:
+        """The endpoint's name before names were unique per (group, stage), which groups could share."""
+        return aws_name(self.namespace, spec.group, spec.stage)
 
     async def deploy(self, spec: DeploySpec) -> str:
         endpoint, config = self.endpoint_name(spec), self.config_name(spec)
@@ -86,6 +111,7 @@ class SageMakerTarget(Target):
             )
         current = await self._describe_endpoint(endpoint)
         if current is None:
+            await self._warn_of_legacy_endpoint(spec, endpoint)
             await self.client.create_endpoint(EndpointName=endpoint, EndpointConfigName=config, Tags=tags)
         elif current["EndpointConfigName"] != config:
             await self.client.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
@@ -105,6 +131,18 @@ class SageMakerTarget(Target):
                 raise NotSettled(f"SageMaker endpoint {endpoint} not InService on {config} ({status})")
 
         await until_settled(in_service, self.wait_seconds, self.poll_seconds)
+
+    async def _warn_of_legacy_endpoint(self, spec: DeploySpec, endpoint: str) -> None:
+        """An endpoint under the old name keeps running (and costing) untouched: say so, once per stage."""
+        legacy = self.legacy_endpoint_name(spec)
+        try:
+            left = await self._describe_endpoint(legacy)
+        except ClientError:  # only advice: never a reason not to deploy
+            return
+        if left is not None:
+            log.warning("sagemaker_legacy_endpoint_left", legacy_endpoint=legacy, endpoint=endpoint,
+                        group=spec.group, stage=spec.stage,
+                        advice=f"{legacy} is no longer updated; point its callers at {endpoint}, then delete it")
 
     async def _describe_endpoint(self, name: str) -> dict[str, Any] | None:
         try:

@@ -27,6 +27,7 @@ from services.registrar.comet import (
 )
 from services.registrar.deps import ReadableErrors, Registrar, RegistrarDep
 from services.registrar.schemas import VersionOut
+from services.registrar.writebacks import link_comet_import
 from shared.http import CurrentPrincipal
 from shared.identity import Principal
 
@@ -130,7 +131,12 @@ def _comet_configured() -> bool:
 router = APIRouter(tags=["comet"], route_class=ReadableErrors)
 
 
-async def _register(registrar: Registrar, caller: Principal, group: str, body: Registration) -> VersionOut:
+async def _register(
+    registrar: Registrar, caller: Principal, group: str, body: Registration, imported: FromComet | None = None,
+    reg: CometRegistration | None = None,
+) -> VersionOut:
+    """Registers `body`; for an online import (`imported`, read as `reg`), links the version to the registry
+    version the registrar read, the only Comet entry its write-backs may change (services/registrar/writebacks.py)."""
     async with registrar.runtime.sessionmaker() as session:
         body, team = await access.authorise_registration(session, caller, group, body)
     await registrar.check_artifact(body.artifact_uri)
@@ -139,6 +145,8 @@ async def _register(registrar: Registrar, caller: Principal, group: str, body: R
             version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team)
         except UnknownGroup as exc:
             raise HTTPException(404, str(exc)) from None
+        if imported is not None and reg is not None:
+            link_comet_import(uow.session, version, reg, imported.workspace, caller.name)
         await uow.commit()
     return VersionOut.of(version)
 
@@ -221,4 +229,4 @@ async def register_from_comet(group: GroupName, body: FromComet, registrar: Regi
         tags=body.tags,
         model_card=body.model_card,
     )
-    return await _register(registrar, caller, group, registration)
+    return await _register(registrar, caller, group, registration, body, reg)
