@@ -1,4 +1,8 @@
-from pydantic import Field
+import json
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from shared.settings import ServiceSettings
 
@@ -7,3 +11,26 @@ class RegistrarSettings(ServiceSettings):
     service: str = "registrar"
     auto_create_groups: bool = Field(True, description="Create a model group on its first registration.")
     check_artifacts: bool = Field(True, description="Refuse s3:// artifact URIs whose object does not exist.")
+    artifact_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Buckets whose s3:// artifacts may be registered (comma-separated or a JSON list); "
+        "default: <namespace>-artifacts, the bucket modelgate provisions.",
+    )
+    allow_local_artifacts: bool = Field(
+        False, description="Development only: accept file:// URIs and local paths as artifacts."
+    )
+
+    @field_validator("artifact_buckets", mode="before")
+    @classmethod
+    def _bucket_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def model_post_init(self, context: object, /) -> None:
+        super().model_post_init(context)
+        if not self.artifact_buckets:
+            self.artifact_buckets = [self.bucket]
