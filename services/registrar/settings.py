@@ -1,10 +1,9 @@
-import json
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, name_list
 
 
 class RegistrarSettings(ServiceSettings):
@@ -20,15 +19,7 @@ class RegistrarSettings(ServiceSettings):
         False, description="Development only: accept file:// URIs and local paths as artifacts."
     )
 
-    @field_validator("artifact_buckets", mode="before")
-    @classmethod
-    def _bucket_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    _lists = field_validator("artifact_buckets", mode="before")(name_list)
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)
