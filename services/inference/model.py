@@ -169,7 +169,7 @@ def _load_skops(path: Path) -> LoadedModel:
             "scipy objects with skops (an XGBoost model: its own format, model.save_model('model.ubj'))"
         ) from None
     except Exception as exc:
-        raise BadArtifact(f"{path.name} is not a skops file ({type(exc).__name__}: {exc}); supported: {SUPPORTED_FORMATS}") from None
+        raise BadArtifact(f"{path.name} is not a skops file ({type(exc).__name__}: {exc}); supported: {SUPPORTED_FORMATS}") from exc
     return _wrap(estimator, path.name)
 
 

@@ -81,7 +81,7 @@ def test_an_xgboost_model_in_its_own_format_loads_and_predicts(xgboost_classifie
 
 
 def test_a_native_xgboost_regressor_answers_values(tmp_path):
-    x, y = training_data()
+    x, _ = training_data()
     xgboost.XGBRegressor(n_estimators=5).fit(x, x[:, 0]).save_model(tmp_path / "reg.ubj")
     body = client_for(tmp_path / "reg.ubj").post("/invocations", json=[[3.0, 0, 0]]).json()
     assert "probabilities" not in body and body["classes"] is None and body["predictions"][0] > 1
