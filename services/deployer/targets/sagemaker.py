@@ -4,7 +4,8 @@ Each deployment creates a model and an endpoint config named after it, then crea
 (`<namespace>-<group>-<stage>`) or updates it to the new config; verified when the endpoint is InService
 on that config. Old models and configs are kept (what served when, for the audit trail).
 The artifact must be what the serving image expects (for modelgate's inference image: a model.tar.gz holding
-a joblib file, see services/inference/model.py).
+an XGBoost .ubj/.json or a skops file; a pickle only with MODELGATE_ALLOW_PICKLE=true in the image's
+environment, see services/inference/model.py).
 """
 
 from __future__ import annotations
