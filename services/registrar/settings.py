@@ -3,6 +3,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from services.registrar.artifacts import BUCKET_NAME
 from shared.settings import ServiceSettings, name_list
 
 
@@ -20,6 +21,14 @@ class RegistrarSettings(ServiceSettings):
     )
 
     _lists = field_validator("artifact_buckets", mode="before")(name_list)
+
+    @field_validator("artifact_buckets")
+    @classmethod
+    def _bucket_names(cls, buckets: list[str]) -> list[str]:
+        bad = [b for b in buckets if not BUCKET_NAME.fullmatch(b)]
+        if bad:
+            raise ValueError(f"MODELGATE_ARTIFACT_BUCKETS: {bad} are not S3 bucket names (3-63 of a-z 0-9 . -)")
+        return buckets
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)
