@@ -46,7 +46,8 @@ def check_policy(uri: str, policy: ArtifactPolicy) -> None:
         raise HTTPException(422, f"artifact_uri {uri!r} is not a URI; {policy.allowed()}") from None
     if parsed.scheme in ("", "file"):
         if not policy.allow_local:
-            raise HTTPException(422, f"artifact_uri {uri!r} is a local path; {policy.allowed()}")
+            raise HTTPException(422, f"artifact_uri {uri!r} is a local path: upload it first (`modelgate register "
+                                     f"GROUP --file PATH` uploads it to the bucket); {policy.allowed()}")
         return
     if parsed.scheme != "s3":
         raise HTTPException(422, f"artifact_uri {uri!r} has scheme {parsed.scheme!r}; {policy.allowed()}")
