@@ -11,7 +11,6 @@ modelgate/fraud/.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import joblib
+import skops.io
 from rich.console import Console
 from rich.table import Table
 
@@ -212,7 +211,7 @@ class _Story:
         with step("preprocessing: duplicates, unneeded columns, split, StandardScaler"):
             prepared = data.preprocess(raw)
             npz = prepared.to_npz()
-            scaler_buffer = _joblib_bytes(prepared.scaler)
+            scaler_buffer = skops.io.dumps(prepared.scaler)  # skops, not a pickle: loading it runs no code
             prefix = f"datasets/{DATASET}/2.0.0"
             preprocessed_version = DatasetVersion(
                 name=DATASET,
@@ -227,7 +226,8 @@ class _Story:
                     "split": prepared.sizes(),
                     "frauds": prepared.frauds(),
                     "scaler": "StandardScaler (fitted on train)",
-                    "scaler_uri": self.upload(f"{prefix}/scaler.joblib", scaler_buffer),
+                    "scaler_uri": self.upload(f"{prefix}/scaler.skops", scaler_buffer),
+                    "scaler_format": "skops (load with skops.io.load)",
                     "sha256": data.sha256(npz),
                 },
             )
@@ -248,11 +248,11 @@ class _Story:
         for name, params in train.RUNS.items():
             with step(f"training {name} (booster {params['booster']}) and logging it to Comet offline"):
                 run = train.train(name, params, prepared)
-                model = run.to_joblib()
+                model = run.to_ubj()
                 key, archive = tracking.log_offline(
                     run,
                     datasets,
-                    lambda key, model=model: self.upload(f"models/{self.group}/{key}/model.joblib", model),
+                    lambda key, model=model: self.upload(f"models/{self.group}/{key}/model.ubj", model),
                     self.run_dir / "comet",
                 )
             runs.append(run)
@@ -448,12 +448,6 @@ class _Story:
 
 def _pairs(values: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in values.items())
-
-
-def _joblib_bytes(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    joblib.dump(value, buffer)
-    return buffer.getvalue()
 
 
 def _print_journey(history: list[dict]) -> None:

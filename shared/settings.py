@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -10,6 +11,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared import topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def name_list(value: object) -> object:
+    """A list setting from the environment as `a,b` or a JSON list (`["a", "b"]`); other values pass through.
+    Use as a `mode="before"` validator on a field annotated `Annotated[list[str], NoDecode]`."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 class ServiceSettings(BaseSettings):

@@ -122,11 +122,11 @@ def register(
     or online from the Comet server the registrar is configured with.
 
     [bold]Examples[/]
-      modelgate register fraud-detector --file model.joblib -m auc=0.93 -p num_round=100 --framework xgboost
-      modelgate register fraud-detector --artifact s3://modelgate-artifacts/fraud/model.joblib -m auc=0.91
+      modelgate register fraud-detector --file model.ubj -m auc=0.93 -p num_round=100 --framework xgboost
+      modelgate register fraud-detector --artifact s3://modelgate-artifacts/fraud/model.ubj -m auc=0.91
       modelgate register fraud-detector --comet-archive ./offline/3f2c.zip
       modelgate register fraud-detector --comet-workspace acme --comet-project fraud --comet-experiment 3f2c...
-      modelgate register fraud-detector --file model.joblib --model-card card.yaml
+      modelgate register fraud-detector --file model.ubj --model-card card.yaml
       modelgate register fraud-detector --artifact s3://... -m auc=0.9 --idempotency-key "$CI_JOB_ID" --json
     """
     comet = comet_experiment or comet_model

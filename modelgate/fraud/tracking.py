@@ -62,7 +62,7 @@ def log_offline(
         fpr, tpr = run.validation.roc
         experiment.log_curve("roc-curve", x=fpr, y=tpr)
         log_dataset_lineage(experiment, datasets)
-        metadata: dict[str, Any] = {"framework": "xgboost", "format": "joblib", "estimator": "XGBClassifier"}
+        metadata: dict[str, Any] = {"framework": "xgboost", "format": "xgboost-ubj", "estimator": "XGBClassifier"}
         experiment.log_remote_model(MODEL_NAME, upload_model(key), metadata=metadata, sync_mode=False)
     finally:
         experiment.end()

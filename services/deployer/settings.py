@@ -1,9 +1,10 @@
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
-from shared.settings import REPO_ROOT, ServiceSettings
+from shared.settings import REPO_ROOT, ServiceSettings, name_list
 
 TargetName = Literal["parameter-store", "local", "sagemaker", "ecs"]
 
@@ -23,6 +24,14 @@ class DeployerSettings(ServiceSettings):
     local_run_dir: Path | None = Field(None, description="Target local: servers' state and logs; default var/inference/<namespace>.")
     local_start_timeout_seconds: float = Field(60.0, description="Target local: time for a server to load its model.")
     local_stop_on_exit: bool = Field(True, description="Target local: stop the servers when the deployer stops.")
+    pickle_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Target local: model groups whose pickle (joblib) artifacts may be served; loading a pickle "
+        "runs code from it (comma-separated or a JSON list; default none).",
+    )
+    allow_local_artifacts: bool = Field(
+        False, description="Target local, development only: serve artifacts from file:// URIs and local paths."
+    )
 
     sagemaker_role_arn: str = Field("", description="Target sagemaker: the execution role of the models.")
     sagemaker_image_uri: str = Field("", description="Target sagemaker: the serving image (ECR URI).")
@@ -37,6 +46,8 @@ class DeployerSettings(ServiceSettings):
     ecs_endpoint_url: str | None = Field(None, description="Target ecs: the endpoint URL to announce (a template).")
     ecs_wait_seconds: float = Field(900.0, description="Target ecs: time for the rollout to complete; 0: do not wait.")
     ecs_poll_seconds: float = 10.0
+
+    _lists = field_validator("pickle_groups", mode="before")(name_list)
 
     def model_post_init(self, context: object, /) -> None:
         super().model_post_init(context)

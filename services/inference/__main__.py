@@ -17,7 +17,8 @@ log = structlog.get_logger()
 try:
     with tempfile.TemporaryDirectory() as folder:
         s3 = boto_client("s3", settings.aws_endpoint_url, settings.aws_region)
-        model = load_model(fetch_artifact(settings.model_uri, Path(folder), s3))
+        path = fetch_artifact(settings.model_uri, Path(folder), s3, settings.allow_local_artifacts)
+        model = load_model(path, allow_pickle=settings.allow_pickle)
 except BadArtifact as exc:
     log.error("model_not_loaded", model_uri=settings.model_uri, reason=str(exc))
     print(f"cannot serve {settings.model_uri}: {exc}", file=sys.stderr)

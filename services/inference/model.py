@@ -1,17 +1,24 @@
 """Loading a model artifact and predicting with it.
 
-Supported artifacts (SUPPORTED_FORMATS): a file written by `joblib.dump` (any name, e.g. model.joblib or
-model.pkl) holding
-- a scikit-learn estimator or Pipeline (classifiers answer labels and probabilities, regressors values),
-- an XGBoost model of its scikit-learn API (XGBClassifier, XGBRegressor),
-- a native `xgboost.Booster` (binary:logistic or multi:softprob: probabilities, then labels);
-or a .tar.gz (SageMaker's model.tar.gz layout) holding one such file.
+Supported artifacts (SUPPORTED_FORMATS), chosen by the file's name:
+- `.ubj` or `.json`: an XGBoost model in XGBoost's own format (`Booster.save_model` or
+  `XGBClassifier.save_model`); binary:logistic and multi:softprob answer probabilities, then labels;
+- `.skops`: a scikit-learn estimator or Pipeline written by `skops.io.dump`; only types skops trusts by
+  default (scikit-learn, numpy, scipy) are loaded, a file holding any other type is refused;
+- a .tar.gz (SageMaker's model.tar.gz layout) holding one such file.
+Neither format runs code when it is loaded.
 
-joblib files are pickles: loading one runs code from it. Serve only artifacts from a bucket you trust.
+Pickles (`.joblib`, `.pkl`, `.pickle`, or a file of any other name, read with `joblib.load`) run code from
+the file when they are loaded: they are served only with `allow_pickle` (the deployer sets it for the model
+groups in MODELGATE_PICKLE_GROUPS); without it they are refused, saying how to save the model safely or opt in.
+
+`fetch_artifact` takes `s3://` URIs only, unless local paths are allowed (MODELGATE_ALLOW_LOCAL_ARTIFACTS,
+development only).
 """
 
 from __future__ import annotations
 
+import json
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -19,14 +26,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import joblib
 import numpy as np
 
 SUPPORTED_FORMATS = (
-    "joblib/pickle file of a scikit-learn estimator or Pipeline, an XGBoost scikit-learn model "
-    "(XGBClassifier/XGBRegressor) or an xgboost.Booster; or a .tar.gz holding one"
+    "an XGBoost model in its own format (.ubj or .json, from save_model), a scikit-learn estimator or Pipeline "
+    "saved with skops.io.dump (.skops), or a .tar.gz holding one; pickles (.joblib/.pkl/.pickle) only for model "
+    "groups opted in with MODELGATE_PICKLE_GROUPS on the deployer"
 )
-MODEL_SUFFIXES = (".joblib", ".pkl", ".pickle")
+XGBOOST_SUFFIXES = (".ubj", ".json")
+SKOPS_SUFFIXES = (".skops",)
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+MODEL_SUFFIXES = XGBOOST_SUFFIXES + SKOPS_SUFFIXES + PICKLE_SUFFIXES
+PROBABILISTIC_OBJECTIVES = ("binary:logistic", "multi:softprob")
+LOCAL_SWITCH = "MODELGATE_ALLOW_LOCAL_ARTIFACTS=true"
 
 
 class BadArtifact(Exception):
@@ -58,6 +70,8 @@ class LoadedModel:
 
     @property
     def classes(self) -> list[Any] | None:
+        if self.kind == "xgboost-booster":
+            return _booster_classes(self.estimator)
         classes = getattr(self.estimator, "classes_", None)
         return np.asarray(classes).tolist() if classes is not None else None
 
@@ -86,15 +100,82 @@ class LoadedModel:
         import xgboost
 
         raw = np.asarray(self.estimator.predict(xgboost.DMatrix(rows, feature_names=self.feature_names)))
+        if _booster_objective(self.estimator) not in PROBABILISTIC_OBJECTIVES:  # a regressor: values
+            return {"predictions": raw.tolist()}
         if raw.ndim == 1:  # binary:logistic: the probability of class 1
             return {"predictions": (raw >= 0.5).astype(int).tolist(), "probabilities": np.column_stack([1 - raw, raw]).tolist()}
         return {"predictions": raw.argmax(axis=1).tolist(), "probabilities": raw.tolist()}
 
 
-def load_model(path: Path) -> LoadedModel:
-    """Loads a local artifact (see SUPPORTED_FORMATS)."""
+def _booster_objective(booster: Any) -> str:
+    return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
+
+
+def _booster_classes(booster: Any) -> list[int] | None:
+    objective = _booster_objective(booster)
+    if objective == "binary:logistic":
+        return [0, 1]
+    if objective == "multi:softprob":
+        return list(range(int(json.loads(booster.save_config())["learner"]["learner_model_param"]["num_class"])))
+    return None
+
+
+def load_model(path: Path, allow_pickle: bool = False) -> LoadedModel:
+    """Loads a local artifact (see SUPPORTED_FORMATS); a pickle only with `allow_pickle`."""
+    suffix = path.suffix.lower()
+    if suffix in XGBOOST_SUFFIXES:
+        return _load_xgboost(path)
+    if suffix in SKOPS_SUFFIXES:
+        return _load_skops(path)
     if tarfile.is_tarfile(path):
-        return _load_from_tar(path)
+        return _load_from_tar(path, allow_pickle)
+    if not allow_pickle:
+        raise BadArtifact(_pickle_refused(path.name))
+    return _load_pickle(path)
+
+
+def _pickle_refused(name: str) -> str:
+    known = "a pickle (joblib) file" if name.lower().endswith(PICKLE_SUFFIXES) else "not a known format, so read as a pickle"
+    return (
+        f"{name} is {known}: loading it would run code from it, and this model group is not opted in to pickles. "
+        "Save the model in a format that runs no code (XGBoost: model.save_model('model.ubj'); scikit-learn: "
+        "skops.io.dump(model, 'model.skops')), or opt the group in with MODELGATE_PICKLE_GROUPS=<group> "
+        f"on the deployer. Supported: {SUPPORTED_FORMATS}"
+    )
+
+
+def _load_xgboost(path: Path) -> LoadedModel:
+    import xgboost
+
+    booster = xgboost.Booster()
+    try:
+        booster.load_model(str(path))
+    except xgboost.core.XGBoostError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadArtifact(f"{path.name} is not an XGBoost model ({first_line}); supported: {SUPPORTED_FORMATS}") from None
+    return LoadedModel(booster, "xgboost-booster")
+
+
+def _load_skops(path: Path) -> LoadedModel:
+    import skops.io
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    try:
+        estimator = skops.io.load(path)  # trusted=None: only the types skops trusts by default
+    except UntrustedTypesFoundException:
+        untrusted = skops.io.get_untrusted_types(file=path)
+        raise BadArtifact(
+            f"{path.name} holds types skops does not trust, refused: {untrusted}. Save only scikit-learn, numpy and "
+            "scipy objects with skops (an XGBoost model: its own format, model.save_model('model.ubj'))"
+        ) from None
+    except Exception as exc:
+        raise BadArtifact(f"{path.name} is not a skops file ({type(exc).__name__}: {exc}); supported: {SUPPORTED_FORMATS}") from exc
+    return _wrap(estimator, path.name)
+
+
+def _load_pickle(path: Path) -> LoadedModel:
+    import joblib
+
     try:
         estimator = joblib.load(path)
     except Exception as exc:
@@ -102,13 +183,15 @@ def load_model(path: Path) -> LoadedModel:
     return _wrap(estimator, path.name)
 
 
-def _load_from_tar(path: Path) -> LoadedModel:
+def _load_from_tar(path: Path, allow_pickle: bool) -> LoadedModel:
     with tarfile.open(path) as archive, tempfile.TemporaryDirectory() as folder:
-        members = [m for m in archive.getmembers() if m.isfile() and m.name.endswith(MODEL_SUFFIXES)]
+        members = [m for m in archive.getmembers() if m.isfile() and m.name.lower().endswith(MODEL_SUFFIXES)]
         if not members:
             raise BadArtifact(f"{path.name} holds no {'/'.join(MODEL_SUFFIXES)} file; supported: {SUPPORTED_FORMATS}")
-        archive.extract(members[0], folder, filter="data")
-        return load_model(Path(folder) / members[0].name)
+        safe = [m for m in members if not m.name.lower().endswith(PICKLE_SUFFIXES)]
+        chosen = (safe or members)[0]
+        archive.extract(chosen, folder, filter="data")
+        return load_model(Path(folder) / chosen.name, allow_pickle)
 
 
 def _wrap(estimator: Any, name: str) -> LoadedModel:
@@ -124,8 +207,19 @@ def _wrap(estimator: Any, name: str) -> LoadedModel:
     return LoadedModel(estimator, "sklearn")
 
 
-def fetch_artifact(uri: str, folder: Path, s3: Any) -> Path:
-    """Downloads an s3:// artifact into `folder` (a plain path is used as it is)."""
+def refuse_local_artifact(uri: str, allow_local: bool) -> None:
+    """BadArtifact unless `uri` is s3://, or a local path (file:// or bare) while the development switch is on."""
+    scheme = urlparse(uri).scheme
+    if scheme == "s3" or (allow_local and scheme in ("", "file")):
+        return
+    what = "a local path" if scheme in ("", "file") else f"a {scheme}:// URI"
+    raise BadArtifact(f"artifact URI {uri} is {what}; serve artifacts from s3://bucket/key "
+                      f"(local paths only for development, with {LOCAL_SWITCH} on the deployer)")
+
+
+def fetch_artifact(uri: str, folder: Path, s3: Any, allow_local: bool = False) -> Path:
+    """Downloads an s3:// artifact into `folder` (a plain path is used as it is, with `allow_local` only)."""
+    refuse_local_artifact(uri, allow_local)
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else uri)

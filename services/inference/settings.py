@@ -7,9 +7,12 @@ class InferenceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="ignore")
 
-    model_uri: str = Field(description="s3://bucket/key (or a local path) of the artifact to serve.")
+    model_uri: str = Field(description="s3://bucket/key of the artifact to serve (a local path only with allow_local_artifacts).")
     model_version_id: str = Field("", description='"<group>/<version>" of the artifact, reported in answers.')
     deployment_id: str = Field("", description="The deployer's deployment this server belongs to.")
+    allow_local_artifacts: bool = Field(False, description="Development only: serve a file:// URI or a local path.")
+    allow_pickle: bool = Field(False, description="Serve a pickle (joblib) artifact, which runs code when loaded; "
+                               "the deployer sets it for the groups in MODELGATE_PICKLE_GROUPS.")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

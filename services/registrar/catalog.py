@@ -87,7 +87,7 @@ class ModelCard(BaseModel):
 class Registration(Strict):
     """What a client sends to register a version."""
 
-    artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.joblib"])
+    artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.ubj"])
     registered_by: str | None = Field(
         None, min_length=1, max_length=200,
         description="Optional: the caller's own name (the credential's principal is the registrant).",
@@ -108,7 +108,7 @@ class Registration(Strict):
         json_schema_extra={
             "examples": [
                 {
-                    "artifact_uri": "s3://modelgate-artifacts/fraud/model.joblib",
+                    "artifact_uri": "s3://modelgate-artifacts/fraud/model.ubj",
                     "registered_by": "ana@example.com",
                     "framework": "xgboost",
                     "metrics": {"auc": 0.93, "precision": 0.88, "recall": 0.81},

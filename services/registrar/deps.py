@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from services.registrar.artifacts import check_artifact
+from services.registrar.artifacts import ArtifactPolicy, check_artifact, check_policy
 from services.registrar.catalog import GROUP_NAME, GROUP_NAME_RULE
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.settings import RegistrarSettings
@@ -36,6 +36,8 @@ class Registrar:
         return self.runtime.settings
 
     async def check_artifact(self, uri: str) -> None:
+        """422 unless the artifact is where the policy allows (always) and exists (when checks are on)."""
+        check_policy(uri, ArtifactPolicy(tuple(self.settings.artifact_buckets), self.settings.allow_local_artifacts))
         if self.settings.check_artifacts:
             await check_artifact(self.runtime.aws["s3"], uri)
 

@@ -1,9 +1,36 @@
-from pydantic import Field
+from typing import Annotated
 
-from shared.settings import ServiceSettings
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
+
+from services.registrar.artifacts import BUCKET_NAME
+from shared.settings import ServiceSettings, name_list
 
 
 class RegistrarSettings(ServiceSettings):
     service: str = "registrar"
     auto_create_groups: bool = Field(True, description="Create a model group on its first registration.")
     check_artifacts: bool = Field(True, description="Refuse s3:// artifact URIs whose object does not exist.")
+    artifact_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Buckets whose s3:// artifacts may be registered (comma-separated or a JSON list); "
+        "default: <namespace>-artifacts, the bucket modelgate provisions.",
+    )
+    allow_local_artifacts: bool = Field(
+        False, description="Development only: accept file:// URIs and local paths as artifacts."
+    )
+
+    _lists = field_validator("artifact_buckets", mode="before")(name_list)
+
+    @field_validator("artifact_buckets")
+    @classmethod
+    def _bucket_names(cls, buckets: list[str]) -> list[str]:
+        bad = [b for b in buckets if not BUCKET_NAME.fullmatch(b)]
+        if bad:
+            raise ValueError(f"MODELGATE_ARTIFACT_BUCKETS: {bad} are not S3 bucket names (3-63 of a-z 0-9 . -)")
+        return buckets
+
+    def model_post_init(self, context: object, /) -> None:
+        super().model_post_init(context)
+        if not self.artifact_buckets:
+            self.artifact_buckets = [self.bucket]

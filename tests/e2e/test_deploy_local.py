@@ -40,7 +40,7 @@ async def live_in_dev(client: httpx.AsyncClient, stack, group: str) -> dict | No
 
 async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores_the_previous_answers(system):
     group = f"fraud-{uuid.uuid4().hex[:6]}"
-    first, second = upload(system, f"{group}/1.joblib", model_bytes()), upload(system, f"{group}/2.joblib", model_bytes(flip=True))
+    first, second = upload(system, f"{group}/1.skops", model_bytes()), upload(system, f"{group}/2.skops", model_bytes(flip=True))
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
 
         async def register(artifact: str) -> dict:
@@ -112,7 +112,7 @@ async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores
 
 async def test_a_deployer_killed_mid_deployment_finishes_it_once_after_restart(system):
     group = f"fraud-{uuid.uuid4().hex[:6]}"
-    artifact = upload(system, f"{group}/1.joblib", model_bytes())
+    artifact = upload(system, f"{group}/1.skops", model_bytes())
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}
         assert (await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions", json=body)).status_code == 201

@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 
 from services.deployer.targets import DeployError, DeploySpec, EcsTarget, LocalTarget, SageMakerTarget
 from shared.infra import boto_client
-from tests.unit.test_deployer_inference import model_bytes
+from tests.unit.test_deployer_inference import model_bytes, pickled_model_bytes
 
 
 def free_port() -> int:
@@ -156,9 +156,10 @@ def bucket(localstack_endpoint, namespace):
     s3 = boto_client("s3", localstack_endpoint)
     name = f"{namespace}-artifacts"
     s3.create_bucket(Bucket=name)
-    s3.put_object(Bucket=name, Key="fraud/1.joblib", Body=model_bytes())
-    s3.put_object(Bucket=name, Key="fraud/2.joblib", Body=model_bytes(flip=True))
-    s3.put_object(Bucket=name, Key="fraud/broken.joblib", Body=b"not a model")
+    s3.put_object(Bucket=name, Key="fraud/1.skops", Body=model_bytes())
+    s3.put_object(Bucket=name, Key="fraud/2.skops", Body=model_bytes(flip=True))
+    s3.put_object(Bucket=name, Key="fraud/broken.skops", Body=b"not a model")
+    s3.put_object(Bucket=name, Key="fraud/pickled.joblib", Body=pickled_model_bytes())
     return name
 
 
@@ -172,7 +173,7 @@ async def predict(url: str) -> int:
 async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_one_only_when_told(bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     target = LocalTarget(tmp_path / "run")
-    first, second = spec(1, f"s3://{bucket}/fraud/1.joblib"), spec(2, f"s3://{bucket}/fraud/2.joblib")
+    first, second = spec(1, f"s3://{bucket}/fraud/1.skops"), spec(2, f"s3://{bucket}/fraud/2.skops")
     try:
         old_url = await target.deploy(first)
         await target.verify(first, old_url)
@@ -192,14 +193,40 @@ async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_
 async def test_local_reports_why_an_artifact_cannot_be_served(bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
     target = LocalTarget(tmp_path / "run")
-    with pytest.raises(DeployError, match="not a joblib model"):
-        await target.deploy(spec(3, f"s3://{bucket}/fraud/broken.joblib"))
+    with pytest.raises(DeployError, match="not a skops file"):
+        await target.deploy(spec(3, f"s3://{bucket}/fraud/broken.skops"))
     assert list((tmp_path / "run").glob("*.json")) == []
+
+
+async def test_local_serves_a_pickle_only_for_a_group_opted_in(bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+    monkeypatch.delenv("MODELGATE_ALLOW_PICKLE", raising=False)
+    pickled = f"s3://{bucket}/fraud/pickled.joblib"
+    refusing = LocalTarget(tmp_path / "refusing", pickle_groups=frozenset({"churn"}))
+    with pytest.raises(DeployError, match=r"pickle \(joblib\) file: loading it would run code.*MODELGATE_PICKLE_GROUPS=<group>"):
+        await refusing.deploy(spec(4, pickled))
+    serving = LocalTarget(tmp_path / "serving", pickle_groups=frozenset({"fraud"}))
+    try:
+        assert await predict(await serving.deploy(spec(5, pickled))) == 1
+    finally:
+        await serving.close()
+
+
+async def test_local_refuses_a_local_path_unless_in_development(tmp_path, monkeypatch):
+    path = tmp_path / "model.skops"
+    path.write_bytes(model_bytes())
+    with pytest.raises(DeployError, match=r"is a local path.*MODELGATE_ALLOW_LOCAL_ARTIFACTS=true"):
+        await LocalTarget(tmp_path / "run").deploy(spec(6, str(path)))
+    development = LocalTarget(tmp_path / "dev", allow_local_artifacts=True)
+    try:
+        assert await predict(await development.deploy(spec(7, f"file://{path}"))) == 1
+    finally:
+        await development.close()
 
 
 async def test_local_serves_the_live_version_again_after_a_restart_and_stops_leftovers(bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    live, leftover = spec(1, f"s3://{bucket}/fraud/1.joblib"), spec(2, f"s3://{bucket}/fraud/2.joblib")
+    live, leftover = spec(1, f"s3://{bucket}/fraud/1.skops"), spec(2, f"s3://{bucket}/fraud/2.skops")
     before = LocalTarget(tmp_path / "run")
     url = await before.deploy(live)
     await before.close()  # the deployer stopped: its servers too

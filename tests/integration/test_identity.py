@@ -76,7 +76,7 @@ async def registrar_for(approver: Approver, url: str, service_key: str | None = 
 
 async def register(registrar, who: str | None, group: str = "fraud", **body):
     headers = bearer(who) if who else ANONYMOUS
-    return await registrar.post(f"/v1/groups/{group}/versions", json={"artifact_uri": "s3://m/f.bin", **body}, headers=headers)
+    return await registrar.post(f"/v1/groups/{group}/versions", json={"artifact_uri": "s3://modelgate-artifacts/f.bin", **body}, headers=headers)
 
 
 async def announced(registrar) -> list:
@@ -88,7 +88,7 @@ async def test_anonymous_and_spoofed_registrations_are_refused_and_the_registran
     async with registrar_for(approver, registrar_db) as registrar:
         anonymous = await register(registrar, None)
         assert anonymous.status_code == 401 and "Authorization: Bearer" in anonymous.json()["detail"]
-        forged = await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://m/f.bin"},
+        forged = await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://modelgate-artifacts/f.bin"},
                                       headers={"Authorization": "Bearer mgt_not-a-real-token"})
         assert forged.status_code == 401 and "unknown token" in forged.json()["detail"]
         for spoof in ("someone-else", "ana\u200b", "аna"):  # a zero-width space; a Cyrillic а
@@ -127,7 +127,7 @@ async def test_a_team_owns_its_groups_and_shares_them_read_only(approver, regist
         assert (await register(registrar, "ana", group="fraud-scores")).status_code == 201
         group = (await registrar.get("/v1/groups/fraud-scores", headers=bearer("ana"))).json()
         assert group["team"] == "fraud" and group["shared_with"] == []
-        intruder = await registrar.post("/v1/groups/fraud-scores/versions", json={"artifact_uri": "s3://m/x.bin"}, headers=as_omar)
+        intruder = await registrar.post("/v1/groups/fraud-scores/versions", json={"artifact_uri": "s3://modelgate-artifacts/x.bin"}, headers=as_omar)
         assert intruder.status_code == 403 and "belongs to team fraud" in intruder.json()["detail"]
         hidden = await registrar.get("/v1/groups/fraud-scores/versions/1", headers=as_omar)
         assert hidden.status_code == 403 and "not shared" in hidden.json()["detail"]
@@ -220,11 +220,11 @@ async def test_oidc_jwts_are_verified_against_the_identity_providers_jwks(approv
             assert bound.status_code == 201 and bound.json()["token"] is None
         async with registrar_for(approver, registrar_db, **oidc) as registrar:
             ci_jwt = idp.issue("repo:acme/fraud:ref:refs/heads/main")
-            made = await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://m/ci.bin"},
+            made = await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://modelgate-artifacts/ci.bin"},
                                         headers={"Authorization": f"Bearer {ci_jwt}"})
             assert made.status_code == 201 and made.json()["registered_by"] == "ci-fraud"
             scientist = idp.issue("dora", groups=["data-science"])
-            assert (await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://m/d.bin"},
+            assert (await registrar.post("/v1/groups/fraud/versions", json={"artifact_uri": "s3://modelgate-artifacts/d.bin"},
                                          headers={"Authorization": f"Bearer {scientist}"})).status_code == 201
 
 

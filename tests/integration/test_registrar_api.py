@@ -53,7 +53,7 @@ async def api(database_url):
 
 
 def registration(**fields) -> dict:
-    return {"artifact_uri": "s3://models/fraud.bin", "registered_by": "ana@example.com", **fields}
+    return {"artifact_uri": "s3://modelgate-artifacts/fraud/model.bin", "registered_by": "ana@example.com", **fields}
 
 
 async def post_version(api, group: str, expect: int = 201, headers=None, **fields) -> dict:
@@ -182,6 +182,46 @@ async def test_a_bad_registration_gets_422_saying_what_to_fix_and_writes_nothing
     response = await api.post("/v1/groups/fraud/versions", json=registration(**fields))
     assert response.status_code == 422 and says in response.json()["detail"], response.text
     assert (await api.get("/v1/groups/fraud")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "artifact_uri, says",
+    [
+        ("file:///tmp/model.joblib", "is a local path"),
+        ("/tmp/model.joblib", "is a local path"),
+        ("model.joblib", "is a local path"),
+        ("https://example.com/model.joblib", "has scheme 'https'"),
+        ("s3://someone-elses-bucket/model.joblib", "is in bucket 'someone-elses-bucket', which is not allowed"),
+        ("s3://bad!bucket/k", "is not s3://<bucket>/<key> with a valid bucket name"),
+        ("s3://modelgate-artifacts/", "is not s3://<bucket>/<key>"),
+        ("s3://[oops/k", "is not a URI"),
+    ],
+)
+async def test_an_artifact_outside_the_allowed_buckets_is_refused_saying_what_is_allowed(api, artifact_uri, says):
+    response = await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=artifact_uri))
+    detail = response.json()["detail"]
+    assert response.status_code == 422 and says in detail, response.text
+    assert "allowed: s3://<bucket>/<key> in bucket(s) modelgate-artifacts (MODELGATE_ARTIFACT_BUCKETS)" in detail
+    assert "MODELGATE_ALLOW_LOCAL_ARTIFACTS=true" in detail
+    assert (await api.get("/v1/groups/fraud")).status_code == 404
+
+
+async def test_the_development_switch_allows_local_paths_and_the_buckets_setting_other_buckets(tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path}/r.db"
+    async with registrar_client(url, allow_local_artifacts=True, artifact_buckets="team-models, shared-models") as api:
+        assert (await post_version(api, "fraud", artifact_uri=str(tmp_path / "model.ubj")))["version"] == 1
+        assert (await post_version(api, "fraud", artifact_uri=f"file://{tmp_path}/model.ubj"))["version"] == 2
+        assert (await post_version(api, "fraud", artifact_uri="s3://shared-models/fraud/model.ubj"))["version"] == 3
+        refused = await api.post("/v1/groups/fraud/versions", json=registration())  # the default bucket is no longer listed
+        assert refused.status_code == 422 and "bucket(s) team-models, shared-models" in refused.json()["detail"]
+
+
+async def test_a_malformed_s3_uri_is_422_even_when_s3_is_asked(localstack_endpoint, namespace, tmp_path):
+    settings = RegistrarSettings(aws_endpoint_url=localstack_endpoint, namespace=namespace, database_url="sqlite+aiosqlite://")
+    async with AwsClients(settings, ("s3",)) as aws, registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws,
+                                                                      namespace=namespace) as api:
+        response = await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri="s3://bad!bucket/k"))
+        assert response.status_code == 422, response.text
 
 
 async def test_an_idempotency_key_makes_a_retry_return_the_same_version(api):
@@ -322,7 +362,7 @@ async def test_an_artifact_that_is_not_in_s3_is_refused(localstack_endpoint, nam
     s3.put_object(Bucket=bucket, Key="fraud/model.bin", Body=b"model")
     settings = RegistrarSettings(aws_endpoint_url=localstack_endpoint, namespace=namespace, database_url="sqlite+aiosqlite://")
     try:
-        async with AwsClients(settings, ("s3",)) as aws, registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws) as api:
+        async with AwsClients(settings, ("s3",)) as aws, registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws, namespace=namespace) as api:
             missing = await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=f"s3://{bucket}/fraud/nope.bin"))
             assert missing.status_code == 422 and "does not exist; upload it first" in missing.json()["detail"]
             assert (await api.get("/v1/groups/fraud")).status_code == 404

@@ -223,6 +223,11 @@ def test_an_archive_without_a_model_or_with_a_missing_artifact_is_refused(regist
     not_in_s3 = registrar.upload(group, write_archive(tmp_path / "b", model_uri=missing))
     assert not_in_s3.status_code == 422 and f"artifact {missing} does not exist" in not_in_s3.json()["detail"]
 
+    for where, model_uri in (("d", "file:///tmp/model.ubj"), ("e", "s3://someone-elses-bucket/model.ubj")):
+        outside = registrar.upload(group, write_archive(tmp_path / where, model_uri=model_uri))
+        assert outside.status_code == 422, outside.text
+        assert f"allowed: s3://<bucket>/<key> in bucket(s) {registrar.bucket}" in outside.json()["detail"]
+
     bad_form = registrar.upload(group, write_archive(tmp_path / "c", registrar.model_in_s3("m")), tags="[1, 2]")
     assert bad_form.status_code == 422 and "'tags' must be a JSON object" in bad_form.json()["detail"]
     assert registrar.nothing_registered(group)

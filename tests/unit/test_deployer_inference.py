@@ -1,21 +1,27 @@
-"""The local inference server: the artifact formats it loads, and what POST /invocations answers."""
+"""The local inference server: the artifact formats it loads, and what POST /invocations answers.
+
+XGBoost's own format and skops load without running code; a pickle is served only when its group opted in
+(allow_pickle); a skops file holding a type skops does not trust is refused.
+"""
 
 from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+import skops.io
 import xgboost
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from services.inference.api import build_api
-from services.inference.model import BadArtifact, load_model
+from services.inference.model import BadArtifact, fetch_artifact, load_model
 from services.inference.settings import InferenceSettings
 
 
@@ -26,17 +32,27 @@ def training_data(flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
     return x, (1 - y) if flip else y
 
 
-def client_for(path) -> TestClient:  # type: ignore[no-untyped-def]
+def client_for(path, allow_pickle: bool = False) -> TestClient:  # type: ignore[no-untyped-def]
     settings = InferenceSettings(model_uri=str(path), model_version_id="fraud/1", deployment_id="d1")
-    return TestClient(build_api(load_model(path), settings))
+    return TestClient(build_api(load_model(path, allow_pickle=allow_pickle), settings))
+
+
+def fitted_pipeline():  # type: ignore[no-untyped-def]
+    x, y = training_data()
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y)
 
 
 @pytest.fixture
-def sklearn_pipeline(tmp_path):
-    x, y = training_data()
-    path = tmp_path / "model.joblib"
-    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), path)
+def sklearn_pipeline(tmp_path) -> Path:
+    path = tmp_path / "model.skops"
+    skops.io.dump(fitted_pipeline(), path)
     return path
+
+
+@pytest.fixture
+def xgboost_classifier():  # type: ignore[no-untyped-def]
+    x, y = training_data()
+    return xgboost.XGBClassifier(n_estimators=10, max_depth=2).fit(x, y)
 
 
 def test_a_scikit_learn_pipeline_answers_labels_and_probabilities_for_json_rows(sklearn_pipeline):
@@ -53,22 +69,65 @@ def test_csv_rows_get_the_same_answers_as_json(sklearn_pipeline):
     assert answer.status_code == 200 and answer.json()["predictions"] == [1, 0]
 
 
-def test_an_xgboost_classifier_and_a_native_booster_both_load(tmp_path):
-    x, y = training_data()
-    classifier = xgboost.XGBClassifier(n_estimators=10, max_depth=2).fit(x, y)
-    joblib.dump(classifier, tmp_path / "xgb.joblib")
-    joblib.dump(classifier.get_booster(), tmp_path / "booster.pkl")
-    for name in ("xgb.joblib", "booster.pkl"):
-        body = client_for(tmp_path / name).post("/invocations", json=[[3.0, 0, 0], [-3.0, 0, 0]]).json()
+@pytest.mark.parametrize("name", ["model.ubj", "model.json"])
+def test_an_xgboost_model_in_its_own_format_loads_and_predicts(xgboost_classifier, tmp_path, name):
+    xgboost_classifier.save_model(tmp_path / name)
+    client = client_for(tmp_path / name)
+    body = client.post("/invocations", json=[[3.0, 0, 0], [-3.0, 0, 0]]).json()
+    assert body["predictions"] == [1, 0] and body["classes"] == [0, 1]
+    expected = xgboost_classifier.predict_proba(np.array([[3.0, 0, 0], [-3.0, 0, 0]]))
+    assert np.allclose(body["probabilities"], expected, atol=1e-6)
+    assert client.get("/metadata").json()["kind"] == "xgboost-booster"
+
+
+def test_a_native_xgboost_regressor_answers_values(tmp_path):
+    x, _ = training_data()
+    xgboost.XGBRegressor(n_estimators=5).fit(x, x[:, 0]).save_model(tmp_path / "reg.ubj")
+    body = client_for(tmp_path / "reg.ubj").post("/invocations", json=[[3.0, 0, 0]]).json()
+    assert "probabilities" not in body and body["classes"] is None and body["predictions"][0] > 1
+
+
+def test_a_pickle_is_refused_without_the_opt_in_saying_how_to_opt_in(tmp_path, xgboost_classifier):
+    joblib.dump(fitted_pipeline(), tmp_path / "model.joblib")
+    with pytest.raises(BadArtifact, match=r"loading it would run code from it.*MODELGATE_PICKLE_GROUPS=<group>"):
+        load_model(tmp_path / "model.joblib")
+    (tmp_path / "model.bin").write_bytes(joblib_bytes(fitted_pipeline()))
+    with pytest.raises(BadArtifact, match="not a known format, so read as a pickle"):
+        load_model(tmp_path / "model.bin")
+
+
+def test_pickles_are_served_with_the_opt_in(tmp_path, xgboost_classifier):
+    joblib.dump(fitted_pipeline(), tmp_path / "model.joblib")
+    joblib.dump(xgboost_classifier, tmp_path / "xgb.joblib")
+    joblib.dump(xgboost_classifier.get_booster(), tmp_path / "booster.pkl")
+    for name in ("model.joblib", "xgb.joblib", "booster.pkl"):
+        body = client_for(tmp_path / name, allow_pickle=True).post("/invocations", json=[[3.0, 0, 0], [-3.0, 0, 0]]).json()
         assert body["predictions"] == [1, 0], name
         assert len(body["probabilities"][0]) == 2
 
 
-def test_a_model_tar_gz_holding_a_joblib_file_loads(sklearn_pipeline, tmp_path):
+def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path, xgboost_classifier):
+    skops.io.dump(xgboost_classifier, tmp_path / "xgb.skops")
+    with pytest.raises(BadArtifact, match=r"types skops does not trust, refused: .*xgboost.sklearn.XGBClassifier"):
+        load_model(tmp_path / "xgb.skops")
+    sneaky = make_pipeline(FunctionTransformer(eval), LogisticRegression())
+    skops.io.dump(sneaky, tmp_path / "eval.skops")
+    with pytest.raises(BadArtifact, match="builtins.eval"):
+        load_model(tmp_path / "eval.skops")
+
+
+def test_a_model_tar_gz_holding_a_safe_file_loads_and_one_holding_a_pickle_needs_the_opt_in(sklearn_pipeline, tmp_path):
     archive = tmp_path / "model.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(sklearn_pipeline, arcname="model.joblib")
+        tar.add(sklearn_pipeline, arcname="model.skops")
     assert client_for(archive).post("/invocations", json={"instances": [[3.0, 0, 0]]}).json()["predictions"] == [1]
+    joblib.dump(fitted_pipeline(), tmp_path / "model.joblib")
+    pickled = tmp_path / "pickled.tar.gz"
+    with tarfile.open(pickled, "w:gz") as tar:
+        tar.add(tmp_path / "model.joblib", arcname="model.joblib")
+    with pytest.raises(BadArtifact, match="MODELGATE_PICKLE_GROUPS"):
+        load_model(pickled)
+    assert client_for(pickled, allow_pickle=True).post("/invocations", json=[[3.0, 0, 0]]).json()["predictions"] == [1]
 
 
 def test_rows_that_do_not_fit_the_model_get_a_400_saying_what_to_fix(sklearn_pipeline):
@@ -82,13 +141,27 @@ def test_rows_that_do_not_fit_the_model_get_a_400_saying_what_to_fix(sklearn_pip
 
 
 def test_an_artifact_that_is_not_a_model_is_refused_with_the_supported_formats(tmp_path):
-    path = tmp_path / "model.bin"
-    path.write_bytes(b"model bytes")
-    with pytest.raises(BadArtifact, match="joblib"):
-        load_model(path)
-    joblib.dump({"not": "a model"}, tmp_path / "dict.joblib")
+    for name in ("model.ubj", "model.json", "model.skops"):
+        (tmp_path / name).write_bytes(b"model bytes")
+        with pytest.raises(BadArtifact, match=r"is not an? (XGBoost model|skops file).*supported: an XGBoost model"):
+            load_model(tmp_path / name)
+    (tmp_path / "model.joblib").write_bytes(b"model bytes")
+    with pytest.raises(BadArtifact, match="not a joblib model"):
+        load_model(tmp_path / "model.joblib", allow_pickle=True)
+    skops.io.dump(StandardScaler().fit([[1.0], [2.0]]), tmp_path / "scaler.skops")
     with pytest.raises(BadArtifact, match="cannot predict"):
-        load_model(tmp_path / "dict.joblib")
+        load_model(tmp_path / "scaler.skops")
+
+
+@pytest.mark.parametrize("uri", ["/tmp/model.ubj", "file:///tmp/model.ubj", "https://example.com/model.ubj"])
+def test_the_server_refuses_anything_but_s3_unless_local_paths_are_allowed(uri, tmp_path):
+    with pytest.raises(BadArtifact, match="serve artifacts from s3://bucket/key"):
+        fetch_artifact(uri, tmp_path, s3=None)
+
+
+def test_the_development_switch_lets_the_server_load_a_local_path(sklearn_pipeline, tmp_path):
+    assert fetch_artifact(str(sklearn_pipeline), tmp_path, s3=None, allow_local=True) == sklearn_pipeline
+    assert fetch_artifact(f"file://{sklearn_pipeline}", tmp_path, s3=None, allow_local=True) == sklearn_pipeline
 
 
 def test_health_says_which_deployment_is_served(sklearn_pipeline):
@@ -96,9 +169,20 @@ def test_health_says_which_deployment_is_served(sklearn_pipeline):
     assert body["status"] == "ok" and body["deployment_id"] == "d1"
 
 
-def model_bytes(flip: bool = False) -> bytes:
-    """A small fitted scikit-learn model as joblib bytes (used by the integration and e2e tests too)."""
-    x, y = training_data(flip)
+def joblib_bytes(value) -> bytes:  # type: ignore[no-untyped-def]
     buffer = io.BytesIO()
-    joblib.dump(LogisticRegression().fit(x, y), buffer)
+    joblib.dump(value, buffer)
     return buffer.getvalue()
+
+
+def model_bytes(flip: bool = False) -> bytes:
+    """A small fitted scikit-learn model as skops bytes, to upload as `*.skops` (used by the integration and
+    e2e tests too)."""
+    x, y = training_data(flip)
+    return skops.io.dumps(LogisticRegression().fit(x, y))
+
+
+def pickled_model_bytes() -> bytes:
+    """The same model as a joblib pickle, served only for groups opted in to pickles."""
+    x, y = training_data()
+    return joblib_bytes(LogisticRegression().fit(x, y))

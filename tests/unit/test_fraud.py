@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from modelgate.fraud import data, tracking, train
+from services.inference.model import load_model
 from services.registrar.comet import DatasetVersion, parse_offline_archive
 from services.registrar.routes.comet import plots, to_registration
 from tests.unit.test_comet_offline import close_network
@@ -65,8 +66,8 @@ def test_trees_beat_the_linear_booster_and_the_run_logs_offline(
     uploaded: dict[str, bytes] = {}
 
     def upload(key: str) -> str:
-        uploaded[key] = gbtree.to_joblib()
-        return f"s3://bucket/models/{key}/model.joblib"
+        uploaded[key] = gbtree.to_ubj()
+        return f"s3://bucket/models/{key}/model.ubj"
 
     datasets = [DatasetVersion(name="creditcard-transactions", version="1.0.0", aliases=["raw"], uri="s3://b/raw.csv")]
     key, archive = tracking.log_offline(gbtree, datasets, upload, tmp_path)
@@ -74,7 +75,12 @@ def test_trees_beat_the_linear_booster_and_the_run_logs_offline(
 
     reg = parse_offline_archive(archive)
     assert (reg.experiment_key, reg.experiment_name, list(uploaded)) == (key, "xgb-gbtree", [key])
-    assert reg.model.uri == f"s3://bucket/models/{key}/model.joblib" and reg.model.metadata["framework"] == "xgboost"
+    assert reg.model.uri == f"s3://bucket/models/{key}/model.ubj" and reg.model.metadata["framework"] == "xgboost"
+    assert reg.model.metadata["format"] == "xgboost-ubj"
+    (tmp_path / "model.ubj").write_bytes(uploaded[key])  # what the inference server loads, with no pickle opt-in
+    X_val, _ = prepared.splits["validation"]
+    served = load_model(tmp_path / "model.ubj").predict(X_val[:500].astype(float))
+    assert np.allclose(np.asarray(served["probabilities"])[:, 1], gbtree.model.predict_proba(X_val[:500])[:, 1], atol=1e-6)
     assert reg.params == gbtree.params
     assert reg.metrics["auc"] == pytest.approx(gbtree.validation.auc)
     assert reg.datasets == datasets

@@ -20,7 +20,8 @@ def build_targets(settings: DeployerSettings, aws: Any) -> dict[str, Target]:
         if kind == "local":
             assert settings.local_run_dir is not None
             made[kind] = LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
-                                     settings.local_stop_on_exit)
+                                     settings.local_stop_on_exit, pickle_groups=frozenset(settings.pickle_groups),
+                                     allow_local_artifacts=settings.allow_local_artifacts)
         elif kind == "sagemaker":
             made[kind] = SageMakerTarget(
                 aws["sagemaker"], settings.namespace, settings.aws_region, settings.sagemaker_role_arn,

@@ -4,6 +4,8 @@ A new version starts on a new port beside the old one; it must answer its health
 before the stage switches to it, and only then is the old server stopped: no downtime.
 Servers are their own processes (their own session): they keep serving while the deployer restarts,
 and the deployer finds them again from the state files in `run_dir` (one JSON file per deployment).
+A server loads a pickle only for a group in `pickle_groups` (MODELGATE_PICKLE_GROUPS), and a local path
+only with `allow_local_artifacts` (MODELGATE_ALLOW_LOCAL_ARTIFACTS); otherwise the deployment fails saying why.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ log = structlog.get_logger()
 class LocalTarget(Target):
     name = "local"
 
-    def __init__(self, run_dir: Path, host: str = "127.0.0.1", start_timeout: float = 60.0, stop_on_exit: bool = True):
+    def __init__(self, run_dir: Path, host: str = "127.0.0.1", start_timeout: float = 60.0, stop_on_exit: bool = True,
+                 pickle_groups: frozenset[str] = frozenset(), allow_local_artifacts: bool = False):
         self.run_dir = run_dir
+        self.pickle_groups = pickle_groups
+        self.allow_local_artifacts = allow_local_artifacts
         self.host = host
         self.start_timeout = start_timeout
         self.stop_on_exit = stop_on_exit
@@ -100,6 +105,7 @@ class LocalTarget(Target):
             "MODELGATE_DEPLOYMENT_ID": spec.deployment_id,
             "MODELGATE_HTTP_HOST": self.host,
             "MODELGATE_HTTP_PORT": str(port),
+            **self._loading_policy(spec),
         }
         with logfile.open("ab") as out:
             process = subprocess.Popen(
@@ -117,6 +123,13 @@ class LocalTarget(Target):
         self._state_file(spec.deployment_id).write_text(json.dumps(state))
         log.info("local_server_started", pid=process.pid, url=url, model_version_id=spec.model_version_id)
         return await self._await_health(state, process)
+
+    def _loading_policy(self, spec: DeploySpec) -> dict[str, str]:
+        """What the server may load: a pickle only for an opted-in group, a local path only in development."""
+        return {
+            "MODELGATE_ALLOW_PICKLE": str(spec.group in self.pickle_groups).lower(),
+            "MODELGATE_ALLOW_LOCAL_ARTIFACTS": str(self.allow_local_artifacts).lower(),
+        }
 
     async def _await_health(self, state: dict[str, Any], process: subprocess.Popen[bytes] | None) -> str:
         """Waits for the server to answer its health check (its model loaded); stops it if it never does."""

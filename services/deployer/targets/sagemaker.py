@@ -10,7 +10,8 @@ for the model and endpoint config. Deterministic, at most 63 characters, always 
 and distinct for groups that differ only in punctuation or case or share a long prefix. Endpoints made
 before these names (`<namespace>-<group>-<stage>`) are not reused: see docs/targets.md, "Upgrading".
 The artifact must be what the serving image expects (for modelgate's inference image: a model.tar.gz holding
-a joblib file, see services/inference/model.py).
+an XGBoost .ubj/.json or a skops file; a pickle only with MODELGATE_ALLOW_PICKLE=true in the image's
+environment, see services/inference/model.py).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ router = APIRouter(tags=["versions"], route_class=ReadableErrors)
     status_code=201,
     response_model=VersionOut,
     responses={404: {"description": "unknown group (auto-create off)"}, 409: {"description": "Idempotency-Key reused"},
-               422: {"description": "invalid body, or the artifact does not exist"}},
+               422: {"description": "invalid body, or the artifact is outside the allowed buckets or does not exist"}},
 )
 async def register_version(
     group: GroupName,
@@ -37,8 +37,9 @@ async def register_version(
 ) -> VersionOut:
     """Register the next version of a model group; announces ModelRegistered.
 
-    Upload the artifact first (e.g. to the `<namespace>-artifacts` bucket): an `s3://` URI whose object does
-    not exist is refused. The registrant is the caller (needs the registrant role in the group's team);
+    Upload the artifact first to an allowed bucket (MODELGATE_ARTIFACT_BUCKETS, default `<namespace>-artifacts`):
+    an `s3://` URI elsewhere or whose object does not exist is refused, and so are local paths (unless the
+    registrar runs with the development switch MODELGATE_ALLOW_LOCAL_ARTIFACTS=true). The registrant is the caller (needs the registrant role in the group's team);
     a `registered_by` naming anyone else is refused.
     """
     async with registrar.runtime.sessionmaker() as session:
