@@ -10,6 +10,9 @@ class InferenceSettings(BaseSettings):
     model_uri: str = Field(description="s3://bucket/key (or a local path) of the artifact to serve.")
     model_version_id: str = Field("", description='"<group>/<version>" of the artifact, reported in answers.')
     deployment_id: str = Field("", description="The deployer's deployment this server belongs to.")
+    model_file: str | None = Field(None, description="A local file to serve, already fetched (and checked) by the deployer; then no S3 is read.")
+    model_digest: str | None = Field(None, description="sha256:<hex> the artifact must have: anything else is refused, not loaded.")
+    model_s3_version_id: str | None = Field(None, description="The S3 VersionId of MODELGATE_MODEL_URI to fetch (default: its latest).")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

@@ -17,8 +17,10 @@ from fastapi.routing import APIRoute
 from services.registrar.artifacts import check_artifact
 from services.registrar.catalog import GROUP_NAME, GROUP_NAME_RULE
 from services.registrar.comet_writeback import CometWriteback
+from services.registrar.pinning import pin_artifact
 from services.registrar.settings import RegistrarSettings
 from shared.http import context_of
+from shared.pins import Pin
 from shared.runtime import Runtime
 
 
@@ -35,9 +37,12 @@ class Registrar:
     def settings(self) -> RegistrarSettings:
         return self.runtime.settings
 
-    async def check_artifact(self, uri: str) -> None:
-        if self.settings.check_artifacts:
-            await check_artifact(self.runtime.aws["s3"], uri)
+    async def check_artifact(self, uri: str) -> Pin | None:
+        """Refuses an artifact that does not exist, then pins it (digest and VersionId); None when not checked."""
+        if not self.settings.check_artifacts:
+            return None
+        await check_artifact(self.runtime.aws["s3"], uri)
+        return await pin_artifact(self.runtime.aws["s3"], uri)
 
 
 RegistrarDep = Annotated[Registrar, Depends(context_of)]

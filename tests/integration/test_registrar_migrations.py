@@ -26,7 +26,7 @@ async def test_migrations_build_exactly_the_schema_the_models_describe(database_
         )
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
     await engine.dispose()
-    assert drift == [] and version == "0005_request_audit"
+    assert drift == [] and version == "0006_artifact_pins"
 
 
 async def test_a_database_made_before_migrations_is_upgraded_with_its_data(database_url):

@@ -133,10 +133,10 @@ router = APIRouter(tags=["comet"], route_class=ReadableErrors)
 async def _register(registrar: Registrar, caller: Principal, group: str, body: Registration) -> VersionOut:
     async with registrar.runtime.sessionmaker() as session:
         body, team = await access.authorise_registration(session, caller, group, body)
-    await registrar.check_artifact(body.artifact_uri)
+    pin = await registrar.check_artifact(body.artifact_uri)
     async with registrar.runtime.uow() as uow:
         try:
-            version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team)
+            version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team, pin=pin)
         except UnknownGroup as exc:
             raise HTTPException(404, str(exc)) from None
         await uow.commit()
