@@ -4,7 +4,7 @@
 LocalStack's free edition has neither SageMaker nor ECS. moto has no UpdateEndpoint, so the test adds one to
 its in-process server (re-creating the endpoint on the new config), and moto never runs ECS tasks, so the
 ecs target is checked without waiting for the rollout (wait_seconds=0). `local` runs real inference
-servers that load their model from LocalStack's S3.
+servers on models the target downloads from LocalStack's S3.
 """
 
 from __future__ import annotations
@@ -126,6 +126,15 @@ def bucket(localstack_endpoint, namespace):
     return name
 
 
+@pytest.fixture
+async def s3(localstack_endpoint):
+    """The deployer's S3 client: the local target downloads the artifacts, its servers read no S3."""
+    async with get_session().create_client(
+        "s3", endpoint_url=localstack_endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    ) as client:
+        yield client
+
+
 async def predict(url: str) -> int:
     async with httpx.AsyncClient(timeout=5) as http:
         response = await http.post(f"{url}/invocations", json={"instances": [[3.0, 0.0, 0.0]]})
@@ -133,9 +142,8 @@ async def predict(url: str) -> int:
     return response.json()["predictions"][0]
 
 
-async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_one_only_when_told(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    target = LocalTarget(tmp_path / "run")
+async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_one_only_when_told(bucket, s3, tmp_path):
+    target = LocalTarget(tmp_path / "run", s3=s3)
     first, second = spec(1, f"s3://{bucket}/fraud/1.joblib"), spec(2, f"s3://{bucket}/fraud/2.joblib")
     try:
         old_url = await target.deploy(first)
@@ -153,23 +161,21 @@ async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_
         await target.close()
 
 
-async def test_local_reports_why_an_artifact_cannot_be_served(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    target = LocalTarget(tmp_path / "run")
+async def test_local_reports_why_an_artifact_cannot_be_served(bucket, s3, tmp_path):
+    target = LocalTarget(tmp_path / "run", s3=s3)
     with pytest.raises(DeployError, match="not a joblib model"):
         await target.deploy(spec(3, f"s3://{bucket}/fraud/broken.joblib"))
     assert list((tmp_path / "run").glob("*.json")) == []
 
 
-async def test_local_serves_the_live_version_again_after_a_restart_and_stops_leftovers(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+async def test_local_serves_the_live_version_again_after_a_restart_and_stops_leftovers(bucket, s3, tmp_path):
     live, leftover = spec(1, f"s3://{bucket}/fraud/1.joblib"), spec(2, f"s3://{bucket}/fraud/2.joblib")
-    before = LocalTarget(tmp_path / "run")
+    before = LocalTarget(tmp_path / "run", s3=s3)
     url = await before.deploy(live)
     await before.close()  # the deployer stopped: its servers too
     with pytest.raises(httpx.HTTPError):
         await predict(url)
-    after = LocalTarget(tmp_path / "run")
+    after = LocalTarget(tmp_path / "run", s3=s3)
     try:
         leftover_url = await after.deploy(leftover)  # as if a crash left it behind, neither live nor to resume
         await after.reconcile([(live, url)], unfinished=set())
