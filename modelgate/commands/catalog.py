@@ -245,6 +245,8 @@ def show(
         Panel.fit(
             f"[bold]{record['model_version_id']}[/]  {styled(record['approval_status'])}\n"
             f"artifact      {record['artifact_uri']}\n"
+            f"digest        {record.get('artifact_digest') or 'not pinned'}"
+            f"{' (S3 version ' + record['artifact_version_id'] + ')' if record.get('artifact_version_id') else ''}\n"
             f"registered by {record['registered_by']} at {when(record['created_at'])} (source {record['source']})\n"
             f"framework     {record.get('framework') or '–'}",
             title="version",

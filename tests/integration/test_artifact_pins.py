@@ -39,7 +39,7 @@ from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, par
 from shared.infra import boto_client, provision
 from shared.pins import PREFIX, Pin, digest_of_checksum, pin_object
 from shared.settings import REPO_ROOT
-from shared.topology import bucket_name, parameter_name
+from shared.topology import parameter_name
 from tests.factories import approval_decided
 from tests.integration.test_approver_harness import Approver, bearer
 from tests.integration.test_registrar_api import registrar_client, registration
