@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Stage
 from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
@@ -220,7 +220,7 @@ async def _run(
         nonlocal tries
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(options.attempts), wait=wait_exponential(multiplier=options.retry_seconds, max=60),
-            retry=retry_if_not_exception_type(ArtifactChanged), reraise=True,
+            retry=retry_if_exception(_worth_retrying), reraise=True,
         ):
             with attempt:
                 tries += 1
@@ -253,6 +253,11 @@ async def _run(
     if previous is not None and (old_target := _target_named(targets, previous.target)) is not None:
         await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
     return more
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Errors, except an artifact changed since approval (permanent); never a cancellation."""
+    return isinstance(exc, Exception) and not isinstance(exc, ArtifactChanged)
 
 
 async def check_artifact(s3: Any, spec: DeploySpec, target: Target) -> None:
