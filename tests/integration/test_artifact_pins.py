@@ -358,3 +358,19 @@ def test_s3s_full_object_checksum_is_the_digest():
     assert digest_of_checksum({"ChecksumSHA256": checksum, "ChecksumType": "FULL_OBJECT"}) == sha256(b"x")
     assert digest_of_checksum({"ChecksumSHA256": checksum + "-3"}) is None
     assert digest_of_checksum({"ChecksumCRC32": "NhCmhg=="}) is None
+
+
+def test_a_serving_container_fetches_exactly_the_pinned_version(localstack_endpoint, bucket, tmp_path):
+    """ECS/SageMaker containers fetch the artifact themselves (MODELGATE_MODEL_S3_VERSION_ID), then check it."""
+    from services.inference.model import BadArtifact, check_digest, fetch_artifact
+
+    first = put(localstack_endpoint, bucket, "m.joblib", model_bytes())
+    put(localstack_endpoint, bucket, "m.joblib", model_bytes(flip=True))
+    s3 = boto_client("s3", localstack_endpoint)
+    path = fetch_artifact(f"s3://{bucket}/m.joblib", tmp_path, s3, first["VersionId"])
+    assert path.read_bytes() == model_bytes()
+    check_digest(path, sha256(model_bytes()))
+    (tmp_path / "latest").mkdir()
+    latest = fetch_artifact(f"s3://{bucket}/m.joblib", tmp_path / "latest", s3)  # no version: the overwrite
+    with pytest.raises(BadArtifact, match="artifact changed since approval"):
+        check_digest(latest, sha256(model_bytes()))

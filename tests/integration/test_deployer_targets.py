@@ -114,6 +114,37 @@ async def test_ecs_registers_a_revision_with_the_model_pinned_and_points_the_ser
     with pytest.raises(DeployError, match="not found"):
         await EcsTarget(client, cluster, "missing-{stage}", "ns", wait_seconds=0).deploy(first)
 
+    pinned = DeploySpec(str(uuid.uuid4()), "fraud", "prod", 2, "fraud/2", "s3://models/fraud/2.tar.gz",
+                        "sha256:" + "ab" * 32, "v-2")
+    await target.deploy(pinned)
+    unpinned = spec(3)
+    await target.deploy(unpinned)
+
+    async def environment() -> dict[str, str]:
+        described = (await client.describe_services(cluster=cluster, services=[service]))["services"][0]
+        definition = (await client.describe_task_definition(taskDefinition=described["taskDefinition"]))["taskDefinition"]
+        return {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}
+
+    env = await environment()
+    assert env["MODELGATE_DEPLOYMENT_ID"] == unpinned.deployment_id
+    assert "MODELGATE_MODEL_DIGEST" not in env and "MODELGATE_MODEL_S3_VERSION_ID" not in env  # not left from fraud/2
+
+
+async def test_ecs_pins_the_artifacts_s3_version_and_digest_for_the_serving_container(moto_client):
+    client = await moto_client("ecs")
+    cluster = f"serving-{uuid.uuid4().hex[:6]}"
+    await client.create_cluster(clusterName=cluster)
+    base = await client.register_task_definition(
+        family=f"{cluster}-fraud", containerDefinitions=[{"name": "model", "image": "modelgate-inference:1", "memory": 512}])
+    await client.create_service(cluster=cluster, serviceName="fraud-prod", taskDefinition=base["taskDefinition"]["taskDefinitionArn"],
+                                desiredCount=1)
+    pinned = DeploySpec(str(uuid.uuid4()), "fraud", "prod", 2, "fraud/2", "s3://models/fraud/2.tar.gz", "sha256:" + "ab" * 32, "v-2")
+    await EcsTarget(client, cluster, "{group}-{stage}", "ns", wait_seconds=0).deploy(pinned)
+    described = (await client.describe_services(cluster=cluster, services=["fraud-prod"]))["services"][0]
+    definition = (await client.describe_task_definition(taskDefinition=described["taskDefinition"]))["taskDefinition"]
+    env = {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}
+    assert env["MODELGATE_MODEL_S3_VERSION_ID"] == "v-2" and env["MODELGATE_MODEL_DIGEST"] == pinned.artifact_digest
+
 
 @pytest.fixture
 def bucket(localstack_endpoint, namespace):
