@@ -65,6 +65,8 @@ class ModelRegisteredPayload(VersionRef):
     tags: dict[str, str] = {}
     lineage: dict[str, Any] = {}
     model_card_summary: str | None = None
+    artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
+    artifact_version_id: str | None = None  # its S3 VersionId
 
 
 class ApprovalRequestedPayload(VersionRef):
@@ -88,6 +90,8 @@ class ApprovalRequestedPayload(VersionRef):
     escalated: bool = False  # asked again, now of approver_group, after escalated_from_group let it expire
     escalated_from_group: str | None = None
     supersedes: list[str] = []  # versions whose pending request for this stage this one closed
+    artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
+    artifact_version_id: str | None = None  # its S3 VersionId
 
 
 class ApprovalDecidedPayload(VersionRef):
@@ -102,6 +106,8 @@ class ApprovalDecidedPayload(VersionRef):
     rollback: bool = False
     expired: bool = False  # rejected because nobody decided in time
     superseded_by: str | None = None  # rejected because this newer version was asked about the stage
+    artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
+    artifact_version_id: str | None = None  # its S3 VersionId
 
 
 class DeployedPayload(VersionRef):
@@ -115,6 +121,8 @@ class DeployedPayload(VersionRef):
     previous_version: int | None = None
     rollback: bool = False
     deployed_at: AwareDatetime
+    artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
+    artifact_version_id: str | None = None  # its S3 VersionId
 
 
 class DeploymentFailedPayload(VersionRef):

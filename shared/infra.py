@@ -1,5 +1,8 @@
 """Creates the bus, the notifications topic and the artifact bucket, idempotently (twice changes nothing).
 
+The artifact bucket has versioning enabled: an overwritten artifact keeps the version a registration
+pinned, so the deployer can still serve exactly the approved bytes (shared/pins.py).
+
     python -m shared.infra            # provision the namespace in $MODELGATE_NAMESPACE (default modelgate)
 """
 
@@ -158,9 +161,15 @@ def _subscribe(sns: Any, topic_arn: str, queue_arn: str, policy: dict[str, list[
 def _bucket(s3: Any, name: str, result: Provisioned) -> str:
     try:
         s3.head_bucket(Bucket=name)
+        existed = True
     except ClientError:
         s3.create_bucket(Bucket=name)
         result.created.append(f"bucket {name}")
+        existed = False
+    if s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":  # keeps every pinned version
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if existed:
+            result.created.append(f"updated bucket {name}: versioning enabled")
     return name
 
 

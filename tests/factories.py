@@ -23,17 +23,26 @@ def ref(group: str = "fraud", version: int = 1) -> dict:
     return {"group": group, "version": version, "model_version_id": f"{group}/{version}"}
 
 
-def model_registered(group: str = "fraud", version: int = 1, auc: float = 0.91, by: str = "ana") -> ModelRegistered:
+#: An artifact pin as the registrar records it (shared/pins.py).
+PIN = {"artifact_digest": "sha256:" + "ab" * 32, "artifact_version_id": "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"}
+
+
+def model_registered(
+    group: str = "fraud", version: int = 1, auc: float = 0.91, by: str = "ana", **pin: str | None
+) -> ModelRegistered:
     return ModelRegistered(
         producer="registrar",
         correlation_id=f"{group}/{version}",
         payload=ModelRegisteredPayload(
-            **ref(group, version), artifact_uri="s3://b/model.bin", registered_by=by, metrics={"auc": auc}
+            **ref(group, version), artifact_uri="s3://b/model.bin", registered_by=by, metrics={"auc": auc}, **pin
         ),
     )
 
 
-def approval_decided(group: str = "fraud", version: int = 1, stage: str = "dev", decision: str = "Approved", approval_id: str = "a1") -> ApprovalDecided:
+def approval_decided(
+    group: str = "fraud", version: int = 1, stage: str = "dev", decision: str = "Approved", approval_id: str = "a1",
+    artifact_uri: str = "s3://b/model.bin", **pin: str | None,
+) -> ApprovalDecided:
     return ApprovalDecided(
         producer="approver",
         correlation_id=f"{group}/{version}",
@@ -45,7 +54,8 @@ def approval_decided(group: str = "fraud", version: int = 1, stage: str = "dev",
             decided_by=["policy"],
             automatic=True,
             policy_rule="dev: automatic when auc >= 0.8",
-            artifact_uri="s3://b/model.bin",
+            artifact_uri=artifact_uri,
+            **pin,
         ),
     )
 
@@ -53,7 +63,7 @@ def approval_decided(group: str = "fraud", version: int = 1, stage: str = "dev",
 def sample_events() -> list[Envelope]:
     now = utcnow()
     return [
-        model_registered(),
+        model_registered(**PIN),
         ApprovalRequested(
             producer="approver",
             correlation_id="fraud/1",
@@ -67,9 +77,10 @@ def sample_events() -> list[Envelope]:
                 required_approvals=1,
                 checks=[MetricCheck(metric="auc", op=">=", threshold=0.8, value=0.91, passed=True)],
                 expires_at=now,
+                **PIN,
             ),
         ),
-        approval_decided(),
+        approval_decided(**PIN),
         Deployed(
             producer="deployer",
             correlation_id="fraud/1",
@@ -81,6 +92,7 @@ def sample_events() -> list[Envelope]:
                 artifact_uri="s3://b/model.bin",
                 parameter_name="/modelgate/fraud/dev/current",
                 deployed_at=now,
+                **PIN,
             ),
         ),
         DeploymentFailed(

@@ -62,8 +62,16 @@ def _document(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
+#: Up to this size an artifact goes up in one PUT, so that S3 keeps its full SHA-256 (a multipart upload's
+#: checksum is a composite one): the registrar then pins it without reading it back (shared/pins.py).
+SINGLE_PUT_BYTES = 1 << 30
+
+
 def upload(path: Path, group: str) -> str:
-    """Uploads a local artifact to the artifact bucket (content-addressed key), with a progress bar."""
+    """Uploads a local artifact to the artifact bucket (content-addressed key, SHA-256 checksum), with a
+    progress bar."""
+    from boto3.s3.transfer import TransferConfig  # boto3 only when uploading: the CLI starts fast
+
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -74,7 +82,10 @@ def upload(path: Path, group: str) -> str:
         console=console, transient=True, disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
-        aws("s3").upload_file(str(path), bucket, key, Callback=lambda sent: progress.advance(task, sent))
+        aws("s3").upload_file(
+            str(path), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+            Config=TransferConfig(multipart_threshold=SINGLE_PUT_BYTES), Callback=lambda sent: progress.advance(task, sent),
+        )
     return f"s3://{bucket}/{key}"
 
 
@@ -234,6 +245,8 @@ def show(
         Panel.fit(
             f"[bold]{record['model_version_id']}[/]  {styled(record['approval_status'])}\n"
             f"artifact      {record['artifact_uri']}\n"
+            f"digest        {record.get('artifact_digest') or 'not pinned'}"
+            f"{' (S3 version ' + record['artifact_version_id'] + ')' if record.get('artifact_version_id') else ''}\n"
             f"registered by {record['registered_by']} at {when(record['created_at'])} (source {record['source']})\n"
             f"framework     {record.get('framework') or '–'}",
             title="version",

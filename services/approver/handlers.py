@@ -20,6 +20,8 @@ async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: P
             version=p.version,
             registered_by=p.registered_by,
             artifact_uri=p.artifact_uri,
+            artifact_digest=p.artifact_digest,
+            artifact_version_id=p.artifact_version_id,
             metrics=p.metrics,
             lineage=p.lineage,
             model_card_summary=p.model_card_summary,

@@ -30,6 +30,8 @@ class KnownVersion(Base):
     version: Mapped[int] = mapped_column(Integer)
     registered_by: Mapped[str] = mapped_column(String(200))
     artifact_uri: Mapped[str] = mapped_column(Text)
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
+    artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_card_summary: Mapped[str | None] = mapped_column(Text)

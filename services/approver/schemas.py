@@ -34,6 +34,8 @@ class ApprovalOut(BaseModel):
     escalated: bool
     registered_by: str
     artifact_uri: str
+    artifact_digest: str | None = Field(None, description="sha256:<hex> of the artifact when registered; null if not pinned (registered before pinning, or not in S3)")
+    artifact_version_id: str | None = Field(None, description="The S3 VersionId of the artifact when registered; null in a bucket without versioning")
     metrics: dict[str, float]
     checks: list[MetricCheck] = Field(description="The version's metrics against the stage's thresholds")
     model_card_summary: str | None

@@ -59,6 +59,8 @@ def _out(request: ApprovalRequest, version: KnownVersion, votes: list[Vote], liv
         escalated=request.escalated_to is not None,
         registered_by=version.registered_by,
         artifact_uri=version.artifact_uri,
+        artifact_digest=version.artifact_digest,
+        artifact_version_id=version.artifact_version_id,
         metrics=version.metrics,
         checks=[MetricCheck.model_validate(c) for c in request.checks or []],
         model_card_summary=version.model_card_summary,

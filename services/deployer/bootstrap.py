@@ -28,7 +28,8 @@ async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authentic
     return Wiring(
         handlers=inject(HANDLERS, targets=deployer.targets, wake=deployer.wake),
         routers=[deployments.router, rollback.router],
-        workers=[DeploymentWorker(runtime, deployer.ssm, deployer.targets, options, deployer.wake, settings.resume_seconds)],
+        workers=[DeploymentWorker(runtime, deployer.ssm, deployer.targets, options, deployer.wake, settings.resume_seconds,
+                                  s3=runtime.aws["s3"] if "s3" in runtime.aws else None)],  # noqa: SIM401 (AwsClients has no .get)
         context=deployer,
         title="modelgate deployer",
         description="Deployments per stage, and rollback.",

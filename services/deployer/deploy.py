@@ -5,8 +5,11 @@ Every deployment, from an approval or a rollback, takes the same path:
    for a version older than the newest approved for the stage is Superseded at once;
 2. claimed: the stage is leased to this process, and its next deployment chosen: a Deploying one whose
    deployer died, else the newest Pending one (older Pending ones are Superseded);
-3. run with bounded retries: the target deploys and verifies the version, then the Parameter Store
-   pointer /modelgate/<group>/<stage>/current is written, so it only ever names a version that serves;
+3. run with bounded retries: the artifact is checked against the digest and S3 VersionId pinned at
+   registration (shared/pins.py; a target that fetches the bytes itself, like `local`, checks the bytes it
+   serves), the target deploys and verifies the version, then the Parameter Store pointer
+   /modelgate/<group>/<stage>/current is written, so it only ever names a version that serves. An artifact
+   changed since approval fails the deployment at once (no retry), and the pointer stays as it was;
 4. live (or Failed) in one transaction with its Deployed (or DeploymentFailed) event; then what served
    before is retired.
 Step 1 is the ApprovalDecided handler's (or the rollback route's), in its own transaction; steps 2-4 are the
@@ -30,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Stage
 from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
@@ -47,6 +50,7 @@ from shared.events import (
     new_id,
     utcnow,
 )
+from shared.pins import ArtifactChanged, check_pin
 from shared.topology import parameter_name
 
 log = structlog.get_logger()
@@ -89,6 +93,8 @@ async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) 
         model_version_id=p.model_version_id,
         version=p.version,
         artifact_uri=p.artifact_uri,
+        artifact_digest=p.artifact_digest,
+        artifact_version_id=p.artifact_version_id,
         target=target,
         status=PENDING,
         approval_id=p.approval_id,
@@ -125,6 +131,8 @@ async def request_rollback(
         model_version_id=restore.model_version_id,
         version=restore.version,
         artifact_uri=restore.artifact_uri,
+        artifact_digest=restore.artifact_digest,  # the pin recorded when it was approved: checked again
+        artifact_version_id=restore.artifact_version_id,
         target=target_for(targets, stage_name).name,
         status=PENDING,
         requested_by=requested_by,
@@ -138,13 +146,15 @@ async def request_rollback(
 
 
 async def run_stage(
-    uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions
+    uow: UnitOfWork, group: str, stage: str, ssm: Any, targets: Mapping[str, Target], options: DeployOptions,
+    s3: Any = None,
 ) -> None:
-    """Runs the stage's open deployments until none is left, or another deployer process holds the stage."""
+    """Runs the stage's open deployments until none is left, or another deployer process holds the stage.
+    `s3` reads pinned artifacts (needed as soon as a deployment has a digest)."""
     async with _stage_locks.setdefault((group, stage), asyncio.Lock()):
         deployment = await _claim(uow, group, stage, options)
         while deployment is not None:
-            more = await _run(uow, deployment, ssm, targets, options)
+            more = await _run(uow, deployment, ssm, targets, options, s3)
             deployment = await _claim(uow, group, stage, options) if more else None
 
 
@@ -197,8 +207,11 @@ async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOp
     return chosen
 
 
-async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions) -> bool:
-    """Deploys, verifies and points to the version; True if the stage has more open deployments to run."""
+async def _run(
+    uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions, s3: Any = None
+) -> bool:
+    """Checks the artifact, deploys, verifies and points to the version; True if the stage has more open
+    deployments to run."""
     spec = spec_of(deployment)
     target = _target_named(targets, deployment.target)
     tries = 0
@@ -206,12 +219,14 @@ async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mappi
     async def deploy_verify_point() -> tuple[str | None, datetime]:
         nonlocal tries
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(options.attempts), wait=wait_exponential(multiplier=options.retry_seconds, max=60), reraise=True
+            stop=stop_after_attempt(options.attempts), wait=wait_exponential(multiplier=options.retry_seconds, max=60),
+            retry=retry_if_exception(_worth_retrying), reraise=True,
         ):
             with attempt:
                 tries += 1
                 if target is None:
                     raise RuntimeError(f"target {deployment.target} is not configured (MODELGATE_TARGETS)")
+                await check_artifact(s3, spec, target)
                 endpoint_url = await target.deploy(spec)
                 await target.verify(spec, endpoint_url)
                 deployed_at = utcnow()
@@ -240,6 +255,26 @@ async def _run(uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mappi
     return more
 
 
+def _worth_retrying(exc: BaseException) -> bool:
+    """Errors, except an artifact changed since approval (permanent); never a cancellation."""
+    return isinstance(exc, Exception) and not isinstance(exc, ArtifactChanged)
+
+
+async def check_artifact(s3: Any, spec: DeploySpec, target: Target) -> None:
+    """Raises ArtifactChanged unless the artifact (exactly its pinned S3 VersionId) has the digest pinned at
+    registration. A target that fetches the pinned bytes itself checks those instead (`fetches_pinned_bytes`).
+    A version registered before pinning has no digest: it deploys as before, with a warning."""
+    if spec.artifact_digest is None:
+        log.warning("artifact_not_pinned", model_version_id=spec.model_version_id, stage=spec.stage,
+                    artifact_uri=spec.artifact_uri, hint="registered before artifact pinning: its bytes are not checked")
+        return
+    if target.fetches_pinned_bytes:
+        return
+    if s3 is None:
+        raise RuntimeError("the deployer has no S3 client to check the pinned artifact with")
+    await check_pin(s3, spec.artifact_uri, spec.artifact_digest, spec.artifact_version_id)
+
+
 async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime) -> None:
     """The Parameter Store pointer to what the stage serves (the four contract fields, then extras)."""
     value = {
@@ -251,6 +286,8 @@ async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | No
         "target": deployment.target,
         "endpoint_url": endpoint_url,
         "rollback": deployment.rollback,
+        "artifact_digest": deployment.artifact_digest,
+        "artifact_version_id": deployment.artifact_version_id,
     }
     name = parameter_name(deployment.group_name, deployment.stage)
     await ssm.put_parameter(Name=name, Value=json.dumps(value), Type="String", Overwrite=True)
@@ -305,6 +342,8 @@ async def _go_live(
                 previous_version=previous.version if previous else None,
                 rollback=d.rollback,
                 deployed_at=deployed_at,
+                artifact_digest=d.artifact_digest,
+                artifact_version_id=d.artifact_version_id,
             ),
         )
     )
@@ -357,7 +396,8 @@ async def _release_lease_if_done(uow: UnitOfWork, stage: Stage) -> bool:
 
 
 def spec_of(d: Deployment) -> DeploySpec:
-    return DeploySpec(d.id, d.group_name, d.stage, d.version, d.model_version_id, d.artifact_uri)
+    return DeploySpec(d.id, d.group_name, d.stage, d.version, d.model_version_id, d.artifact_uri, d.artifact_digest,
+                      d.artifact_version_id)
 
 
 def _target_named(targets: Mapping[str, Target], name: str) -> Target | None:

@@ -36,6 +36,8 @@ class Deployment(Base):
     model_version_id: Mapped[str] = mapped_column(String(220))
     version: Mapped[int] = mapped_column(Integer)
     artifact_uri: Mapped[str] = mapped_column(Text)
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
+    artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
     target: Mapped[str] = mapped_column(String(40))
     status: Mapped[str] = mapped_column(String(40), index=True)
     approval_id: Mapped[str | None] = mapped_column(String(36), unique=True)

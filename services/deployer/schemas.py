@@ -19,6 +19,8 @@ class DeploymentOut(BaseModel):
     model_version_id: str
     version: int
     artifact_uri: str
+    artifact_digest: str | None = Field(description="sha256:<hex> the artifact must have (pinned at registration); null: not pinned")
+    artifact_version_id: str | None = Field(description="The S3 VersionId served; null: the object's latest")
     target: str
     status: Status
     live: bool = Field(description="What the stage serves now.")
@@ -42,6 +44,8 @@ class DeploymentOut(BaseModel):
             model_version_id=d.model_version_id,
             version=d.version,
             artifact_uri=d.artifact_uri,
+            artifact_digest=d.artifact_digest,
+            artifact_version_id=d.artifact_version_id,
             target=d.target,
             status=d.status,  # type: ignore[arg-type]
             live=d.id in live_ids,

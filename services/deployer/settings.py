@@ -66,4 +66,4 @@ class DeployerSettings(ServiceSettings):
     @property
     def aws_services(self) -> tuple[str, ...]:
         used = set(self.targets.values())
-        return ("ssm", "secretsmanager") + tuple(s for s in ("sagemaker", "ecs") if s in used)
+        return ("ssm", "secretsmanager", "s3") + tuple(s for s in ("sagemaker", "ecs") if s in used)

@@ -39,6 +39,7 @@ class DeploymentWorker:
     options: DeployOptions
     wake: asyncio.Event
     every: float = 5.0
+    s3: Any = None  # reads the pinned artifacts (deploy.check_artifact)
     running: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -69,7 +70,7 @@ class DeploymentWorker:
     async def _run_stage(self, key: tuple[str, str]) -> None:
         try:
             async with self.runtime.uow() as uow:
-                await run_stage(uow, key[0], key[1], self.ssm, self.targets, self.options)
+                await run_stage(uow, key[0], key[1], self.ssm, self.targets, self.options, self.s3)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

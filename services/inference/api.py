@@ -18,6 +18,7 @@ def build_api(model: LoadedModel, settings: InferenceSettings) -> FastAPI:
         "model_version_id": settings.model_version_id,
         "deployment_id": settings.deployment_id,
         "model_uri": settings.model_uri,
+        "model_digest": settings.model_digest,
     }
 
     @app.get("/healthz", summary="The model is loaded and the server answers")

@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from shared.pins import file_digest
+
 SUPPORTED_FORMATS = (
     "an XGBoost model in its own format (.ubj or .json, from save_model), a scikit-learn estimator or Pipeline "
     "saved with skops.io.dump (.skops), or a .tar.gz holding one; pickles (.joblib/.pkl/.pickle) only for model "
@@ -217,8 +219,9 @@ def refuse_local_artifact(uri: str, allow_local: bool) -> None:
                       f"(local paths only for development, with {LOCAL_SWITCH} on the deployer)")
 
 
-def fetch_artifact(uri: str, folder: Path, s3: Any, allow_local: bool = False) -> Path:
-    """Downloads an s3:// artifact into `folder` (a plain path is used as it is, with `allow_local` only)."""
+def fetch_artifact(uri: str, folder: Path, s3: Any, version_id: str | None = None, allow_local: bool = False) -> Path:
+    """Downloads an s3:// artifact (exactly `version_id`, when given) into `folder`; a plain path is used as it
+    is, with `allow_local` only. `s3` may be a callable making the client: it is called only for an s3:// URI."""
     refuse_local_artifact(uri, allow_local)
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -226,11 +229,28 @@ def fetch_artifact(uri: str, folder: Path, s3: Any, allow_local: bool = False) -
     if parsed.scheme != "s3":
         raise BadArtifact(f"artifact URI {uri} must be s3://bucket/key")
     target = folder / (Path(parsed.path).name or "model")
+    client = s3() if callable(s3) else s3
+    extra = {"VersionId": version_id} if version_id else None
     try:
-        s3.download_file(parsed.netloc, parsed.path.lstrip("/"), str(target))
+        client.download_file(parsed.netloc, parsed.path.lstrip("/"), str(target), ExtraArgs=extra)
     except Exception as exc:
         raise BadArtifact(f"cannot download {uri}: {exc}") from exc
     return target
+
+
+def check_digest(path: Path, expected: str | None) -> None:
+    """Refuses (BadArtifact) a file whose SHA-256 digest is not `expected` (`sha256:<hex>`; None: no check)."""
+    if expected is None:
+        return
+    try:
+        found = file_digest(path)
+    except OSError as exc:
+        raise BadArtifact(f"cannot read {path}: {exc}") from exc
+    if found != expected:
+        raise BadArtifact(
+            f"artifact changed since approval: {path.name} has digest {found}, expected {expected}; "
+            "refusing to load it (deploy the version again, or register the new bytes as a new version)"
+        )
 
 
 def rows_from_json(body: Any, feature_names: list[str] | None) -> np.ndarray:

@@ -13,6 +13,9 @@ class InferenceSettings(BaseSettings):
     allow_local_artifacts: bool = Field(False, description="Development only: serve a file:// URI or a local path.")
     allow_pickle: bool = Field(False, description="Serve a pickle (joblib) artifact, which runs code when loaded; "
                                "the deployer sets it for the groups in MODELGATE_PICKLE_GROUPS.")
+    model_file: str | None = Field(None, description="A local file to serve, already fetched (and checked) by the deployer; then no S3 is read.")
+    model_digest: str | None = Field(None, description="sha256:<hex> the artifact must have: anything else is refused, not loaded.")
+    model_s3_version_id: str | None = Field(None, description="The S3 VersionId of MODELGATE_MODEL_URI to fetch (default: its latest).")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

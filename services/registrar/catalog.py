@@ -30,6 +30,7 @@ from services.registrar.models import (
 from services.registrar.search import words
 from shared.db import UnitOfWork
 from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id, utcnow
+from shared.pins import Pin
 
 GROUP_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 GROUP_NAME_RULE = "a group name is 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -235,10 +236,12 @@ async def register(
     auto_create_group: bool = True,
     idempotency_key: str | None = None,
     team: str | None = None,
+    pin: Pin | None = None,
 ) -> ModelVersion:
-    """Adds the next version of `group` (a new group gets `team`), records it in its history and announces
-    it; the caller commits. `reg.registered_by` is the caller's principal (set by access.py), who owns the
-    idempotency key: one it already used for the same body returns that version and changes nothing."""
+    """Adds the next version of `group` (a new group gets `team`) with its artifact's `pin` (digest and S3
+    VersionId, taken by the caller), records it in its history and announces it; the caller commits.
+    `reg.registered_by` is the caller's principal (set by access.py), who owns the idempotency key: one it
+    already used for the same body returns that version and changes nothing."""
     session = uow.session
     if idempotency_key:
         previous = await _replay(session, reg.registered_by, idempotency_key, reg.fingerprint(group))
@@ -250,6 +253,8 @@ async def register(
         group_name=group,
         version=number,
         artifact_uri=reg.artifact_uri,
+        artifact_digest=pin.digest if pin else None,
+        artifact_version_id=pin.version_id if pin else None,
         registered_by=reg.registered_by,
         source=reg.source,
         framework=reg.framework,
@@ -268,12 +273,19 @@ async def register(
     session.add(version)
     if idempotency_key:
         session.add(IdempotencyKey(principal=reg.registered_by, key=idempotency_key, request_hash=reg.fingerprint(group), version=version))
-    event = ModelRegistered(
+    event = _registered(version, reg)
+    record_history(uow, event)
+    uow.publish(event)
+    return version
+
+
+def _registered(version: ModelVersion, reg: Registration) -> ModelRegistered:
+    return ModelRegistered(
         producer="registrar",
         correlation_id=version.id,
         payload=ModelRegisteredPayload(
-            group=group,
-            version=number,
+            group=version.group_name,
+            version=version.version,
             model_version_id=version.id,
             artifact_uri=reg.artifact_uri,
             registered_by=reg.registered_by,
@@ -283,11 +295,10 @@ async def register(
             tags=reg.tags,
             lineage=version.lineage,
             model_card_summary=reg.model_card.summary or reg.model_card.intended_use,
+            artifact_digest=version.artifact_digest,
+            artifact_version_id=version.artifact_version_id,
         ),
     )
-    record_history(uow, event)
-    uow.publish(event)
-    return version
 
 
 async def _replay(session: AsyncSession, principal: str | None, key: str, fingerprint: str) -> ModelVersion | None:

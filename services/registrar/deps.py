@@ -17,8 +17,10 @@ from fastapi.routing import APIRoute
 from services.registrar.artifacts import ArtifactPolicy, check_artifact, check_policy
 from services.registrar.catalog import GROUP_NAME, GROUP_NAME_RULE
 from services.registrar.comet_writeback import CometWriteback
+from services.registrar.pinning import pin_artifact
 from services.registrar.settings import RegistrarSettings
 from shared.http import context_of
+from shared.pins import Pin
 from shared.runtime import Runtime
 
 
@@ -35,11 +37,14 @@ class Registrar:
     def settings(self) -> RegistrarSettings:
         return self.runtime.settings
 
-    async def check_artifact(self, uri: str) -> None:
-        """422 unless the artifact is where the policy allows (always) and exists (when checks are on)."""
+    async def check_artifact(self, uri: str) -> Pin | None:
+        """422 unless the artifact is where the policy allows (always) and exists (when checks are on), then
+        pins it (digest and VersionId); None when not checked."""
         check_policy(uri, ArtifactPolicy(tuple(self.settings.artifact_buckets), self.settings.allow_local_artifacts))
-        if self.settings.check_artifacts:
-            await check_artifact(self.runtime.aws["s3"], uri)
+        if not self.settings.check_artifacts:
+            return None
+        await check_artifact(self.runtime.aws["s3"], uri)
+        return await pin_artifact(self.runtime.aws["s3"], uri)
 
 
 RegistrarDep = Annotated[Registrar, Depends(context_of)]

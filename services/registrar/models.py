@@ -61,6 +61,8 @@ class ModelVersion(Base):
     group_name: Mapped[str] = mapped_column(ForeignKey("model_groups.name"))
     version: Mapped[int] = mapped_column(Integer)
     artifact_uri: Mapped[str] = mapped_column(Text)
+    artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
+    artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
     registered_by: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(40), default="manual")
     framework: Mapped[str | None] = mapped_column(String(80))

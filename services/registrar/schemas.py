@@ -15,6 +15,8 @@ class VersionOut(BaseModel):
     group: str
     version: int
     artifact_uri: str
+    artifact_digest: str | None = Field(None, description="sha256:<hex> of the artifact when registered; null if not pinned (registered before pinning, or not in S3)")
+    artifact_version_id: str | None = Field(None, description="The S3 VersionId of the artifact when registered; null in a bucket without versioning")
     registered_by: str
     source: str
     framework: str | None
@@ -37,6 +39,8 @@ class VersionOut(BaseModel):
             group=v.group_name,
             version=v.version,
             artifact_uri=v.artifact_uri,
+            artifact_digest=v.artifact_digest,
+            artifact_version_id=v.artifact_version_id,
             registered_by=v.registered_by,
             source=v.source,
             framework=v.framework,

@@ -3,6 +3,7 @@ previous version's answers. Four services as processes on LocalStack, models in 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 import uuid
@@ -58,11 +59,14 @@ async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores
             assert response.status_code == 200, response.text
             return response.json()["predictions"][0]
 
-        await register(first)
+        registered = await register(first)
+        assert registered["artifact_digest"] == "sha256:" + hashlib.sha256(model_bytes()).hexdigest()  # pinned
         v1 = await eventually(lambda: serving(1), timeout=90, interval=0.5)
         assert v1["target"] == "local" and await predict(v1["endpoint_url"]) == 1
         pointer = json.loads(boto_client("ssm", system.endpoint).get_parameter(Name=parameter_name(group, "dev"))["Parameter"]["Value"])
         assert pointer["model_version_id"] == f"{group}/1" and pointer["endpoint_url"] == v1["endpoint_url"]
+        assert (pointer["artifact_digest"], pointer["artifact_version_id"]) == (
+            registered["artifact_digest"], registered["artifact_version_id"])
 
         await register(second)
         v2 = await eventually(lambda: serving(2), timeout=90, interval=0.5)
@@ -87,11 +91,12 @@ async def test_dev_on_the_local_target_answers_predictions_and_rollback_restores
         someone_else = await client.post(rollback_url, json={**reason, "requested_by": "kim"}, headers=system.headers("lee"))
         assert someone_else.status_code == 403 and "not you" in someone_else.json()["detail"]
         assert (await live_in_dev(client, system, group))["version"] == 2  # none of those changed anything
+        upload(system, f"{group}/1.joblib", model_bytes(flip=True))  # overwritten since approval: the bucket keeps v1's bytes
         accepted = await client.post(rollback_url, json=reason, headers=system.headers("lee"))
         assert accepted.status_code == 202, accepted.text
         assert accepted.json()["model_version_id"] == f"{group}/1" and accepted.json()["rollback"] is True
         back = await eventually(lambda: serving(1), timeout=90, interval=0.5)
-        assert back["rollback"] is True and back["requested_by"] == "lee" and await predict(back["endpoint_url"]) == 1
+        assert back["rollback"] is True and back["requested_by"] == "lee" and await predict(back["endpoint_url"]) == 1  # approved bytes
 
         refused = await client.post(rollback_url, json={"requested_by": "lee"}, headers=system.headers("lee"))
         assert refused.status_code == 409 and "no earlier" in refused.json()["detail"]

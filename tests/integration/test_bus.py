@@ -96,6 +96,7 @@ def test_provisioning_twice_changes_nothing(localstack_endpoint, namespace):
     assert len(first.created) == 4 * 3 + 1  # queue, DLQ and subscription per service; the bucket
     second = provision(namespace, endpoint_url=localstack_endpoint)
     assert second.created == []
+    assert boto_client("s3", localstack_endpoint).get_bucket_versioning(Bucket=first.bucket)["Status"] == "Enabled"
     assert second.queue_urls == first.queue_urls
     assert all(url.startswith(f"{localstack_endpoint}/queue/") for url in first.queue_urls.values())  # path-style
 

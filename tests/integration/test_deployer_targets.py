@@ -4,7 +4,7 @@
 LocalStack's free edition has neither SageMaker nor ECS. moto has no UpdateEndpoint, so the test adds one to
 its in-process server (re-creating the endpoint on the new config), and moto never runs ECS tasks, so the
 ecs target is checked without waiting for the rollout (wait_seconds=0). `local` runs real inference
-servers that load their model from LocalStack's S3.
+servers on models the target downloads from LocalStack's S3.
 """
 
 from __future__ import annotations
@@ -150,6 +150,37 @@ async def test_ecs_registers_a_revision_with_the_model_pinned_and_points_the_ser
     with pytest.raises(DeployError, match="not found"):
         await EcsTarget(client, cluster, "missing-{stage}", "ns", wait_seconds=0).deploy(first)
 
+    pinned = DeploySpec(str(uuid.uuid4()), "fraud", "prod", 2, "fraud/2", "s3://models/fraud/2.tar.gz",
+                        "sha256:" + "ab" * 32, "v-2")
+    await target.deploy(pinned)
+    unpinned = spec(3)
+    await target.deploy(unpinned)
+
+    async def environment() -> dict[str, str]:
+        described = (await client.describe_services(cluster=cluster, services=[service]))["services"][0]
+        definition = (await client.describe_task_definition(taskDefinition=described["taskDefinition"]))["taskDefinition"]
+        return {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}
+
+    env = await environment()
+    assert env["MODELGATE_DEPLOYMENT_ID"] == unpinned.deployment_id
+    assert "MODELGATE_MODEL_DIGEST" not in env and "MODELGATE_MODEL_S3_VERSION_ID" not in env  # not left from fraud/2
+
+
+async def test_ecs_pins_the_artifacts_s3_version_and_digest_for_the_serving_container(moto_client):
+    client = await moto_client("ecs")
+    cluster = f"serving-{uuid.uuid4().hex[:6]}"
+    await client.create_cluster(clusterName=cluster)
+    base = await client.register_task_definition(
+        family=f"{cluster}-fraud", containerDefinitions=[{"name": "model", "image": "modelgate-inference:1", "memory": 512}])
+    await client.create_service(cluster=cluster, serviceName="fraud-prod", taskDefinition=base["taskDefinition"]["taskDefinitionArn"],
+                                desiredCount=1)
+    pinned = DeploySpec(str(uuid.uuid4()), "fraud", "prod", 2, "fraud/2", "s3://models/fraud/2.tar.gz", "sha256:" + "ab" * 32, "v-2")
+    await EcsTarget(client, cluster, "{group}-{stage}", "ns", wait_seconds=0).deploy(pinned)
+    described = (await client.describe_services(cluster=cluster, services=["fraud-prod"]))["services"][0]
+    definition = (await client.describe_task_definition(taskDefinition=described["taskDefinition"]))["taskDefinition"]
+    env = {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}
+    assert env["MODELGATE_MODEL_S3_VERSION_ID"] == "v-2" and env["MODELGATE_MODEL_DIGEST"] == pinned.artifact_digest
+
 
 @pytest.fixture
 def bucket(localstack_endpoint, namespace):
@@ -163,6 +194,15 @@ def bucket(localstack_endpoint, namespace):
     return name
 
 
+@pytest.fixture
+async def s3(localstack_endpoint):
+    """The deployer's S3 client: the local target downloads the artifacts, its servers read no S3."""
+    async with get_session().create_client(
+        "s3", endpoint_url=localstack_endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test"
+    ) as client:
+        yield client
+
+
 async def predict(url: str) -> int:
     async with httpx.AsyncClient(timeout=5) as http:
         response = await http.post(f"{url}/invocations", json={"instances": [[3.0, 0.0, 0.0]]})
@@ -170,9 +210,8 @@ async def predict(url: str) -> int:
     return response.json()["predictions"][0]
 
 
-async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_one_only_when_told(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    target = LocalTarget(tmp_path / "run")
+async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_one_only_when_told(bucket, s3, tmp_path, monkeypatch):
+    target = LocalTarget(tmp_path / "run", s3=s3)
     first, second = spec(1, f"s3://{bucket}/fraud/1.skops"), spec(2, f"s3://{bucket}/fraud/2.skops")
     try:
         old_url = await target.deploy(first)
@@ -190,22 +229,20 @@ async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_
         await target.close()
 
 
-async def test_local_reports_why_an_artifact_cannot_be_served(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
-    target = LocalTarget(tmp_path / "run")
+async def test_local_reports_why_an_artifact_cannot_be_served(bucket, s3, tmp_path, monkeypatch):
+    target = LocalTarget(tmp_path / "run", s3=s3)
     with pytest.raises(DeployError, match="not a skops file"):
         await target.deploy(spec(3, f"s3://{bucket}/fraud/broken.skops"))
     assert list((tmp_path / "run").glob("*.json")) == []
 
 
-async def test_local_serves_a_pickle_only_for_a_group_opted_in(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+async def test_local_serves_a_pickle_only_for_a_group_opted_in(bucket, s3, tmp_path, monkeypatch):
     monkeypatch.delenv("MODELGATE_ALLOW_PICKLE", raising=False)
     pickled = f"s3://{bucket}/fraud/pickled.joblib"
-    refusing = LocalTarget(tmp_path / "refusing", pickle_groups=frozenset({"churn"}))
+    refusing = LocalTarget(tmp_path / "refusing", s3=s3, pickle_groups=frozenset({"churn"}))
     with pytest.raises(DeployError, match=r"pickle \(joblib\) file: loading it would run code.*MODELGATE_PICKLE_GROUPS=<group>"):
         await refusing.deploy(spec(4, pickled))
-    serving = LocalTarget(tmp_path / "serving", pickle_groups=frozenset({"fraud"}))
+    serving = LocalTarget(tmp_path / "serving", s3=s3, pickle_groups=frozenset({"fraud"}))
     try:
         assert await predict(await serving.deploy(spec(5, pickled))) == 1
     finally:
@@ -224,15 +261,14 @@ async def test_local_refuses_a_local_path_unless_in_development(tmp_path, monkey
         await development.close()
 
 
-async def test_local_serves_the_live_version_again_after_a_restart_and_stops_leftovers(bucket, tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:4566")
+async def test_local_serves_the_live_version_again_after_a_restart_and_stops_leftovers(bucket, s3, tmp_path, monkeypatch):
     live, leftover = spec(1, f"s3://{bucket}/fraud/1.skops"), spec(2, f"s3://{bucket}/fraud/2.skops")
-    before = LocalTarget(tmp_path / "run")
+    before = LocalTarget(tmp_path / "run", s3=s3)
     url = await before.deploy(live)
     await before.close()  # the deployer stopped: its servers too
     with pytest.raises(httpx.HTTPError):
         await predict(url)
-    after = LocalTarget(tmp_path / "run")
+    after = LocalTarget(tmp_path / "run", s3=s3)
     try:
         leftover_url = await after.deploy(leftover)  # as if a crash left it behind, neither live nor to resume
         await after.reconcile([(live, url)], unfinished=set())

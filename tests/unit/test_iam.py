@@ -73,6 +73,7 @@ def expected_grants(service: str) -> dict[str, set[str]]:
     if service == "registrar":
         grants |= {
             "s3:GetObject": {ARTIFACT_OBJECTS},
+            "s3:GetObjectVersion": {ARTIFACT_OBJECTS},  # the pinned version's digest (shared/pins.py)
             "s3:PutObject": {ARTIFACT_OBJECTS},
             "s3:ListBucket": {"ArtifactBucket.Arn"},
         }
@@ -89,6 +90,7 @@ def expected_grants(service: str) -> dict[str, set[str]]:
             "ssm:GetParameter": {POINTERS, *grants["ssm:GetParameter"]},
             "ssm:PutParameter": {POINTERS, *grants["ssm:PutParameter"]},
             "s3:GetObject": {ARTIFACT_OBJECTS},
+            "s3:GetObjectVersion": {ARTIFACT_OBJECTS},  # checks and serves exactly the pinned version
             **{
                 f"sagemaker:{action}": set(SAGEMAKER)
                 for action in (
@@ -355,6 +357,8 @@ def test_each_producer_alone_reads_its_signing_key(service: str) -> None:
 def test_topic_and_bucket_names_follow_topology() -> None:
     assert resources()["EventsTopic"]["Properties"]["TopicName"] == {"Fn::Sub": "${Namespace}-events"}
     assert resources()["ArtifactBucket"]["Properties"]["BucketName"] == {"Fn::Sub": "${Namespace}-artifacts"}
+    # Versioned, like shared.infra's: an overwritten artifact keeps the version a registration pinned.
+    assert resources()["ArtifactBucket"]["Properties"]["VersioningConfiguration"] == {"Status": "Enabled"}
     assert resources()["ApproverHmacSecret"]["Properties"]["Name"] == {
         "Fn::Sub": "${Namespace}/approver/hmac-key"
     }

@@ -20,7 +20,8 @@ def build_targets(settings: DeployerSettings, aws: Any) -> dict[str, Target]:
         if kind == "local":
             assert settings.local_run_dir is not None
             made[kind] = LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
-                                     settings.local_stop_on_exit, pickle_groups=frozenset(settings.pickle_groups),
+                                     settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,  # noqa: SIM401
+                                     pickle_groups=frozenset(settings.pickle_groups),
                                      allow_local_artifacts=settings.allow_local_artifacts)
         elif kind == "sagemaker":
             made[kind] = SageMakerTarget(

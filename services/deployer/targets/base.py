@@ -1,4 +1,6 @@
-"""What every deployment target does: bring a stage to a version, check it serves, let go of the old one."""
+"""What every deployment target does: bring a stage to a version, check it serves, let go of the old one.
+
+Before a target runs, the deployer has checked the artifact against its pin (services/deployer/deploy.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ class DeploySpec:
     version: int
     model_version_id: str
     artifact_uri: str
+    artifact_digest: str | None = None  # sha256:<hex> pinned at registration; None: not pinned
+    artifact_version_id: str | None = None  # the S3 VersionId to serve; None: the object's latest
 
 
 class DeployError(Exception):
@@ -48,6 +52,9 @@ class Target:
     """A deployment target. Every method is safe to call again for the same deployment (after a crash)."""
 
     name = "target"
+    #: Whether the target downloads the pinned version and checks its digest itself (then the deployer does
+    #: not check it beforehand): the bytes checked are then exactly the bytes served.
+    fetches_pinned_bytes = False
 
     async def deploy(self, spec: DeploySpec) -> str | None:
         """Makes the stage serve `spec`'s version; returns the endpoint URL, if the target has one."""

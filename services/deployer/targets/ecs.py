@@ -1,8 +1,9 @@
 """Target `ecs`: an ECS service that serves the model, per group and stage.
 
 Each deployment registers a new revision of the service's task definition with the model pinned in the
-serving container's environment (MODELGATE_MODEL_URI, MODELGATE_MODEL_VERSION_ID, MODELGATE_DEPLOYMENT_ID:
-what services.inference reads), then points the service at it (UpdateService). Verified when the service
+serving container's environment (MODELGATE_MODEL_URI, MODELGATE_MODEL_VERSION_ID, MODELGATE_DEPLOYMENT_ID,
+and for a pinned artifact MODELGATE_MODEL_S3_VERSION_ID and MODELGATE_MODEL_DIGEST: what services.inference
+reads; it fetches that S3 version and refuses bytes with another digest), then points the service at it (UpdateService). Verified when the service
 runs that revision; with `wait_seconds` > 0, also when its rollout has COMPLETED.
 
 The service's name comes from a template (MODELGATE_ECS_SERVICE) with `{namespace}`, `{group}`, `{stage}` and
@@ -29,6 +30,10 @@ from services.deployer.targets.base import (
 
 # ECS's rule for a service name.
 ECS_SERVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
+
+#: What a deployment pins in the serving container's environment (a previous revision's values are replaced).
+PINNED = ("MODELGATE_MODEL_URI", "MODELGATE_MODEL_VERSION_ID", "MODELGATE_DEPLOYMENT_ID", "MODELGATE_MODEL_S3_VERSION_ID",
+          "MODELGATE_MODEL_DIGEST")
 
 # What RegisterTaskDefinition accepts back from DescribeTaskDefinition.
 REGISTERABLE = (
@@ -123,10 +128,14 @@ class EcsTarget(Target):
             raise DeployError(f"no container {target!r} in the task definition (it has {names})")
         pinned = {"MODELGATE_MODEL_URI": spec.artifact_uri, "MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
                   "MODELGATE_DEPLOYMENT_ID": spec.deployment_id}
+        if spec.artifact_version_id:
+            pinned["MODELGATE_MODEL_S3_VERSION_ID"] = spec.artifact_version_id
+        if spec.artifact_digest:
+            pinned["MODELGATE_MODEL_DIGEST"] = spec.artifact_digest
         result = []
         for container in containers:
             if container["name"] == target:
-                env = [e for e in container.get("environment", []) if e["name"] not in pinned]
+                env = [e for e in container.get("environment", []) if e["name"] not in PINNED]
                 container = {**container, "environment": env + [{"name": k, "value": v} for k, v in pinned.items()]}
             result.append(container)
         return result

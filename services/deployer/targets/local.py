@@ -6,6 +6,12 @@ Servers are their own processes (their own session): they keep serving while the
 and the deployer finds them again from the state files in `run_dir` (one JSON file per deployment).
 A server loads a pickle only for a group in `pickle_groups` (MODELGATE_PICKLE_GROUPS), and a local path
 only with `allow_local_artifacts` (MODELGATE_ALLOW_LOCAL_ARTIFACTS); otherwise the deployment fails saying why.
+
+What was approved is what is served: the deployer downloads exactly the pinned S3 VersionId into
+`run_dir/artifacts/<deployment>/`, checking its SHA-256 digest as it writes (a mismatch is ArtifactChanged,
+and nothing starts), and hands the server that file and the digest; the server checks the file again before
+loading it. The server starts with a minimal environment (INHERITED, plus its own MODELGATE_* settings):
+no AWS credentials, no tokens, none of the deployer's secrets. It needs none: it reads no S3.
 """
 
 from __future__ import annotations
@@ -13,29 +19,52 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from services.deployer.targets.base import DeployError, DeploySpec, Target
+from shared.pins import ArtifactChanged, changed, download_pinned, file_digest, s3_location
 from shared.settings import REPO_ROOT
 
 log = structlog.get_logger()
 
+#: What an inference server keeps of the deployer's environment; everything else is left out.
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+             "MODELGATE_LOG_LEVEL", "MODELGATE_LOG_FORMAT")
+
+
+def server_environment(spec: DeploySpec, model_file: Path, digest: str, host: str, port: int) -> dict[str, str]:
+    """The whole environment of an inference server: INHERITED, and its own settings (services/inference)."""
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    return env | {
+        "MODELGATE_MODEL_URI": spec.artifact_uri,
+        "MODELGATE_MODEL_FILE": str(model_file),
+        "MODELGATE_MODEL_DIGEST": digest,
+        "MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
+        "MODELGATE_DEPLOYMENT_ID": spec.deployment_id,
+        "MODELGATE_HTTP_HOST": host,
+        "MODELGATE_HTTP_PORT": str(port),
+    }
+
 
 class LocalTarget(Target):
     name = "local"
+    fetches_pinned_bytes = True
 
     def __init__(self, run_dir: Path, host: str = "127.0.0.1", start_timeout: float = 60.0, stop_on_exit: bool = True,
-                 pickle_groups: frozenset[str] = frozenset(), allow_local_artifacts: bool = False):
+                 s3: Any = None, pickle_groups: frozenset[str] = frozenset(), allow_local_artifacts: bool = False):
+        self.s3 = s3  # downloads the artifacts (aiobotocore client)
         self.run_dir = run_dir
         self.pickle_groups = pickle_groups
         self.allow_local_artifacts = allow_local_artifacts
@@ -78,7 +107,7 @@ class LocalTarget(Target):
                 port = state["port"] if state else urlparse(url).port if url else None
                 try:
                     await self._start(spec, port=port or _free_port())  # at its old address, which people know
-                except DeployError as exc:
+                except (DeployError, ArtifactChanged) as exc:
                     log.error("local_server_not_restarted", model_version_id=spec.model_version_id, reason=str(exc))
 
     async def close(self) -> None:
@@ -95,18 +124,41 @@ class LocalTarget(Target):
         except FileNotFoundError:
             return None
 
+    async def fetch(self, spec: DeploySpec) -> tuple[Path, str]:
+        """The artifact as a local file, and its digest: exactly the pinned VersionId, checked against the
+        pinned digest (ArtifactChanged otherwise). Kept for restarts; fetched again unless it still matches."""
+        location = s3_location(spec.artifact_uri)
+        if location is None:  # a local path (no S3): served where it is
+            return await self._local_file(spec)
+        path = self.run_dir / "artifacts" / spec.deployment_id / (PurePosixPath(location[1]).name or "model")
+        if spec.artifact_digest and path.exists() and await asyncio.to_thread(file_digest, path) == spec.artifact_digest:
+            return path, spec.artifact_digest
+        if self.s3 is None:
+            raise DeployError("target local has no S3 client to fetch the artifact with")
+        try:
+            digest = await download_pinned(self.s3, spec.artifact_uri, spec.artifact_digest, spec.artifact_version_id, path)
+        except (ClientError, BotoCoreError) as exc:
+            raise DeployError(f"cannot download {spec.artifact_uri}: {exc}") from exc
+        return path, digest
+
+    async def _local_file(self, spec: DeploySpec) -> tuple[Path, str]:
+        if not self.allow_local_artifacts:
+            raise DeployError(f"artifact URI {spec.artifact_uri} is a local path; serve artifacts from s3://bucket/key "
+                              "(local paths only for development, with MODELGATE_ALLOW_LOCAL_ARTIFACTS=true on the deployer)")
+        path = Path(spec.artifact_uri.removeprefix("file://"))
+        try:
+            digest = await asyncio.to_thread(file_digest, path)
+        except OSError as exc:
+            raise DeployError(f"cannot read {spec.artifact_uri}: {exc}") from exc
+        if spec.artifact_digest and digest != spec.artifact_digest:
+            raise changed(spec.artifact_uri, None, spec.artifact_digest, digest)
+        return path, digest
+
     async def _start(self, spec: DeploySpec, port: int) -> str:
         url = f"http://{self.host}:{port}"
         logfile = self.run_dir / f"{spec.deployment_id}.log"
-        env = {
-            **os.environ,
-            "MODELGATE_MODEL_URI": spec.artifact_uri,
-            "MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
-            "MODELGATE_DEPLOYMENT_ID": spec.deployment_id,
-            "MODELGATE_HTTP_HOST": self.host,
-            "MODELGATE_HTTP_PORT": str(port),
-            **self._loading_policy(spec),
-        }
+        model_file, digest = await self.fetch(spec)
+        env = server_environment(spec, model_file, digest, self.host, port) | self._loading_policy(spec)
         with logfile.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.inference"],
@@ -176,6 +228,7 @@ class LocalTarget(Target):
                 _signal(pid, signal.SIGKILL)
             log.info("local_server_stopped", pid=pid, model_version_id=state.get("model_version_id"))
         self._state_file(deployment_id).unlink(missing_ok=True)
+        shutil.rmtree(self.run_dir / "artifacts" / deployment_id, ignore_errors=True)
 
 
 def _free_port() -> int:

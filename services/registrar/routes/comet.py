@@ -139,10 +139,10 @@ async def _register(
     version the registrar read, the only Comet entry its write-backs may change (services/registrar/writebacks.py)."""
     async with registrar.runtime.sessionmaker() as session:
         body, team = await access.authorise_registration(session, caller, group, body)
-    await registrar.check_artifact(body.artifact_uri)
+    pin = await registrar.check_artifact(body.artifact_uri)
     async with registrar.runtime.uow() as uow:
         try:
-            version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team)
+            version = await register(uow, group, body, registrar.settings.auto_create_groups, team=team, pin=pin)
         except UnknownGroup as exc:
             raise HTTPException(404, str(exc)) from None
         if imported is not None and reg is not None:

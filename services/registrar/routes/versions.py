@@ -44,11 +44,11 @@ async def register_version(
     """
     async with registrar.runtime.sessionmaker() as session:
         body, team = await access.authorise_registration(session, caller, group, body)
-    await registrar.check_artifact(body.artifact_uri)
+    pin = await registrar.check_artifact(body.artifact_uri)
     for attempt in (1, 2):
         async with registrar.runtime.uow() as uow:
             try:
-                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key, team)
+                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key, team, pin)
                 await uow.commit()
                 return VersionOut.of(version)
             except UnknownGroup as exc:
