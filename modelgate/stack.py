@@ -34,6 +34,7 @@ class Stack:
     run_dir: Path = REPO_ROOT / "var"
     ports: dict[str, int] = field(default_factory=lambda: dict(topology.DEFAULT_PORTS))
     extra_env: dict[str, str] = field(default_factory=dict)
+    service_extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> more, for it alone
     database_urls: dict[str, str] = field(default_factory=dict)
 
     def pidfile(self, service: str) -> Path:
@@ -67,6 +68,7 @@ class Stack:
         if service in self.database_urls:
             env["MODELGATE_DATABASE_URL"] = self.database_urls[service]
         env.update(self.extra_env)
+        env.update(self.service_extra_env.get(service, {}))
         return env
 
 

@@ -81,11 +81,11 @@ def put(endpoint: str, bucket: str, key: str, body: bytes, checksum: bool = True
 # ---------------------------------------------------------------- registration
 
 
-async def test_registration_records_the_digest_from_s3s_checksum_and_the_version_id(localstack_endpoint, bucket, aws, tmp_path):
+async def test_registration_records_the_digest_from_s3s_checksum_and_the_version_id(localstack_endpoint, bucket, plain_bucket, aws, tmp_path):
     body = model_bytes()
-    put_response = put(localstack_endpoint, bucket, "fraud/model.joblib", body)
-    async with registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws) as api:
-        created = (await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=f"s3://{bucket}/fraud/model.joblib"))).json()
+    put_response = put(localstack_endpoint, bucket, "fraud/model.skops", body)
+    async with registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws, artifact_buckets=[bucket, plain_bucket]) as api:
+        created = (await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=f"s3://{bucket}/fraud/model.skops"))).json()
         read = (await api.get("/v1/groups/fraud/versions/1")).json()
         async with api.runtime.sessionmaker() as session:
             [event] = [parse_event(r.body) for r in await session.scalars(select(OutboxRow))]
@@ -101,7 +101,7 @@ async def test_registration_hashes_an_object_without_a_sha256_checksum(localstac
     put(localstack_endpoint, plain_bucket, "fraud/plain.bin", body, checksum=False)
     assert "ChecksumSHA256" not in boto_client("s3", localstack_endpoint).head_object(
         Bucket=bucket, Key="fraud/crc.bin", ChecksumMode="ENABLED")
-    async with registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws) as api:
+    async with registrar_client(f"sqlite+aiosqlite:///{tmp_path}/r.db", aws=aws, artifact_buckets=[bucket, plain_bucket]) as api:
         versioned = (await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=f"s3://{bucket}/fraud/crc.bin"))).json()
         plain = (await api.post("/v1/groups/fraud/versions", json=registration(artifact_uri=f"s3://{plain_bucket}/fraud/plain.bin"))).json()
     assert versioned["artifact_digest"] == plain["artifact_digest"] == sha256(body)
@@ -129,8 +129,8 @@ async def test_the_cli_upload_asks_s3_for_a_sha256_checksum(localstack_endpoint,
 
     monkeypatch.setenv("MODELGATE_NAMESPACE", namespace)
     monkeypatch.setenv("AWS_ENDPOINT_URL", localstack_endpoint)
-    (tmp_path / "model.joblib").write_bytes(model_bytes())
-    uri = upload(tmp_path / "model.joblib", "fraud")
+    (tmp_path / "model.skops").write_bytes(model_bytes())
+    uri = upload(tmp_path / "model.skops", "fraud")
     key = uri.removeprefix(f"s3://{bucket}/")
     head = boto_client("s3", localstack_endpoint).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert digest_of_checksum(head) == sha256(model_bytes())
@@ -304,13 +304,13 @@ async def predict(url: str) -> int:
 async def test_local_serves_the_pinned_bytes_with_a_minimal_environment(localstack_endpoint, bucket, deployer, tmp_path, monkeypatch):
     for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MODELGATE_SERVICE_KEY", "MODELGATE_ADMIN_TOKEN"):
         monkeypatch.setenv(name, f"secret-{name}")
-    put(localstack_endpoint, bucket, "fraud.joblib", model_bytes())
-    pin = await pinned(deployer.aws, bucket, "fraud.joblib")
+    put(localstack_endpoint, bucket, "fraud.skops", model_bytes())
+    pin = await pinned(deployer.aws, bucket, "fraud.skops")
     expected = model_bytes()
-    put(localstack_endpoint, bucket, "fraud.joblib", model_bytes(flip=True))  # the latest is another model now
+    put(localstack_endpoint, bucket, "fraud.skops", model_bytes(flip=True))  # the latest is another model now
     deployer.targets["prod"] = LocalTarget(tmp_path / "run", s3=deployer.aws["s3"])
 
-    await deployer.approve(1, f"s3://{bucket}/fraud.joblib", pin)
+    await deployer.approve(1, f"s3://{bucket}/fraud.skops", pin)
     live = await deployer.last()
     assert live.status == "Deployed", live.reason
     state = json.loads((tmp_path / "run" / f"{live.id}.json").read_text())
@@ -329,11 +329,11 @@ async def test_local_serves_the_pinned_bytes_with_a_minimal_environment(localsta
 
 
 async def test_local_refuses_to_start_a_server_on_bytes_that_changed(localstack_endpoint, plain_bucket, deployer, tmp_path):
-    put(localstack_endpoint, plain_bucket, "fraud.joblib", model_bytes())
-    pin = await pinned(deployer.aws, plain_bucket, "fraud.joblib")
-    put(localstack_endpoint, plain_bucket, "fraud.joblib", model_bytes(flip=True))
+    put(localstack_endpoint, plain_bucket, "fraud.skops", model_bytes())
+    pin = await pinned(deployer.aws, plain_bucket, "fraud.skops")
+    put(localstack_endpoint, plain_bucket, "fraud.skops", model_bytes(flip=True))
     deployer.targets["prod"] = LocalTarget(tmp_path / "run", s3=deployer.aws["s3"])
-    await deployer.approve(1, f"s3://{plain_bucket}/fraud.joblib", pin)
+    await deployer.approve(1, f"s3://{plain_bucket}/fraud.skops", pin)
     refused = await deployer.last()
     assert refused.status == "Failed" and refused.attempts == 1
     assert refused.reason.startswith("artifact changed since approval") and f"expected {pin.digest}" in refused.reason
@@ -342,9 +342,9 @@ async def test_local_refuses_to_start_a_server_on_bytes_that_changed(localstack_
 
 
 def test_the_inference_server_refuses_a_file_whose_digest_differs(tmp_path):
-    model = tmp_path / "model.joblib"
+    model = tmp_path / "model.skops"
     model.write_bytes(model_bytes())
-    env = {"PATH": os.environ["PATH"], "MODELGATE_MODEL_URI": "s3://b/model.joblib", "MODELGATE_MODEL_FILE": str(model),
+    env = {"PATH": os.environ["PATH"], "MODELGATE_MODEL_URI": "s3://b/model.skops", "MODELGATE_MODEL_FILE": str(model),
            "MODELGATE_MODEL_DIGEST": sha256(b"what was approved"), "MODELGATE_HTTP_PORT": "1"}
     done = subprocess.run([sys.executable, "-m", "services.inference"], cwd=REPO_ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
@@ -364,13 +364,13 @@ def test_a_serving_container_fetches_exactly_the_pinned_version(localstack_endpo
     """ECS/SageMaker containers fetch the artifact themselves (MODELGATE_MODEL_S3_VERSION_ID), then check it."""
     from services.inference.model import BadArtifact, check_digest, fetch_artifact
 
-    first = put(localstack_endpoint, bucket, "m.joblib", model_bytes())
-    put(localstack_endpoint, bucket, "m.joblib", model_bytes(flip=True))
+    first = put(localstack_endpoint, bucket, "m.skops", model_bytes())
+    put(localstack_endpoint, bucket, "m.skops", model_bytes(flip=True))
     s3 = boto_client("s3", localstack_endpoint)
-    path = fetch_artifact(f"s3://{bucket}/m.joblib", tmp_path, s3, first["VersionId"])
+    path = fetch_artifact(f"s3://{bucket}/m.skops", tmp_path, s3, first["VersionId"])
     assert path.read_bytes() == model_bytes()
     check_digest(path, sha256(model_bytes()))
     (tmp_path / "latest").mkdir()
-    latest = fetch_artifact(f"s3://{bucket}/m.joblib", tmp_path / "latest", s3)  # no version: the overwrite
+    latest = fetch_artifact(f"s3://{bucket}/m.skops", tmp_path / "latest", s3)  # no version: the overwrite
     with pytest.raises(BadArtifact, match="artifact changed since approval"):
         check_digest(latest, sha256(model_bytes()))

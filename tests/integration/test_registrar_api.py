@@ -243,7 +243,7 @@ async def test_an_idempotency_key_is_the_callers_own_another_principal_cannot_sq
     """The same key from two principals: two registrations. A replay only ever answers the one who sent it."""
     key = {"Idempotency-Key": "ci-job-1234"}  # e.g. $CI_JOB_ID, which anyone can guess
     squatted = await post_version(api, "fraud", headers=key, metrics={"auc": 0.5})  # ana, first
-    body = {"artifact_uri": "s3://models/fraud.bin", "metrics": {"auc": 0.9}}
+    body = {"artifact_uri": "s3://modelgate-artifacts/fraud/model.bin", "metrics": {"auc": 0.9}}
     as_ci = {**key, **bearer(CI)}
     first = await api.post("/v1/groups/fraud/versions", json=body, headers=as_ci)
     assert first.status_code == 201, first.text

@@ -6,6 +6,7 @@ XGBoost's own format and skops load without running code; a pickle is served onl
 
 from __future__ import annotations
 
+import functools
 import io
 import tarfile
 from pathlib import Path
@@ -175,9 +176,10 @@ def joblib_bytes(value) -> bytes:  # type: ignore[no-untyped-def]
     return buffer.getvalue()
 
 
+@functools.cache
 def model_bytes(flip: bool = False) -> bytes:
     """A small fitted scikit-learn model as skops bytes, to upload as `*.skops` (used by the integration and
-    e2e tests too)."""
+    e2e tests too); the same bytes on every call (a skops file holds its time of writing)."""
     x, y = training_data(flip)
     return skops.io.dumps(LogisticRegression().fit(x, y))
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model_versions") as batch:
-        batch.drop_column("artifact_version_id")
-        batch.drop_column("artifact_digest")
+    # Plain DROP COLUMN (SQLite >= 3.35 has it): a batch copy would drop model_versions, which other tables'
+    # foreign keys still reference.
+    op.drop_column("model_versions", "artifact_version_id")
+    op.drop_column("model_versions", "artifact_digest")
