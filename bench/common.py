@@ -168,7 +168,10 @@ def deprovision(namespace: str, endpoint: str) -> None:
 
 
 def upload_artifact(stack: Stack, key: str) -> str:
-    boto_client("s3", stack.endpoint).put_object(Bucket=bucket_name(stack.namespace), Key=key, Body=b"model bytes")
+    """Uploads with a SHA-256 checksum, as `modelgate register --file` does, so pins come from HeadObject."""
+    boto_client("s3", stack.endpoint).put_object(
+        Bucket=bucket_name(stack.namespace), Key=key, Body=b"model bytes", ChecksumAlgorithm="SHA256"
+    )
     return f"s3://{bucket_name(stack.namespace)}/{key}"
 
 

@@ -5,17 +5,16 @@ Promises:
   (MODELGATE_ARTIFACT_BUCKETS, default `<namespace>-artifacts`); `file://` URIs and local paths only with the
   development switch MODELGATE_ALLOW_LOCAL_ARTIFACTS=true; anything else is a 422 saying what is allowed.
   It reads nothing, so it runs even when existence checks are off.
-- `check_artifact`: an `s3://` URI must name an existing object.
+- `check_location`: an `s3://` URI must be s3://<bucket>/<key> (that the object exists is checked by
+  pinning it, services/registrar/pinning.py).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError, ClientError
 from fastapi import HTTPException
 
 #: S3's rule for bucket names: 3-63 lowercase letters, digits, dots and hyphens, a letter or digit at each end.
@@ -58,16 +57,9 @@ def check_policy(uri: str, policy: ArtifactPolicy) -> None:
         raise HTTPException(422, f"artifact_uri {uri!r} is in bucket {bucket!r}, which is not allowed; {policy.allowed()}")
 
 
-async def check_artifact(s3: Any, uri: str) -> None:
-    """422 when an `s3://` URI is malformed or its object is missing, 503 when S3 does not answer."""
+def check_location(uri: str) -> None:
+    """422 when an `s3://` URI is not s3://<bucket>/<key>; whether the object exists is the pin's question
+    (pinning.pin_artifact), so registration costs one HeadObject."""
     parsed = urlparse(uri)
-    if parsed.scheme != "s3":
-        return
-    if not parsed.netloc or not parsed.path.strip("/"):
+    if parsed.scheme == "s3" and (not parsed.netloc or not parsed.path.strip("/")):
         raise HTTPException(422, f"artifact_uri {uri!r} is not s3://<bucket>/<key>")
-    try:
-        await s3.head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
-    except ClientError:
-        raise HTTPException(422, f"artifact {uri} does not exist; upload it first (modelgate register --file)") from None
-    except BotoCoreError as exc:  # S3 unreachable or timing out: nothing is written, the client may retry
-        raise HTTPException(503, f"S3 did not answer ({type(exc).__name__}); try again shortly") from None

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from services.registrar.artifacts import ArtifactPolicy, check_artifact, check_policy
+from services.registrar.artifacts import ArtifactPolicy, check_location, check_policy
 from services.registrar.catalog import GROUP_NAME, GROUP_NAME_RULE
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.pinning import pin_artifact
@@ -43,7 +43,7 @@ class Registrar:
         check_policy(uri, ArtifactPolicy(tuple(self.settings.artifact_buckets), self.settings.allow_local_artifacts))
         if not self.settings.check_artifacts:
             return None
-        await check_artifact(self.runtime.aws["s3"], uri)
+        check_location(uri)
         return await pin_artifact(self.runtime.aws["s3"], uri)
 
 

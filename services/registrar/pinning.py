@@ -15,6 +15,8 @@ from fastapi import HTTPException
 
 from shared.pins import Pin, pin_object, s3_location
 
+MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
+
 
 async def pin_artifact(s3: Any, uri: str) -> Pin | None:
     location = s3_location(uri)
@@ -24,6 +26,8 @@ async def pin_artifact(s3: Any, uri: str) -> Pin | None:
         return await pin_object(s3, *location)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
+        if code in MISSING:
+            raise HTTPException(422, f"artifact {uri} does not exist; upload it first (modelgate register --file)") from None
         raise HTTPException(
             422,
             f"artifact {uri} cannot be read to record its digest ({code}); upload it first "
