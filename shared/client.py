@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from shared.settings import REPO_ROOT
 from shared.topology import DEFAULT_PORTS
@@ -37,10 +38,15 @@ def find_token() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def service_url(service: str) -> str:
-    """Where `service` answers: $MODELGATE_<SERVICE>_URL, else its default port on 127.0.0.1."""
-    default = f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
-    return os.environ.get(f"MODELGATE_{service.upper()}_URL", default).rstrip("/")
+def service_url(service: str, gateway: str | None = None) -> str:
+    """Where `service` answers: $MODELGATE_<SERVICE>_URL, else `<gateway>/<service>` (the argument, else
+    $MODELGATE_URL: one URL in front of all four services, each under its name), else its default port on
+    127.0.0.1."""
+    if own := os.environ.get(f"MODELGATE_{service.upper()}_URL"):
+        return own.rstrip("/")
+    if gateway := gateway or os.environ.get("MODELGATE_URL"):
+        return f"{gateway.rstrip('/')}/{service}"
+    return f"http://127.0.0.1:{DEFAULT_PORTS[service]}"
 
 
 class ServiceError(Exception):
@@ -64,6 +70,38 @@ class ApiError(ServiceError):
         self.detail = detail
 
 
+class NotFound(ApiError):
+    """404: no such group, version, approval or deployment."""
+
+
+class Unauthorized(ApiError):
+    """401: no credential, or one nobody issued (pass a token or set MODELGATE_TOKEN)."""
+
+
+class Forbidden(ApiError):
+    """403: the principal may not do this (role, team, or its own version)."""
+
+
+class Conflict(ApiError):
+    """409: the request conflicts with what is recorded (already decided, a different idempotent request)."""
+
+
+class Invalid(ApiError):
+    """400, 413 or 422: the request was refused as invalid; `detail` says which field and why."""
+
+
+class ServerError(ApiError):
+    """5xx: the service failed or a dependency did not answer; retrying later may succeed."""
+
+
+def api_error(service: str, status: int, detail: str) -> ApiError:
+    """The ApiError subclass for `status`, so callers can catch NotFound, Conflict, ... by type."""
+    kind = {404: NotFound, 401: Unauthorized, 403: Forbidden, 409: Conflict}.get(status)
+    if kind is None:
+        kind = ServerError if status >= 500 else Invalid if status in (400, 413, 422) else ApiError
+    return kind(service, status, detail)
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -79,8 +117,9 @@ class ServiceClient:
     service = ""
 
     def __init__(self, base_url: str | None = None, *, transport: httpx.AsyncBaseTransport | None = None,
-                 timeout: float = 15.0, token: str | None = None):
+                 timeout: float = 15.0, token: str | None = None, retries: int = 0):
         self.base_url = (base_url or service_url(self.service)).rstrip("/")
+        self.retries = retries
         token = token or find_token()
         headers = {"Authorization": f"Bearer {token}"} if token else None
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, timeout=timeout, headers=headers)
@@ -89,6 +128,19 @@ class ServiceClient:
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; with `retries`, a safe one (GET, or a POST with an Idempotency-Key) is retried with
+        backoff while the service cannot be reached."""
+        safe = method == "GET" or "Idempotency-Key" in (kwargs.get("headers") or {})
+        attempts = AsyncRetrying(
+            stop=stop_after_attempt(1 + (self.retries if safe else 0)), wait=wait_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type(Unreachable), reraise=True,
+        )
+        async for attempt in attempts:
+            with attempt:
+                return await self._once(method, path, **kwargs)
+        raise AssertionError("unreachable: tenacity re-raises the last error")
+
+    async def _once(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -98,7 +150,7 @@ class ServiceClient:
                 f"is modelgate up? run 'make up' (or set MODELGATE_{self.service.upper()}_URL)",
             ) from None
         if response.status_code >= 400:
-            raise ApiError(self.service, response.status_code, _detail(response))
+            raise api_error(self.service, response.status_code, _detail(response))
         return response.json() if response.content else None
 
 
@@ -129,6 +181,11 @@ class Registrar(ServiceClient):
         """Registers a Comet experiment (or registry model version) the registrar reads from Comet itself."""
         return await self._call("POST", f"/v1/groups/{group}/versions/comet", json=body)
 
+    async def search(self, **params: Any) -> dict[str, Any]:
+        """One page of GET /v1/versions: {items, limit, offset, next_offset}; params as the route takes them
+        (group, q, metric, tag, stage, stage_status, sort, order, limit, offset)."""
+        return await self._call("GET", "/v1/versions", params={k: v for k, v in params.items() if v is not None})
+
     async def versions(self, group: str) -> list[dict[str, Any]]:
         return await self._call("GET", f"/v1/groups/{group}/versions")
 
@@ -138,7 +195,7 @@ class Registrar(ServiceClient):
     async def latest(self, group: str) -> dict[str, Any]:
         versions = await self.versions(group)
         if not versions:
-            raise ApiError(self.service, 404, f"model group '{group}' has no versions")
+            raise NotFound(self.service, 404, f"model group '{group}' has no versions")
         return max(versions, key=lambda v: v["version"])
 
     async def history(self, group: str, version: int) -> list[dict[str, Any]]:
@@ -212,11 +269,16 @@ class Notifier(ServiceClient):
 class Clients:
     """The four clients, opened and closed together."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, token: str | None = None, **urls: str) -> None:
-        self.registrar = Registrar(urls.get("registrar"), transport=transport, token=token)
-        self.approver = Approver(urls.get("approver"), transport=transport, token=token)
-        self.deployer = Deployer(urls.get("deployer"), transport=transport, token=token)
-        self.notifier = Notifier(urls.get("notifier"), transport=transport, token=token)
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, token: str | None = None, *,
+                 gateway: str | None = None, timeout: float = 15.0, retries: int = 0, **urls: str | None) -> None:
+        def url(service: str) -> str:
+            return urls.get(service) or service_url(service, gateway)
+
+        options: dict[str, Any] = {"transport": transport, "token": token, "timeout": timeout, "retries": retries}
+        self.registrar = Registrar(url("registrar"), **options)
+        self.approver = Approver(url("approver"), **options)
+        self.deployer = Deployer(url("deployer"), **options)
+        self.notifier = Notifier(url("notifier"), **options)
 
     async def __aenter__(self) -> Self:
         return self

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,22 +13,19 @@ from rich.panel import Panel
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 from rich.table import Table
 
-from modelgate.client import Clients, live_by_stage
+from modelgate.client import live_by_stage
 from modelgate.commands.common import (
     JsonOption,
     TokenOption,
-    aws,
     clients,
     console,
-    explained,
     metrics_text,
-    namespace,
     print_json,
     run,
     styled,
     when,
 )
-from shared.topology import bucket_name
+from modelgate.sdk import AsyncClient
 
 
 def _pairs(values: list[str], what: str, number: bool = False) -> dict[str, Any]:
@@ -62,31 +58,19 @@ def _document(path: Path | None, what: str) -> dict[str, Any]:
     return data
 
 
-#: Up to this size an artifact goes up in one PUT, so that S3 keeps its full SHA-256 (a multipart upload's
-#: checksum is a composite one): the registrar then pins it without reading it back (shared/pins.py).
-SINGLE_PUT_BYTES = 1 << 30
-
-
-def upload(path: Path, group: str) -> str:
-    """Uploads a local artifact to the artifact bucket (content-addressed key, SHA-256 checksum), with a
-    progress bar."""
-    from boto3.s3.transfer import TransferConfig  # boto3 only when uploading: the CLI starts fast
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    bucket, key = bucket_name(namespace()), f"{group}/{digest.hexdigest()[:16]}/{path.name}"
-    with explained(), Progress(
+def upload(mg: AsyncClient, path: Path, group: str) -> Awaitable[str]:
+    """Uploads a local artifact through the SDK (content-addressed key, SHA-256 checksum), with a progress bar."""
+    progress = Progress(
         "[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
         console=console, transient=True, disable=not console.is_terminal,
-    ) as progress:
-        task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
-        aws("s3").upload_file(
-            str(path), bucket, key, ExtraArgs={"ChecksumAlgorithm": "SHA256"},
-            Config=TransferConfig(multipart_threshold=SINGLE_PUT_BYTES), Callback=lambda sent: progress.advance(task, sent),
-        )
-    return f"s3://{bucket}/{key}"
+    )
+    task = progress.add_task(f"uploading {path.name}", total=path.stat().st_size)
+
+    async def work() -> str:
+        with progress:
+            return await mg.upload(path, group, lambda sent: progress.advance(task, sent))
+
+    return work()
 
 
 def register(
@@ -169,8 +153,7 @@ def register(
                   "registry_model": comet_model, "registry_version": comet_model_version, **from_comet}
         record = run(_call(lambda mg: mg.registrar.register_from_comet(group, online), token))
     else:
-        body["artifact_uri"] = artifact if artifact is not None else upload(file, group)  # type: ignore[arg-type]
-        record = run(_call(lambda mg: mg.registrar.register(group, body, idempotency_key), token))
+        record = run(_register(group, file, artifact, body, idempotency_key, token))
     if json_out:
         print_json(record)
         return
@@ -180,9 +163,17 @@ def register(
     )
 
 
-async def _call(work: Callable[[Clients], Awaitable[dict[str, Any]]], token: str = "") -> dict[str, Any]:
+async def _call(work: Callable[[AsyncClient], Awaitable[dict[str, Any]]], token: str = "") -> dict[str, Any]:
     async with clients(token) as mg:
         return await work(mg)
+
+
+async def _register(group: str, file: Path | None, artifact: str | None, body: dict[str, Any],
+                    idempotency_key: str | None, token: str) -> dict[str, Any]:
+    async with clients(token) as mg:
+        uri = artifact if artifact is not None else await upload(mg, file, group)  # type: ignore[arg-type]
+        version = await mg.register(group, uri=uri, idempotency_key=idempotency_key, **body)
+        return version.model_dump(mode="json")
 
 
 def versions(

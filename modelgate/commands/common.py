@@ -17,8 +17,9 @@ import typer
 from botocore.exceptions import ClientError, EndpointConnectionError
 from rich.console import Console
 
-from modelgate.client import ApiError, Clients, ServiceError, Unreachable
+from modelgate.client import ApiError, ServiceError, Unreachable
 from modelgate.runenv import DEFAULT_NAMESPACE, LOCAL_ENDPOINT
+from modelgate.sdk import AsyncClient
 from shared.infra import boto_client
 
 T = TypeVar("T")
@@ -58,10 +59,10 @@ TokenOption = Annotated[
 transport: httpx.AsyncBaseTransport | None = None
 
 
-def clients(token: str | None = None) -> Clients:
-    """The service clients a command talks to, with `token` or else the credential found by
+def clients(token: str | None = None) -> AsyncClient:
+    """The SDK's client a command talks to (modelgate.sdk), with `token` or else the credential found by
     shared.client.find_token (MODELGATE_TOKEN, then the local admin token file)."""
-    return Clients(transport=transport, token=token or None)
+    return AsyncClient(transport=transport, token=token or None, namespace=namespace(), aws_endpoint=aws_endpoint() or "")
 
 
 def namespace() -> str:

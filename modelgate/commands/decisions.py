@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from enum import Enum
@@ -12,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from modelgate.client import Clients, find_token
+from modelgate.client import find_token
 from modelgate.commands.common import (
     ExitCode,
     JsonOption,
@@ -26,6 +24,8 @@ from modelgate.commands.common import (
     run,
     styled,
 )
+from modelgate.errors import WaitFailed, WaitTimeout
+from modelgate.sdk import AsyncClient
 
 
 class Status(str, Enum):
@@ -181,7 +181,7 @@ async def _promote(group: str, version: int, stage: str | None, token: str, comm
         return {"approval": decided, "stage_status": status}
 
 
-async def _pending_request(mg: Clients, record: dict[str, Any], stage: str | None) -> dict[str, Any]:
+async def _pending_request(mg: AsyncClient, record: dict[str, Any], stage: str | None) -> dict[str, Any]:
     pending = await mg.approver.approvals("pending", model_version_id=record["model_version_id"], stage=stage)
     if len(pending) == 1:
         return pending[0]
@@ -194,24 +194,18 @@ async def _pending_request(mg: Clients, record: dict[str, Any], stage: str | Non
          "say which with --to", ExitCode.USAGE)
 
 
-async def _wait_for_deployment(mg: Clients, group: str, version: int, stage: str, timeout: float,
+async def _wait_for_deployment(mg: AsyncClient, group: str, version: int, stage: str, timeout: float,
                                quiet: bool) -> str:
-    deadline = time.monotonic() + timeout
-    status = "Approved"
     with console.status(f"deploying {group}/{version} to {stage}…", spinner="dots") if not quiet else nullcontext():
-        while time.monotonic() < deadline:
-            status = (await mg.registrar.version(group, version))["stages"].get(stage, status)
-            if status in ("Deployed", "DeploymentFailed"):
-                break
-            await asyncio.sleep(0.5)
-    if status == "Deployed":
-        if not quiet:
-            console.print(f"{group}/{version} is [green]Deployed[/] to {stage}")
-        return status
-    if status == "DeploymentFailed":
-        fail(f"deploying {group}/{version} to {stage} failed; see 'modelgate show {group} {version}'")
-    fail(f"{group}/{version} was not deployed to {stage} within {timeout:.0f}s (still {status}); "
-         f"follow it with 'modelgate show {group} {version}'", ExitCode.TIMEOUT)
+        try:
+            await mg.wait(group, version, stage, until="Deployed", timeout=timeout)
+        except WaitFailed as exc:
+            fail(str(exc))
+        except WaitTimeout as exc:
+            fail(str(exc), ExitCode.TIMEOUT)
+    if not quiet:
+        console.print(f"{group}/{version} is [green]Deployed[/] to {stage}")
+    return "Deployed"
 
 
 GATE_OPEN = ("Approved", "Deployed")

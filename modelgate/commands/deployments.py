@@ -45,23 +45,23 @@ def rollback(
 async def _rollback(group: str, stage: str, body: dict[str, Any], wait: bool, timeout: float,
                     quiet: bool, token: str = "") -> dict[str, Any]:
     async with clients(token) as mg:
-        deployment = await mg.deployer.rollback(group, stage, body)
+        deployment = await mg.rollback(group, stage, body.get("reason"))
         if not quiet:
-            console.print(f"rollback of {group} {stage} to {deployment['model_version_id']} accepted "
-                          f"(deployment {deployment['deployment_id']})")
+            console.print(f"rollback of {group} {stage} to {deployment.model_version_id} accepted "
+                          f"(deployment {deployment.deployment_id})")
         if not wait:
-            return deployment
+            return deployment.model_dump(mode="json")
         deadline = time.monotonic() + timeout
-        with console.status(f"rolling {stage} back to {deployment['model_version_id']}…", spinner="dots") \
+        with console.status(f"rolling {stage} back to {deployment.model_version_id}…", spinner="dots") \
                 if not quiet else nullcontext():
-            while time.monotonic() < deadline and deployment["status"] in ("Pending", "Deploying"):
+            while time.monotonic() < deadline and deployment.status in ("Pending", "Deploying"):
                 await asyncio.sleep(0.5)
-                deployment = await mg.deployer.deployment(deployment["deployment_id"])
-    if deployment["status"] == "Deployed":
+                deployment = await mg.deployment(deployment.deployment_id)
+    if deployment.status == "Deployed":
         if not quiet:
-            console.print(f"{stage} of {group} serves [green]{deployment['model_version_id']}[/] again")
-        return deployment
-    if deployment["status"] in ("Pending", "Deploying"):
+            console.print(f"{stage} of {group} serves [green]{deployment.model_version_id}[/] again")
+        return deployment.model_dump(mode="json")
+    if deployment.status in ("Pending", "Deploying"):
         fail(f"the rollback of {group} {stage} did not finish within {timeout:.0f}s; follow it with "
              f"'modelgate versions {group}'", ExitCode.TIMEOUT)
-    fail(f"the rollback of {group} {stage} ended {deployment['status']}: {deployment.get('reason') or 'no reason given'}")
+    fail(f"the rollback of {group} {stage} ended {deployment.status}: {deployment.reason or 'no reason given'}")
