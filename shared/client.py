@@ -200,6 +200,24 @@ class Deployer(ServiceClient):
     async def deployment(self, deployment_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/deployments/{deployment_id}")
 
+    async def timeline(self, group: str, stage: str, at: str | None = None, limit: int = 100,
+                       offset: int = 0) -> dict[str, Any]:
+        """Every period a version served the stage, newest first (one page); with `at` (ISO 8601 with its
+        offset), only the period covering that time (ApiError 404 when nothing served then)."""
+        params: dict[str, Any] = {"at": at} if at else {"limit": limit, "offset": offset}
+        return await self._call("GET", f"/v1/groups/{group}/stages/{stage}/timeline", params=params)
+
+    async def drift(self, group: str | None = None, stage: str | None = None) -> list[dict[str, Any]]:
+        """Each stage's views (live record, pointer, target) and what disagrees, every page."""
+        found: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            params = {k: v for k, v in {"group": group, "stage": stage, "limit": 200, "offset": offset}.items() if v is not None}
+            page = await self._call("GET", "/v1/drift", params=params)
+            found.extend(page["stages"])
+            offset = page["next_offset"]
+        return found
+
     async def rollback(self, group: str, stage: str, body: dict[str, Any]) -> dict[str, Any]:
         """Accepted at once (the rollback deployment, status Pending); follow it with deployment()."""
         return await self._call("POST", f"/v1/groups/{group}/stages/{stage}/rollback", json=body)
