@@ -115,8 +115,8 @@ async def check_stages(session: AsyncSession, ssm: Any, targets: Mapping[str, Ta
         query = query.where(Stage.stage == stage)
     query = query.order_by(Stage.group_name, Stage.stage).offset(offset).limit(limit)
     rows = (await session.execute(query)).all()
-    busy = set((await session.execute(
-        select(Deployment.group_name, Deployment.stage).where(Deployment.status.in_(OPEN)).distinct())).tuples().all())
+    busy = {(g, s) for g, s in (await session.execute(
+        select(Deployment.group_name, Deployment.stage).where(Deployment.status.in_(OPEN)).distinct())).all()}
     return [await check_stage(s, d, (s.group_name, s.stage) in busy, ssm, targets) for s, d in rows]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.deployer.models import Deployment
 from services.deployer.schemas import PeriodOut, TimelineOut
+from shared.db import UTCDateTime
 from shared.errors import Refused
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Role
@@ -33,7 +34,7 @@ def _went_live(group: str, stage: str) -> Select[tuple[Deployment]]:
 
 async def timeline_page(session: AsyncSession, group: str, stage: str, limit: int, offset: int) -> tuple[list[PeriodOut], bool]:
     """One page of the stage's periods, newest first, and whether older ones follow."""
-    until = func.lead(Deployment.deployed_at).over(order_by=(Deployment.deployed_at, Deployment.id))
+    until = func.lead(Deployment.deployed_at, type_=UTCDateTime()).over(order_by=(Deployment.deployed_at, Deployment.id))
     query = (
         _went_live(group, stage).add_columns(until.label("until"))
         .order_by(Deployment.deployed_at.desc(), Deployment.id.desc()).offset(offset).limit(limit + 1)
