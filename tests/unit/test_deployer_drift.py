@@ -96,3 +96,19 @@ async def test_the_periodic_check_logs_stage_drift_and_sets_the_gauge(deployer):
     assert "the Parameter Store pointer names nothing" in line["disagreements"][0]
     assert REGISTRY.get_sample_value("modelgate_stage_drift", labels) == 1
     assert REGISTRY.get_sample_value("modelgate_stage_drift_found_total", labels) > found_before
+
+
+def test_the_console_group_page_shows_each_stages_timeline():
+    from services.console.router import templates
+
+    period = {"from": "2026-12-01T10:00:00+00:00", "to": None, "version": 2, "model_version_id": "fraud/2",
+              "kind": "rollback", "requested_by": "ops", "approvers": [], "deployment_id": "d2d2d2d2-0000"}
+    older = {**period, "to": period["from"], "from": "2026-11-30T09:00:00+00:00", "kind": "rollout",
+             "requested_by": "lee, rita", "approvers": ["lee", "rita"], "deployment_id": "d1d1d1d1-0000"}
+    html = templates.get_template("group.html").render(
+        me=None, group="fraud", versions=[], stages=["dev", "prod"], live={}, deployments=[],
+        timelines={"dev": [], "prod": [period, older]}, periods=5)
+    prod = html.split('id="timeline-prod"')[1].split("</table>")[0]
+    assert "2026-12-01 10:00:00" in prod and "serving" in prod and "rolled back by ops" in prod
+    assert "2026-11-30 09:00:00" in prod and "lee, rita" in prod and "rollout" in prod
+    assert "Nothing has served dev yet." in html
