@@ -141,6 +141,11 @@ class Registrar(ServiceClient):
             raise ApiError(self.service, 404, f"model group '{group}' has no versions")
         return max(versions, key=lambda v: v["version"])
 
+    async def reading(self, group: str, stage: str, status: str) -> list[dict[str, Any]]:
+        """The group's versions whose status in `stage` is `status` (e.g. the ones reading Deployed in prod)."""
+        params = {"group": group, "stage": stage, "stage_status": status, "sort": "version", "limit": 1000}
+        return (await self._call("GET", "/v1/versions", params=params))["items"]
+
     async def history(self, group: str, version: int) -> list[dict[str, Any]]:
         return await self._call("GET", f"/v1/groups/{group}/versions/{version}/history")
 

@@ -126,31 +126,22 @@ async def verify_stages(group: str | None, stage: str | None, token: str = "") -
     from services.deployer.schemas import DriftView, StageDriftOut
 
     async with clients(token) as mg:
-        checked = [StageDriftOut.model_validate(s) for s in await mg.deployer.drift(group, stage)]
-        catalogs: dict[str, list[dict[str, Any]] | ServiceError] = {}
         result = []
-        for each in checked:
-            if each.group not in catalogs:
-                catalogs[each.group] = await _catalog(mg, each.group)
-            views = [*each.views, _registrar_view(catalogs[each.group], each.stage, DriftView)]
+        for each in [StageDriftOut.model_validate(s) for s in await mg.deployer.drift(group, stage)]:
+            views = [*each.views, DriftView(**await _registrar_view(mg, each.group, each.stage))]
             result.append(compare(each.group, each.stage, views, each.deploying).model_dump(mode="json"))
     return result
 
 
-async def _catalog(mg: Clients, group: str) -> list[dict[str, Any]] | ServiceError:
+async def _registrar_view(mg: Clients, group: str, stage: str) -> dict[str, Any]:
+    """Which version(s) the catalog says are Deployed in the stage (exactly one, once the system settles)."""
     try:
-        return await mg.registrar.versions(group)
+        deployed = await mg.registrar.reading(group, stage, "Deployed")
     except ServiceError as exc:
-        return exc
-
-
-def _registrar_view(catalog: list[dict[str, Any]] | ServiceError, stage: str, view: Any) -> Any:
-    if isinstance(catalog, ServiceError):
-        return view(source="registrar", model_version_id=None, error=str(catalog))
-    deployed = sorted((v for v in catalog if v.get("stages", {}).get(stage) == "Deployed"), key=lambda v: v["version"])
-    names = ", ".join(v["model_version_id"] for v in deployed) or None
-    detail = f"{len(deployed)} versions read Deployed" if len(deployed) > 1 else "the version reading Deployed"
-    return view(source="registrar", model_version_id=names, detail=detail)
+        return {"source": "registrar", "model_version_id": None, "error": str(exc)}
+    names = ", ".join(v["model_version_id"] for v in sorted(deployed, key=lambda v: v["version"])) or None
+    detail = f"{len(deployed)} versions read Deployed" if len(deployed) > 1 else f"GET /v1/versions?group={group}&stage={stage}&stage_status=Deployed"
+    return {"source": "registrar", "model_version_id": names, "detail": detail}
 
 
 def _print_drift(stages: list[dict[str, Any]]) -> None:

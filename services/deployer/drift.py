@@ -86,7 +86,7 @@ async def target_view(target: Target, live: Deployment) -> DriftView | None:
         serving = await target.serving(spec_of(live), live.endpoint_url)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # the target's API failed: unknown, not drift
+    except Exception as exc:  # noqa: BLE001 (the target's API failed: unknown, not drift)
         return DriftView(source="target", model_version_id=None, detail=target.name, error=str(exc) or type(exc).__name__)
     if serving is None:
         return None
@@ -155,7 +155,7 @@ class DriftWorker:
                 checked = await check_stages(session, self.ssm, self.targets)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the database is unreachable: try again next time
+        except Exception as exc:  # noqa: BLE001 (the database is unreachable: try again next time)
             log.warning("drift_check_failed", error=str(exc))
             return []
         for each in checked:

@@ -148,7 +148,13 @@ class Bridge(httpx.AsyncBaseTransport):
 
 async def run_cli(monkeypatch, deployer_app, catalog: list[dict], *args: str):  # type: ignore[no-untyped-def]
     """`modelgate *args` against the in-process deployer, and a registrar whose catalog is `catalog`."""
-    registrar = httpx.MockTransport(lambda request: httpx.Response(200, json=catalog))
+    def answer(request: httpx.Request) -> httpx.Response:  # GET /v1/versions?group=&stage=&stage_status=
+        query = request.url.params
+        found = [v for v in catalog if v["model_version_id"].startswith(f"{query['group']}/")
+                 and v["stages"].get(query["stage"]) == query["stage_status"]] if request.url.path == "/v1/versions" else []
+        return httpx.Response(200, json={"items": found, "limit": 1000, "offset": 0, "next_offset": None})
+
+    registrar = httpx.MockTransport(answer)
     for name in ("registrar", "deployer"):
         monkeypatch.setenv(f"MODELGATE_{name.upper()}_URL", f"http://{name}")
     monkeypatch.setattr(common, "transport", Bridge({"deployer": deployer_app, "registrar": registrar}, asyncio.get_running_loop()))
@@ -163,7 +169,7 @@ async def run_cli(monkeypatch, deployer_app, catalog: list[dict], *args: str):  
 
 def catalog_of(group: str, deployed: int) -> list[dict]:
     return [{"model_version_id": f"{group}/{v}", "version": v, "stages": {"prod": "Deployed" if v == deployed else "Approved"}}
-            for v in (1, 2)]
+            for v in (1, 2)]  # what the registrar's catalog holds
 
 
 async def test_verify_reports_a_pointer_changed_behind_modelgates_back(database_url, localstack_endpoint, group, monkeypatch):
@@ -185,8 +191,8 @@ async def test_verify_reports_a_pointer_changed_behind_modelgates_back(database_
         report = (await client.get("/v1/drift", params={"group": group, "stage": "prod"})).json()
         [stage] = report["stages"]
         assert report["drifted"] == 1 and stage["drifted"]
-        assert stage["disagreements"] == [f"the Parameter Store pointer names {group}/1, the deployer's live record {group}/2 "
-                                          f"({parameter_name(group, 'prod')})"]
+        expected = f"the Parameter Store pointer names {group}/1, the deployer's live record {group}/2 ({parameter_name(group, 'prod')})"
+        assert stage["disagreements"] == [expected]
         drifted = await run_cli(monkeypatch, deployer_app, catalog_of(group, 2), "verify", group, "prod")
         assert drifted.exit_code == ExitCode.DRIFT, drifted.output
         assert f"{group} prod: the Parameter Store pointer names {group}/1" in drifted.output and "1 of 1 stages drift" in drifted.output
