@@ -127,6 +127,7 @@ async def test_the_timeline_says_which_version_served_before_between_and_after_t
         rest = (await client.get(url, params={"limit": 3, "offset": first["next_offset"]})).json()
         assert first["items"] + rest["items"] == periods and rest["next_offset"] is None
         assert (await client.get(url, params={"limit": 501})).status_code == 422
+        assert (await client.get(f"/v1/groups/{'g' * 201}/stages/prod/timeline")).status_code == 422
         never = await client.get(f"/v1/groups/{group}/stages/dev/timeline", params={"at": utcnow().isoformat()})
         assert never.status_code == 404 and "nothing has served" in never.json()["detail"]
         assert (await client.get(url, headers={"Authorization": ""})).status_code == 401

@@ -23,8 +23,8 @@ async def drift(
     session: SessionDep,
     deployer: DeployerDep,
     caller: CurrentPrincipal,
-    group: Annotated[str | None, Query(description="Only this model group.")] = None,
-    stage: Annotated[str | None, Query(description="Only this stage.")] = None,
+    group: Annotated[str | None, Query(max_length=200, description="Only this model group.")] = None,
+    stage: Annotated[str | None, Query(max_length=40, description="Only this stage.")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_STAGES)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ) -> DriftOut:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,8 +71,8 @@ async def _nothing_served(session: AsyncSession, group: str, stage: str, at: dat
     responses={404: {"description": "with ?at=: nothing served the stage at that time"}},
 )
 async def timeline(
-    group: str,
-    stage: str,
+    group: Annotated[str, Path(max_length=200, examples=["fraud-detector"])],
+    stage: Annotated[str, Path(max_length=40, examples=["prod"])],
     session: SessionDep,
     caller: CurrentPrincipal,
     at: Annotated[datetime | None, Query(description="Which version served then: an ISO 8601 time with its offset, "
