@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
-from modelgate.commands import catalog, decisions, deployments, dlq, events, principals
+from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals
 from modelgate.stack import Stack, StackError
 
 app = typer.Typer(
@@ -77,6 +77,8 @@ for command in (
     decisions.reject,
     decisions.promote,
     deployments.rollback,
+    history.live,
+    history.verify,
     decisions.gate,
 ):
     app.command()(command)

@@ -198,6 +198,11 @@ class Registrar(ServiceClient):
             raise NotFound(self.service, 404, f"model group '{group}' has no versions")
         return max(versions, key=lambda v: v["version"])
 
+    async def reading(self, group: str, stage: str, status: str) -> list[dict[str, Any]]:
+        """The group's versions whose status in `stage` is `status` (e.g. the ones reading Deployed in prod)."""
+        params = {"group": group, "stage": stage, "stage_status": status, "sort": "version", "limit": 1000}
+        return (await self._call("GET", "/v1/versions", params=params))["items"]
+
     async def history(self, group: str, version: int) -> list[dict[str, Any]]:
         return await self._call("GET", f"/v1/groups/{group}/versions/{version}/history")
 
@@ -256,6 +261,24 @@ class Deployer(ServiceClient):
 
     async def deployment(self, deployment_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/deployments/{deployment_id}")
+
+    async def timeline(self, group: str, stage: str, at: str | None = None, limit: int = 100,
+                       offset: int = 0) -> dict[str, Any]:
+        """Every period a version served the stage, newest first (one page); with `at` (ISO 8601 with its
+        offset), only the period covering that time (ApiError 404 when nothing served then)."""
+        params: dict[str, Any] = {"at": at} if at else {"limit": limit, "offset": offset}
+        return await self._call("GET", f"/v1/groups/{group}/stages/{stage}/timeline", params=params)
+
+    async def drift(self, group: str | None = None, stage: str | None = None) -> list[dict[str, Any]]:
+        """Each stage's views (live record, pointer, target) and what disagrees, every page."""
+        found: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            params = {k: v for k, v in {"group": group, "stage": stage, "limit": 200, "offset": offset}.items() if v is not None}
+            page = await self._call("GET", "/v1/drift", params=params)
+            found.extend(page["stages"])
+            offset = page["next_offset"]
+        return found
 
     async def rollback(self, group: str, stage: str, body: dict[str, Any]) -> dict[str, Any]:
         """Accepted at once (the rollback deployment, status Pending); follow it with deployment()."""

@@ -36,6 +36,13 @@ class FakeSsm:
         self.writes += 1
         return {"Version": self.writes}
 
+    async def get_parameter(self, Name: str, **_: Any) -> dict:
+        from botocore.exceptions import ClientError
+
+        if Name not in self.parameters:
+            raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": Name}}, "GetParameter")
+        return {"Parameter": {"Name": Name, "Value": self.parameters[Name]}}
+
 
 class FakeSecretsManager:
     """Secrets Manager's three calls the approver makes, with its exception classes."""

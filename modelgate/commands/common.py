@@ -43,6 +43,7 @@ class ExitCode(IntEnum):
     GATE_REJECTED = 11  # gate: the version was rejected for that stage
     GATE_NOT_REQUESTED = 12  # gate: the version has not reached that stage (an earlier stage is not done)
     GATE_DEPLOYMENT_FAILED = 13  # gate: approved, but its deployment to that stage failed
+    DRIFT = 20  # verify: what serves a stage disagrees with what modelgate records
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]

@@ -235,9 +235,24 @@ async def group_page(request: Request, group: str, me: Me) -> HTMLResponse:
             )
         except ServiceError as exc:
             return _service_down(request, me, exc)
+        try:
+            timelines = await timelines_of(api, group, stages)
+        except ServiceError as exc:
+            return _service_down(request, me, exc)
     live = live_by_stage(deployments)
     return _page(request, "group.html", me, group=group, versions=sorted(versions, key=lambda v: -v["version"]),
-                 stages=stages, live=live, deployments=sorted(deployments, key=lambda d: d["created_at"], reverse=True))
+                 stages=stages, live=live, deployments=sorted(deployments, key=lambda d: d["created_at"], reverse=True),
+                 timelines=timelines, periods=TIMELINE_PERIODS)
+
+
+#: How many periods of each stage's timeline the group page shows.
+TIMELINE_PERIODS = 5
+
+
+async def timelines_of(api: Backends, group: str, stages: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each stage's latest periods (newest first): who served it, from when to when."""
+    pages = await asyncio.gather(*(api.deployer.timeline(group, s, limit=TIMELINE_PERIODS) for s in stages))
+    return {s: page["items"] for s, page in zip(stages, pages, strict=True)}
 
 
 @router.get("/groups/{group}/versions/{version}", response_class=HTMLResponse)

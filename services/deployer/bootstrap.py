@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from services.deployer import deploy
 from services.deployer.context import Deployer
-from services.deployer.routes import deployments, rollback
+from services.deployer.drift import DriftWorker
+from services.deployer.routes import deployments, drift, rollback, timeline
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets import build_targets
 from services.deployer.worker import DeploymentWorker
@@ -25,11 +26,14 @@ async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authentic
     authenticator = authenticator or introspecting(settings, await service_key(runtime))
     options = deploy.DeployOptions(settings.deploy_attempts, settings.deploy_retry_seconds, settings.lease_seconds)
     deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws), options)
+    drift_check = [DriftWorker(runtime, deployer.ssm, deployer.targets, settings.drift_check_seconds)] \
+        if settings.drift_check_seconds > 0 else []
     return Wiring(
         handlers=inject(HANDLERS, targets=deployer.targets, wake=deployer.wake),
-        routers=[deployments.router, rollback.router],
+        routers=[deployments.router, rollback.router, timeline.router, drift.router],
         workers=[DeploymentWorker(runtime, deployer.ssm, deployer.targets, options, deployer.wake, settings.resume_seconds,
-                                  s3=runtime.aws["s3"] if "s3" in runtime.aws else None)],  # noqa: SIM401 (AwsClients has no .get)
+                                  s3=runtime.aws["s3"] if "s3" in runtime.aws else None),  # noqa: SIM401 (AwsClients has no .get)
+                 *drift_check],
         context=deployer,
         title="modelgate deployer",
         description="Deployments per stage, and rollback.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Integer, String, Text
+from sqlalchemy import Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -30,6 +30,7 @@ class Deployment(Base):
     """One version to one stage: from an approval, or a rollback."""
 
     __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_timeline", "group_name", "stage", "deployed_at"),)  # routes/timeline.py
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     group_name: Mapped[str] = mapped_column(String(200), index=True)
     stage: Mapped[str] = mapped_column(String(40))

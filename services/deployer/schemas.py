@@ -65,3 +65,76 @@ class DeploymentOut(BaseModel):
 class RollbackIn(BaseModel):
     requested_by: str | None = Field(None, max_length=200, description="Optional: your own name (the credential names who asks).")
     reason: str | None = Field(None, max_length=4000, description="Why (kept in the audit trail).")
+
+
+class PeriodOut(BaseModel):
+    """One period a version served a stage: from its deployment going live until the next one did."""
+
+    version: int
+    model_version_id: str
+    deployment_id: str
+    kind: Literal["rollout", "rollback"]
+    served_from: datetime = Field(alias="from", description="When it went live (the pointer named it).")
+    served_to: datetime | None = Field(alias="to", description="When the next deployment went live; null: it serves now.")
+    live: bool = Field(description="It serves now.")
+    target: str
+    approval_id: str | None = Field(description="The approval it was deployed on; null for a rollback.")
+    requested_by: str | None = Field(description="Who approved it (or 'policy'), or who asked for the rollback.")
+    approvers: list[str] = Field(description="Who approved it, one name each; empty for a rollback.")
+    artifact_uri: str
+    artifact_digest: str | None = Field(description="sha256:<hex> it was pinned to; null: not pinned")
+    artifact_version_id: str | None
+    endpoint_url: str | None
+    reason: str | None = Field(description="Why it was rolled back to, if it was.")
+
+    model_config = {"populate_by_name": True}
+
+    @classmethod
+    def of(cls, d: Deployment, until: datetime | None) -> PeriodOut:
+        assert d.deployed_at is not None
+        approvers = [n.strip() for n in (d.requested_by or "").split(",") if n.strip()] if d.approval_id else []
+        return cls(
+            version=d.version, model_version_id=d.model_version_id, deployment_id=d.id,
+            kind="rollback" if d.rollback else "rollout", served_from=d.deployed_at, served_to=until, live=until is None,
+            target=d.target, approval_id=d.approval_id, requested_by=d.requested_by, approvers=approvers,
+            artifact_uri=d.artifact_uri, artifact_digest=d.artifact_digest, artifact_version_id=d.artifact_version_id,
+            endpoint_url=d.endpoint_url, reason=d.reason if d.rollback else None,
+        )
+
+
+class TimelineOut(BaseModel):
+    group: str
+    stage: str
+    at: datetime | None = Field(description="With ?at=: the time asked about; `items` is then the one period covering it.")
+    items: list[PeriodOut] = Field(description="Newest first.")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Pass as `offset` for the next (older) page; null on the last page.")
+
+
+class DriftView(BaseModel):
+    """One source's answer to "what serves this stage?"."""
+
+    source: Literal["live", "pointer", "target", "registrar"] = Field(
+        description="live: the deployer's record; pointer: Parameter Store; target: asked of the target itself; "
+        "registrar: the catalog's Deployed version (added by `modelgate verify`)")
+    model_version_id: str | None = Field(description="The version it names; null: none.")
+    deployment_id: str | None = None
+    detail: str = Field("", description="Where it was read.")
+    error: str | None = Field(None, description="It could not be read (then it counts as unknown, not as drift).")
+
+
+class StageDriftOut(BaseModel):
+    group: str
+    stage: str
+    views: list[DriftView]
+    disagreements: list[str] = Field(description="What disagrees with the deployer's live record, one line each.")
+    deploying: bool = Field(description="A deployment is under way: disagreements may be its steps, not drift.")
+    drifted: bool = Field(description="Something disagrees and no deployment is under way.")
+
+
+class DriftOut(BaseModel):
+    checked_at: datetime
+    drifted: int = Field(description="How many of the stages checked drift.")
+    stages: list[StageDriftOut]
+    next_offset: int | None = Field(None, description="Pass as `offset` for the next page; null on the last page.")

@@ -19,6 +19,9 @@ class DeployerSettings(ServiceSettings):
     deploy_retry_seconds: float = Field(1.0, ge=0, description="Wait before the second try; doubles after each.")
     lease_seconds: float = Field(15.0, gt=0, description="How long a stage stays claimed by a deployer that stopped answering.")
     resume_seconds: float = Field(5.0, gt=0, description="How often unfinished deployments are looked for.")
+    drift_check_seconds: float = Field(
+        60.0, ge=0, description="How often each stage's pointer, live record and target are compared (drift: the "
+        "modelgate_stage_drift gauge and a stage_drift warning); 0: never.")
 
     local_host: str = Field("127.0.0.1", description="Target local: where inference servers listen.")
     local_run_dir: Path | None = Field(None, description="Target local: servers' state and logs; default var/inference/<namespace>.")

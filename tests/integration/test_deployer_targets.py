@@ -89,6 +89,9 @@ async def test_sagemaker_creates_the_stage_endpoint_then_updates_it_to_the_next_
     await target.verify(second, await target.deploy(second))
     endpoint = await client.describe_endpoint(EndpointName=name)
     assert endpoint["EndpointConfigName"] == target.config_name(second)
+    served = await target.serving(second, url)  # what `modelgate verify` compares: endpoint -> config -> model
+    assert (served.model_version_id, served.deployment_id) == ("fraud/2", second.deployment_id)
+    assert (await target.serving(spec(1, group="elsewhere"), None)).model_version_id is None
     with pytest.raises(DeployError, match="not InService on"):
         await SageMakerTarget(client, namespace, "us-east-1", "r", "i", wait_seconds=0, poll_seconds=0).verify(first, url)
 
@@ -146,6 +149,8 @@ async def test_ecs_registers_a_revision_with_the_model_pinned_and_points_the_ser
     assert env == {"LOG_LEVEL": "INFO", "MODELGATE_MODEL_URI": first.artifact_uri, "MODELGATE_MODEL_VERSION_ID": "fraud/1",
                    "MODELGATE_DEPLOYMENT_ID": first.deployment_id}
     await target.deploy(first)  # again after a crash: no third revision
+    served = await target.serving(first, url)  # what `modelgate verify` compares: the task definition's pin
+    assert (served.model_version_id, served.deployment_id) == ("fraud/1", first.deployment_id)
     assert (await client.describe_services(cluster=cluster, services=[service]))["services"][0]["taskDefinition"].endswith(":2")
     with pytest.raises(DeployError, match="not found"):
         await EcsTarget(client, cluster, "missing-{stage}", "ns", wait_seconds=0).deploy(first)
@@ -223,6 +228,9 @@ async def test_local_starts_the_new_server_beside_the_old_one_and_stops_the_old_
         await target.retire(first)
         with pytest.raises(httpx.HTTPError):
             await predict(old_url)
+        assert (await target.serving(first, old_url)).model_version_id is None  # what `modelgate verify` sees
+        served = await target.serving(second, new_url)
+        assert (served.model_version_id, served.deployment_id) == ("fraud/2", second.deployment_id)
         assert await predict(new_url) == 0
         assert await target.deploy(second) == new_url  # again after a crash: the same server
     finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from services.deployer.settings import DeployerSettings
-from services.deployer.targets.base import DeployError, DeploySpec, ParameterStoreTarget, Target
+from services.deployer.targets.base import DeployError, DeploySpec, ParameterStoreTarget, Serving, Target
 from services.deployer.targets.ecs import EcsTarget
 from services.deployer.targets.local import LocalTarget
 from services.deployer.targets.sagemaker import SageMakerTarget
 
-__all__ = ["DeployError", "DeploySpec", "EcsTarget", "LocalTarget", "ParameterStoreTarget", "SageMakerTarget", "Target", "build_targets"]
+__all__ = ["DeployError", "DeploySpec", "EcsTarget", "LocalTarget", "ParameterStoreTarget", "SageMakerTarget", "Serving", "Target", "build_targets"]
 
 
 def build_targets(settings: DeployerSettings, aws: Any) -> dict[str, Target]:

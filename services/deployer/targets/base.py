@@ -27,6 +27,15 @@ class DeploySpec:
     artifact_version_id: str | None = None  # the S3 VersionId to serve; None: the object's latest
 
 
+@dataclass(frozen=True)
+class Serving:
+    """What a target itself says it serves for a stage (services/deployer/drift.py compares it)."""
+
+    model_version_id: str | None  # None: nothing serves
+    deployment_id: str | None = None
+    detail: str = ""  # where it was read, for a person: "endpoint X on config Y", "server at URL"
+
+
 class DeployError(Exception):
     """The target could not serve the version; the message says why (it becomes DeploymentFailed.reason)."""
 
@@ -65,6 +74,11 @@ class Target:
 
     async def retire(self, spec: DeploySpec) -> None:
         """Stops what served `spec` (replaced by a newer deployment, or failed)."""
+
+    async def serving(self, spec: DeploySpec, endpoint_url: str | None) -> Serving | None:
+        """What the stage of `spec` (its live deployment, served at `endpoint_url`) actually serves, asked of the
+        target itself; None when the target has nothing of its own to ask (the pointer is what is served)."""
+        return None
 
     async def reconcile(self, live: list[tuple[DeploySpec, str | None]], unfinished: set[str]) -> None:
         """At start-up: serve again what is live (with its endpoint URL), let go of anything neither live nor

@@ -23,6 +23,7 @@ from services.deployer.targets.base import (
     DeployError,
     DeploySpec,
     NotSettled,
+    Serving,
     Target,
     stage_name,
     until_settled,
@@ -114,6 +115,15 @@ class EcsTarget(Target):
 
         await until_settled(rolled_out, self.wait_seconds, self.poll_seconds)
 
+    async def serving(self, spec: DeploySpec, endpoint_url: str | None) -> Serving:
+        """What the stage's ECS service runs: the model pinned in its current task definition."""
+        service = await self._service(spec)
+        arn = service["taskDefinition"]
+        definition = (await self.client.describe_task_definition(taskDefinition=arn))["taskDefinition"]
+        env = _environment(definition, self.container)
+        return Serving(env.get("MODELGATE_MODEL_VERSION_ID"), env.get("MODELGATE_DEPLOYMENT_ID"),
+                       f"ECS service {self.service_name(spec)} on {arn}")
+
     async def _service(self, spec: DeploySpec) -> dict[str, Any]:
         name = self.service_name(spec)
         found = await self.client.describe_services(cluster=self.cluster, services=[name])
@@ -139,6 +149,13 @@ class EcsTarget(Target):
                 container = {**container, "environment": env + [{"name": k, "value": v} for k, v in pinned.items()]}
             result.append(container)
         return result
+
+
+def _environment(definition: dict[str, Any], container: str | None) -> dict[str, str]:
+    """The environment of the serving container (`container`, default the first) of a task definition."""
+    containers = definition.get("containerDefinitions", [])
+    chosen = next((c for c in containers if c["name"] == container), None) if container else (containers[:1] or [None])[0]
+    return {e["name"]: e["value"] for e in (chosen or {}).get("environment", [])}
 
 
 def _pinned(definition: dict[str, Any], deployment_id: str) -> str | None:

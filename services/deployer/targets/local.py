@@ -33,7 +33,7 @@ import httpx
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from services.deployer.targets.base import DeployError, DeploySpec, Target
+from services.deployer.targets.base import DeployError, DeploySpec, Serving, Target
 from shared.pins import ArtifactChanged, changed, download_pinned, file_digest, s3_location
 from shared.settings import REPO_ROOT
 
@@ -89,6 +89,19 @@ class LocalTarget(Target):
         state = self._state(spec.deployment_id)
         if state is None or not await self._answers(state, spec.deployment_id):
             raise DeployError(f"the inference server of {spec.model_version_id} does not answer at {endpoint_url}")
+
+    async def serving(self, spec: DeploySpec, endpoint_url: str | None) -> Serving:
+        """What the inference server at the stage's URL says it serves (its /metadata)."""
+        url = endpoint_url or (self._state(spec.deployment_id) or {}).get("url")
+        if not url:
+            return Serving(None, detail="no inference server is recorded for the stage")
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                response = await http.get(f"{url}/metadata")
+            body = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return Serving(None, detail=f"no inference server answers at {url}")
+        return Serving(body.get("model_version_id"), body.get("deployment_id"), f"{url}/metadata")
 
     async def retire(self, spec: DeploySpec) -> None:
         state = self._state(spec.deployment_id)

@@ -25,6 +25,7 @@ from services.deployer.targets.base import (
     DeployError,
     DeploySpec,
     NotSettled,
+    Serving,
     Target,
     aws_name,
     stage_name,
@@ -132,6 +133,19 @@ class SageMakerTarget(Target):
                 raise NotSettled(f"SageMaker endpoint {endpoint} not InService on {config} ({status})")
 
         await until_settled(in_service, self.wait_seconds, self.poll_seconds)
+
+    async def serving(self, spec: DeploySpec, endpoint_url: str | None) -> Serving:
+        """What the stage's endpoint serves: DescribeEndpoint, its endpoint config, then that config's model."""
+        endpoint = self.endpoint_name(spec)
+        current = await self._describe_endpoint(endpoint)
+        if current is None:
+            return Serving(None, detail=f"SageMaker endpoint {endpoint} does not exist")
+        config = await self.client.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+        model_name = config["ProductionVariants"][0]["ModelName"]
+        container = (await self.client.describe_model(ModelName=model_name)).get("PrimaryContainer", {})
+        env = container.get("Environment", {})
+        return Serving(env.get("MODELGATE_MODEL_VERSION_ID"), env.get("MODELGATE_DEPLOYMENT_ID"),
+                       f"endpoint {endpoint} ({current['EndpointStatus']}) on model {model_name}, {container.get('ModelDataUrl')}")
 
     async def _warn_of_legacy_endpoint(self, spec: DeploySpec, endpoint: str) -> None:
         """An endpoint under the old name keeps running (and costing) untouched: say so, once per stage."""
