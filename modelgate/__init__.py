@@ -22,11 +22,12 @@ from modelgate.errors import (
     WaitFailed,
     WaitTimeout,
 )
-from modelgate.models import Approval, Deployment, GateCode, GateVerdict, HistoryEntry, Version
+from modelgate.models import Approval, Deployment, GateCode, GateVerdict, HistoryEntry, Period, Version
 from modelgate.sdk import AsyncClient, Client
 
 __all__ = [
     "ApiError", "Approval", "AsyncClient", "Client", "Conflict", "Deployment", "Forbidden", "GateCode", "GateVerdict",
-    "HistoryEntry", "Invalid", "ModelgateError", "NotFound", "ServerError", "Unauthorized", "Unreachable", "Version",
+    "HistoryEntry", "Invalid", "ModelgateError", "NotFound", "Period", "ServerError", "Unauthorized", "Unreachable",
+    "Version",
     "WaitFailed", "WaitTimeout",
 ]

@@ -105,6 +105,28 @@ class Deployment(_Read):
     finished_at: datetime | None = None
 
 
+class Period(_Read):
+    """One period a version served a stage: from its deployment going live until the next one did."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    version: int
+    model_version_id: str
+    deployment_id: str
+    kind: str = Field(description="rollout or rollback")
+    served_from: datetime = Field(alias="from")
+    served_to: datetime | None = Field(None, alias="to", description="None: it serves now")
+    live: bool = False
+    target: str = ""
+    approval_id: str | None = None
+    requested_by: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    artifact_uri: str = ""
+    artifact_digest: str | None = None
+    endpoint_url: str | None = None
+    reason: str | None = None
+
+
 class GateCode(IntEnum):
     """`modelgate gate`'s exit codes, the same numbers as the CLI (docs/cli.md)."""
 

@@ -35,7 +35,7 @@ import httpx
 
 from modelgate.errors import NotFound, WaitFailed, WaitTimeout
 from modelgate.gate import verdict
-from modelgate.models import Approval, Deployment, GateVerdict, HistoryEntry, Version
+from modelgate.models import Approval, Deployment, GateVerdict, HistoryEntry, Period, Version
 from shared.client import Clients
 from shared.topology import bucket_name
 
@@ -157,11 +157,21 @@ class AsyncClient(Clients):
     async def live(self, group: str, stage: str, at: datetime | None = None) -> Deployment:
         """The deployment serving `stage` now (or at time `at`); NotFound when nothing serves it."""
         if at is not None:
-            return Deployment.model_validate(await self.deployer.serving_at(group, stage, at))
+            found = await self.deployer.timeline(group, stage, at=at.isoformat())
+            return await self.deployment(found["items"][0]["deployment_id"])
         for d in await self.deployments(group):
             if d.stage == stage and d.live:
                 return d
         raise NotFound("deployer", 404, f"nothing serves {group} in {stage} yet")
+
+    async def timeline(self, group: str, stage: str, *, page_size: int = 100) -> AsyncIterator[Period]:
+        """Every period a version served `stage`, newest first: from, to, deployment, approvers, kind."""
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.deployer.timeline(group, stage, limit=page_size, offset=offset)
+            for item in page["items"]:
+                yield Period.model_validate(item)
+            offset = page["next_offset"]
 
     async def wait(self, group: str, version: int, stage: str, until: str = "Deployed", timeout: float = 300.0,
                    progress: Callable[[str], None] | None = None, poll: float = 0.5) -> Version:
@@ -272,6 +282,14 @@ class Client:
     def live(self, group: str, stage: str, at: datetime | None = None) -> Deployment:
         return self._run(self._async.live(group, stage, at))
 
+    def timeline(self, group: str, stage: str, *, page_size: int = 100) -> Iterator[Period]:
+        periods = self._async.timeline(group, stage, page_size=page_size)
+        while True:
+            try:
+                yield self._run(_next(periods))
+            except StopAsyncIteration:
+                return
+
     def wait(self, group: str, version: int, stage: str, until: str = "Deployed", timeout: float = 300.0,
              progress: Callable[[str], None] | None = None) -> Version:
         return self._run(self._async.wait(group, version, stage, until, timeout, progress))
@@ -297,7 +315,7 @@ for _name, _method in vars(Client).items():  # each sync method says what its as
         _method.__doc__ = getattr(AsyncClient, _name).__doc__
 
 
-async def _next(pages: AsyncIterator[Version]) -> Version:
+async def _next(pages: AsyncIterator[T]) -> T:
     return await anext(pages)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,11 @@ def test_the_readme_training_script_registers_and_waits_until_dev_serves_it(syst
         assert version.lineage["experiment_key"] and version.metrics["auc"] > 0.9
         assert mg.live("fraud-sdk", "dev").model_version_id == "fraud-sdk/1"
         assert [e.event_type for e in mg.history("fraud-sdk", 1)][:3] == ["ModelRegistered", "ApprovalDecided", "Deployed"]
+        (period,) = mg.timeline("fraud-sdk", "dev")
+        assert period.model_version_id == "fraud-sdk/1" and period.live and period.served_to is None
+        assert mg.live("fraud-sdk", "dev", at=datetime.now(UTC)).model_version_id == "fraud-sdk/1"
+        with pytest.raises(modelgate.NotFound):
+            mg.live("fraud-sdk", "dev", at=period.served_from - timedelta(seconds=1))
 
 
 def test_a_pipeline_registers_gates_approves_and_rolls_back_through_the_sdk(system, as_, tmp_path):

@@ -16,7 +16,7 @@ from typing import Any
 import modelgate
 
 PINNED = Path(__file__).with_name("sdk_surface.json")
-MODELS = ("Version", "Approval", "Deployment", "HistoryEntry", "GateVerdict")
+MODELS = ("Version", "Approval", "Deployment", "HistoryEntry", "GateVerdict", "Period")
 
 
 def surface() -> dict[str, Any]:
