@@ -4,7 +4,7 @@ CONSUMES: dict[str, tuple[str, ...]] = {
     "registrar": ("ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
     "approver": ("ModelRegistered", "Deployed"),
     "deployer": ("ApprovalDecided",),
-    "notifier": ("ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
+    "notifier": ("ModelRegistered", "ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
 }
 
 EMITS: dict[str, tuple[str, ...]] = {  # only the producer that owns an event type may emit it (signed, checked)

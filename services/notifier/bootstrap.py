@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 import structlog
 
 from services.notifier import notify as handlers
 from services.notifier.channels import Channel, EmailChannel, LogChannel, SnsChannel, WebhookChannel
 from services.notifier.notify import Notifier
-from services.notifier.routes import deliveries
+from services.notifier.routes import deliveries, webhooks
 from services.notifier.routing import Routing, load_routing
 from services.notifier.settings import NotifierSettings
 from services.notifier.worker import DeliveryWorker
@@ -25,6 +27,7 @@ HANDLERS = {
     "ApprovalDecided": handlers.notify,
     "Deployed": handlers.notify,
     "DeploymentFailed": handlers.notify,
+    "ModelRegistered": handlers.notify,  # for webhook subscriptions alone: routing tells people of the others
 }
 
 
@@ -41,11 +44,13 @@ async def bootstrap(runtime: Runtime[NotifierSettings], authenticator: Authentic
         deployer_url=settings.deployer_url,
         attempts=settings.delivery_attempts,
         retry_seconds=settings.delivery_retry_seconds,
+        webhook_schedule=tuple(timedelta(seconds=s) for s in settings.webhook_retry_seconds),
+        webhook_allow_private=settings.webhook_allow_private,
     )
     return Wiring(
         handlers=inject(HANDLERS, notifier=notifier),
-        routers=[deliveries.router],
-        workers=[DeliveryWorker(notifier, runtime.uow)],
+        routers=[deliveries.router, webhooks.router],
+        workers=[DeliveryWorker(notifier, runtime.uow, http=http)],
         context=notifier,
         title="modelgate notifier",
         description="Notifications and their delivery log.",

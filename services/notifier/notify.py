@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from dataclasses import dataclass, field
+from datetime import timedelta
 from urllib.parse import urlparse
 
 import httpx
@@ -19,8 +20,9 @@ from sqlalchemy import select
 
 from services.notifier.channels import Channel
 from services.notifier.messages import Message, render
-from services.notifier.models import Delivery, DeliveryStatus
-from services.notifier.routing import Recipient, Routing
+from services.notifier.models import Delivery, DeliveryStatus, Subscription
+from services.notifier.routing import ROUTED, Recipient, Routing
+from services.notifier.webhooks import SCHEDULE, matches
 from shared.db import UnitOfWork
 from shared.events import Envelope, utcnow
 
@@ -40,16 +42,21 @@ class Notifier:
     lease_seconds: float = 45.0  # longer than every try of one send: then a claim is taken to be a dead sender's
     poll_seconds: float = 5.0  # how often the worker looks for expired leases when nothing woke it
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    webhook_schedule: tuple[timedelta, ...] = SCHEDULE  # waits before a subscription's 2nd, 3rd, ... attempt
+    webhook_allow_private: bool = False  # development: http and loopback/private webhook URLs
 
 
 async def notify(event: Envelope, uow: UnitOfWork, notifier: Notifier) -> None:
-    """Records a `queued` delivery per recipient the event has no row for yet, in `uow` (the caller commits)."""
+    """Records a `queued` delivery per recipient and webhook subscription the event has no row for yet, in
+    `uow` (the caller commits)."""
     message = render(event, notifier.deployer_url)
-    recipients, unknown = notifier.routing.recipients(event, notifier.default_webhook)
+    recipients, unknown = notifier.routing.recipients(event, notifier.default_webhook) \
+        if event.event_type in ROUTED else ([], [])
     recorded = {
         (row.channel, row.recipient)
         for row in await uow.session.scalars(select(Delivery).where(Delivery.event_id == event.event_id))
     }
+    subscriptions = list(await uow.session.scalars(select(Subscription).where(Subscription.removed_at.is_(None))))
     body = event.model_dump_json()
     queued = 0
     for recipient in recipients:
@@ -67,6 +74,10 @@ async def notify(event: Envelope, uow: UnitOfWork, notifier: Notifier) -> None:
             row = _delivery(event, message, "routing", audience, audience, DeliveryStatus.FAILED, None)
             row.error = f"no audience {audience!r} in the routing file: add it under `audiences:`"
             uow.session.add(row)
+    for sub in subscriptions:
+        if ("subscription", sub.id) not in recorded and matches(event, sub.event_types, sub.groups, sub.stages):
+            uow.session.add(_delivery(event, message, "subscription", sub.id, "", DeliveryStatus.QUEUED, body))
+            queued += 1
     if queued:
         uow.after_commit(notifier.wake.set)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +14,7 @@ from shared.events import Envelope
 Channel = Literal["log", "webhook", "email", "sns"]
 APPROVERS = "approvers"  # in routes: the stage's approver group
 EventType = Literal["ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"]
+ROUTED = frozenset(get_args(EventType))  # what people are told of; webhook subscriptions may get more
 
 
 class Audience(BaseModel):

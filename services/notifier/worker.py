@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 import structlog
 from sqlalchemy import or_, select
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential
 
+from services.notifier import webhooks
 from services.notifier.messages import Message
-from services.notifier.models import Delivery, DeliveryStatus
+from services.notifier.models import Delivery, DeliveryAttempt, DeliveryStatus, Subscription
 from services.notifier.notify import Notifier, describe, idempotency_key, shown_address
 from shared.db import UnitOfWork
 from shared.events import parse_event, utcnow
@@ -37,6 +40,10 @@ class _Claimed:
     subject: str
     text: str
     event: str | None
+    event_id: str = ""
+    event_type: str = ""
+    target: webhooks.Target | None = None  # a webhook subscription's delivery; None when it was removed
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class _Outcome:
     id: int
     tries: int
     error: str | None
+    status_code: int | None = None
+    duration_ms: int = 0
 
 
 @dataclass
@@ -51,6 +60,7 @@ class DeliveryWorker:
     notifier: Notifier
     uow_factory: Callable[[], UnitOfWork]
     batch_size: int = 50
+    http: httpx.AsyncClient | None = None  # posts to webhook subscriptions
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -86,6 +96,7 @@ class DeliveryWorker:
             .where(or_(
                 Delivery.status == DeliveryStatus.QUEUED,
                 (Delivery.status == DeliveryStatus.SENDING) & (Delivery.claimed_at < expired),
+                (Delivery.status == DeliveryStatus.RETRYING) & (Delivery.next_attempt_at <= utcnow()),
             ))
             .order_by(Delivery.id)
             .limit(self.batch_size)
@@ -98,11 +109,14 @@ class DeliveryWorker:
                 if row.status == DeliveryStatus.SENDING:
                     log.warning("delivery_resumed", channel=row.channel, event_id=row.event_id)
                 row.status, row.claimed_at = DeliveryStatus.SENDING, utcnow()
-            claimed = [_Claimed(r.id, r.channel, r.recipient, r.subject, r.text, r.event) for r in rows]
+            claimed = [_Claimed(r.id, r.channel, r.recipient, r.subject, r.text, r.event, r.event_id, r.event_type,
+                                await _target(uow, r), r.attempts or 0) for r in rows]
             await uow.commit()
         return claimed
 
     async def _send(self, row: _Claimed) -> _Outcome:
+        if row.channel == "subscription":
+            return await self._post(row)
         if row.event is None:
             return _Outcome(row.id, 0, "recorded without its event (before the delivery worker): not sent")
         event = parse_event(row.event)
@@ -127,6 +141,16 @@ class DeliveryWorker:
             return _Outcome(row.id, tries, describe(exc))
         return _Outcome(row.id, tries, None)
 
+    async def _post(self, row: _Claimed) -> _Outcome:
+        """One attempt of a subscription's delivery (the schedule, not this call, retries it)."""
+        if row.target is None or row.event is None or self.http is None:
+            return _Outcome(row.id, 0, "the subscription was removed: not sent")
+        started = time.monotonic()
+        status, error = await webhooks.attempt(self.http, row.target, row.event_id, row.event, row.event_type)
+        if error:
+            log.warning("webhook_attempt_failed", subscription=row.recipient, event_id=row.event_id, error=error)
+        return _Outcome(row.id, 1, error, status, int((time.monotonic() - started) * 1000))
+
     async def _record(self, outcomes: list[_Outcome]) -> None:
         async with self.uow_factory() as uow:
             for outcome in outcomes:
@@ -134,8 +158,24 @@ class DeliveryWorker:
                 if row is None:
                     continue
                 row.attempts = (row.attempts or 0) + outcome.tries
+                if row.channel == "subscription" and outcome.tries:
+                    uow.session.add(DeliveryAttempt(delivery_id=row.id, status_code=outcome.status_code,
+                                                    error=outcome.error, duration_ms=outcome.duration_ms))
                 if outcome.error is None:
                     row.status, row.sent_at, row.error = DeliveryStatus.SENT, utcnow(), None
+                elif row.channel == "subscription" and outcome.tries and row.attempts <= len(self.notifier.webhook_schedule):
+                    row.status, row.error = DeliveryStatus.RETRYING, outcome.error
+                    row.next_attempt_at = utcnow() + self.notifier.webhook_schedule[row.attempts - 1]
                 else:
                     row.status, row.error = DeliveryStatus.FAILED, outcome.error
             await uow.commit()
+
+
+async def _target(uow: UnitOfWork, row: Delivery) -> webhooks.Target | None:
+    if row.channel != "subscription":
+        return None
+    sub = await uow.session.get(Subscription, row.recipient)
+    if sub is None or sub.removed_at is not None:
+        return None
+    overlap = sub.previous_secret if sub.previous_until and sub.previous_until > utcnow() else None
+    return webhooks.Target(sub.url, sub.preset, (sub.secret, *([overlap] if overlap else [])), sub.auth_token)
