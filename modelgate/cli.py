@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
-from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals
+from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals, webhooks
 from modelgate.stack import Stack, StackError
 
 app = typer.Typer(
@@ -85,6 +85,7 @@ for command in (
 app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(principals.app, name="principals")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 if __name__ == "__main__":

@@ -288,6 +288,28 @@ class Deployer(ServiceClient):
 class Notifier(ServiceClient):
     service = "notifier"
 
+    async def add_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A new subscription; the answer's `secret` is shown this once."""
+        return await self._call("POST", "/v1/webhooks", json=body)
+
+    async def webhooks(self) -> list[dict[str, Any]]:
+        return await self._call("GET", "/v1/webhooks")
+
+    async def remove_webhook(self, subscription_id: str) -> None:
+        await self._call("DELETE", f"/v1/webhooks/{subscription_id}")
+
+    async def test_webhook(self, subscription_id: str) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/webhooks/{subscription_id}/test")
+
+    async def rotate_webhook(self, subscription_id: str, overlap_hours: float) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/webhooks/{subscription_id}/rotate", params={"overlap_hours": overlap_hours})
+
+    async def webhook_deliveries(self, subscription_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        return await self._call("GET", f"/v1/webhooks/{subscription_id}/deliveries", params={"limit": limit})
+
+    async def redeliver(self, delivery_id: int) -> dict[str, Any]:
+        return await self._call("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver")
+
 
 class Clients:
     """The four clients, opened and closed together."""
