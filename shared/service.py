@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -27,6 +28,7 @@ from shared.db import make_engine, reading
 from shared.logging import configure_logging
 from shared.migrations import prepare_service_database
 from shared.outbox import OutboxRelay
+from shared.retention import Pruner
 from shared.runtime import Runtime, S, Wiring, Worker
 from shared.signing import KeyRing, Signer, Verifier, producer_signer
 
@@ -110,7 +112,9 @@ async def _run_until_stopped(
     server = _Server(uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None, lifespan="off"))
     server_task = asyncio.create_task(server.serve())
     consumer_task = asyncio.create_task(consumer.run(stop, settings.drain_seconds))
-    workers: list[Worker] = [relay, *wiring.workers]
+    pruner = Pruner(runtime.sessionmaker, timedelta(days=settings.ledger_retention_days),
+                    timedelta(days=settings.outbox_retention_days), settings.prune_interval_seconds)
+    workers: list[Worker] = [relay, pruner, *wiring.workers]
     worker_tasks = [asyncio.create_task(worker.run(stop)) for worker in workers]
     log.info("service_started", port=settings.http_port, queue=settings.queue_name, workers=len(workers))
     await asyncio.wait({asyncio.create_task(stop.wait()), server_task}, return_when=asyncio.FIRST_COMPLETED)

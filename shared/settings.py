@@ -47,6 +47,11 @@ class ServiceSettings(BaseSettings):
     max_in_flight_batches: int = Field(4, ge=1)
     drain_seconds: float = Field(25.0, description="How long SIGTERM waits for in-flight work.")
     outbox_poll_seconds: float = Field(1.0, description="Outbox relay's idle poll interval.")
+    ledger_retention_days: float = Field(
+        21, ge=16, description="Days the idempotency ledger remembers a handled event (longer than any queue keeps "
+        "a message, 14, and than the replay limit, 15: shared/retention.py).")
+    outbox_retention_days: float = Field(7, ge=1, description="Days a published outbox row is kept before it is pruned.")
+    prune_interval_seconds: float = Field(3600, ge=1, description="How often the ledger and the outbox are pruned.")
     approver_url: str = Field("http://127.0.0.1:8082", description="The approver, which verifies credentials for the other services.")
     auth_cache_seconds: float = Field(30.0, ge=0, le=300, description="How long a verified credential is trusted before it is checked again (the delay a revocation takes outside the approver).")
     auth_failure_limit: int = Field(10, ge=1, description="Failed authentications per source address per window before 429.")
