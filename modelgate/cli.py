@@ -26,13 +26,19 @@ def _progress(message: str) -> None:
 @app.command()
 def up(
     namespace: str = typer.Option("modelgate", envvar="MODELGATE_NAMESPACE", help="Prefix of queue and topic names."),
+    replicas: int = typer.Option(1, min=1, max=5, help="Processes per service; above 1 they share a PostgreSQL "
+                                 "database per service on 127.0.0.1:5432 (<namespace>_<service>, made if missing)."),
 ) -> None:
     """Start LocalStack and the four services in the background; returns when all are healthy.
 
+    Replica k of a service answers HTTP 100 * (k - 1) above the service's port (registrar-2 on 8181); all
+    replicas of a service take turns on its queue.
+
     Example: modelgate up
+             modelgate up --replicas 2
     """
     try:
-        stack_mod.up(Stack(namespace=namespace), progress=_progress)
+        stack_mod.up(Stack(namespace=namespace, replicas=replicas), progress=_progress)
     except StackError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None

@@ -36,6 +36,21 @@ class Stack:
     extra_env: dict[str, str] = field(default_factory=dict)
     service_extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> more, for it alone
     database_urls: dict[str, str] = field(default_factory=dict)
+    replicas: int = 1  # processes per service; more than one needs a shared (PostgreSQL) database
+
+    def instances(self, service: str) -> list[str]:
+        """The processes of `service`: "registrar", then "registrar-2", "registrar-3", ..."""
+        return [service, *(f"{service}-{k}" for k in range(2, self.replicas + 1))]
+
+    def all_instances(self) -> list[str]:
+        return [i for service in topology.SERVICES for i in self.instances(service)]
+
+    def port(self, instance: str) -> int:
+        """Replica k of a service listens 100 * (k - 1) above the service's port, unless `ports` names it."""
+        if instance in self.ports:
+            return self.ports[instance]
+        service, _, k = instance.rpartition("-")
+        return self.ports[service] + 100 * (int(k) - 1)
 
     def pidfile(self, service: str) -> Path:
         return self.run_dir / "run" / f"{self.namespace}-{service}.pid"
@@ -47,7 +62,7 @@ class Stack:
         return self.run_dir / "run" / "localstack.started-by-modelgate"
 
     def url(self, service: str) -> str:
-        return f"http://127.0.0.1:{self.ports[service]}"
+        return f"http://127.0.0.1:{self.port(service)}"
 
     def admin_token_file(self) -> Path:
         """Where the approver's first start leaves the admin principal's token (mode 0600)."""
@@ -60,16 +75,48 @@ class Stack:
                              "(else: python -m services.approver.admin admin-token)")
         return path.read_text().strip()
 
-    def env(self, service: str) -> dict[str, str]:
+    def env(self, instance: str) -> dict[str, str]:
+        service = service_of(instance)
         env = {**os.environ, **service_env(service, endpoint=self.endpoint, namespace=self.namespace)}
-        env["MODELGATE_HTTP_PORT"] = str(self.ports[service])
-        env.update({f"MODELGATE_{other.upper()}_URL": self.url(other) for other in self.ports})  # for the console
+        env["MODELGATE_HTTP_PORT"] = str(self.port(instance))
+        env.update({f"MODELGATE_{other.upper()}_URL": self.url(other) for other in topology.SERVICES})  # first replicas
         env["MODELGATE_ADMIN_TOKEN_FILE"] = str(self.admin_token_file())
         if service in self.database_urls:
             env["MODELGATE_DATABASE_URL"] = self.database_urls[service]
         env.update(self.extra_env)
         env.update(self.service_extra_env.get(service, {}))
         return env
+
+
+def service_of(instance: str) -> str:
+    """"registrar-2" -> "registrar"."""
+    return next(s for s in topology.SERVICES if instance == s or instance.startswith(f"{s}-"))
+
+
+def postgres_databases(stack: Stack, server: str = "postgresql+asyncpg://postgres@127.0.0.1:5432") -> dict[str, str]:
+    """One PostgreSQL database per service (`<namespace>_<service>`, made when missing), for replicas."""
+    import asyncio
+
+    import asyncpg
+
+    plain = server.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def make() -> None:
+        connection = await asyncpg.connect(f"{plain}/postgres")
+        try:
+            for service in topology.SERVICES:
+                name = f"{stack.namespace.replace('-', '_')}_{service}"
+                if not await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                    await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(make())
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise StackError(f"replicas share a PostgreSQL database per service, and {plain} did not answer ({exc}); "
+                         "start PostgreSQL or pass --replicas 1") from None
+    return {s: f"{server}/{stack.namespace.replace('-', '_')}_{s}" for s in topology.SERVICES}
 
 
 def _localstack(step: str, check: bool = True) -> bool:
@@ -154,9 +201,9 @@ def _check_answered_by(stack: Stack, service: str, response: httpx.Response) -> 
     except ValueError:
         body = {}
     answered = (body.get("service"), body.get("namespace")) if isinstance(body, dict) else (None, None)
-    if answered != (None, None) and answered != (service, stack.namespace):
+    if answered != (None, None) and answered != (service_of(service), stack.namespace):
         raise StackError(
-            f"port {stack.ports[service]} answers as the {answered[0]} of namespace {answered[1]!r}, not this stack's "
+            f"port {stack.port(service)} answers as the {answered[0]} of namespace {answered[1]!r}, not this stack's "
             f"{service} (namespace {stack.namespace!r}): stop that one (modelgate down) or give this stack other ports"
         )
 
@@ -175,6 +222,10 @@ def stop_service(stack: Stack, service: str, timeout: float = 35.0, sig: int = s
         os.kill(pid, signal.SIGKILL)
     stack.pidfile(service).unlink(missing_ok=True)
     return True
+
+
+def _is_instance(name: str) -> bool:
+    return any(name == s or (name.startswith(f"{s}-") and name[len(s) + 1:].isdigit()) for s in topology.SERVICES)
 
 
 def _alive(pid: int) -> bool:
@@ -197,17 +248,29 @@ def up(stack: Stack, with_localstack: bool = True, progress: Callable[[str], Non
         start_localstack(stack)
     progress("provisioning the bus")
     provision(stack)
+    if stack.replicas > 1 and not stack.database_urls:
+        stack.database_urls = postgres_databases(stack)
     for service in topology.SERVICES:
         progress(f"starting {service}")
         start_service(stack, service)
     for service in topology.SERVICES:
         wait_ready(stack, service)
         progress(f"{service} ready at {stack.url(service)}")
+    # further replicas once the first made the schema and the admin: they then only join the queue
+    extra = [i for i in stack.all_instances() if i not in topology.SERVICES]
+    for instance in extra:
+        start_service(stack, instance)
+    for instance in extra:
+        wait_ready(stack, instance)
+        progress(f"{instance} ready at {stack.url(instance)}")
 
 
 def down(stack: Stack, with_localstack: bool = True, progress: Callable[[str], None] = print) -> None:
-    for service in topology.SERVICES:
-        if stop_service(stack, service):
-            progress(f"stopped {service}")
+    """Stops every process of the stack, replicas included (found by their pid files)."""
+    found = {p.name.removeprefix(f"{stack.namespace}-").removesuffix(".pid")
+             for p in (stack.run_dir / "run").glob(f"{stack.namespace}-*.pid")}
+    for instance in sorted(found | set(stack.all_instances())):
+        if _is_instance(instance) and stop_service(stack, instance):
+            progress(f"stopped {instance}")
     if with_localstack:
         stop_localstack(stack)
