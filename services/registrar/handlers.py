@@ -1,5 +1,10 @@
 """The registrar reflects each step of a version's journey in its record and history.
 
+Events arrive in any order and possibly twice; set_stage (catalog.py) keeps what is newer, so the same
+events in any order end in the same stages. Once the events of a (group, stage) are in, exactly one version
+reads Deployed there: each Deployed retires what the stage served before (the event's previous version, and
+any other version still reading Deployed).
+
 Comet write-backs are only recorded here (services/registrar/writebacks.py); a worker calls Comet after commit.
 """
 
@@ -7,12 +12,22 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlalchemy import select
+
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
-from services.registrar.models import ModelVersion, StageStatus, WritebackAction
+from services.registrar.models import ModelGroup, ModelVersion, StageStatus, VersionStage, WritebackAction
 from services.registrar.writebacks import record_writeback
 from shared.db import UnitOfWork
-from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
+from shared.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Deployed,
+    DeploymentFailed,
+    DeploymentStarted,
+    DeploymentSuperseded,
+    Envelope,
+)
 
 
 class VersionNotFound(Exception):
@@ -48,22 +63,63 @@ async def on_approval_decided(
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
 
 
+async def on_deployment_started(event: DeploymentStarted, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYING, event, deployment_id=p.deployment_id,
+                    target=p.target, rollback=p.rollback)
+    record_history(uow, event)
+
+
+async def on_deployment_superseded(event: DeploymentSuperseded, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    if not p.rollback:  # a rollback overtaken by a newer approval: the version keeps what it read (Retired)
+        await set_stage(uow.session, version, p.stage, StageStatus.SUPERSEDED, event, deployment_id=p.deployment_id,
+                        approval_id=p.approval_id, superseded_by=p.superseded_by,
+                        superseded_by_version=p.superseded_by_version, reason=p.reason)
+    record_history(uow, event)
+
+
 async def on_deployed(
     event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
 ) -> None:
-    version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, endpoint_url=p.endpoint_url, rollback=p.rollback)
-    if p.rollback and p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
-        rolled_back = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
-        if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
-            await set_stage(uow.session, rolled_back, p.stage, StageStatus.ROLLED_BACK, event, replaced_by=p.model_version_id)
+    # One Deployed per group at a time: retiring what it replaced locks other versions, never in a cycle.
+    await uow.session.get(ModelGroup, p.group, with_for_update=True)
+    version = await _version(uow, event)
+    if await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, deployment_id=p.deployment_id,
+                       target=p.target, endpoint_url=p.endpoint_url, rollback=p.rollback):
+        await _replace_what_served_before(uow, event)
     record_history(uow, event)
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
+
+
+async def _replace_what_served_before(uow: UnitOfWork, event: Deployed) -> None:
+    """The version the deployment replaced reads Retired (RolledBack when rolled back from), and so does any
+    other version of the group still reading Deployed for the stage (its replacement's event was lost or late)."""
+    p = event.payload
+    still_deployed = await uow.session.scalars(
+        select(VersionStage.version_id)
+        .join(ModelVersion, ModelVersion.id == VersionStage.version_id)
+        .where(ModelVersion.group_name == p.group, VersionStage.stage == p.stage,
+               VersionStage.status == StageStatus.DEPLOYED, VersionStage.version_id != p.model_version_id)
+    )
+    replaced = set(still_deployed.all())
+    if p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
+        replaced.add(p.previous_model_version_id)
+    for version_id in sorted(replaced):
+        other = await uow.session.get(ModelVersion, version_id, with_for_update=True)
+        if other is None:
+            continue
+        rolled_back = p.rollback and version_id == p.previous_model_version_id
+        status = StageStatus.ROLLED_BACK if rolled_back else StageStatus.RETIRED
+        await set_stage(uow.session, other, p.stage, status, event, replaced_by=p.model_version_id)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, reason=p.reason)
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, deployment_id=p.deployment_id,
+                    reason=p.reason)
     record_history(uow, event)

@@ -30,7 +30,7 @@ async def test_a_good_version_is_approved_and_deployed_to_dev_then_waits_for_tes
     mvid = await register_version(system, auc=0.93)
     await system.pump()
     types = [e.event_type for e in system.delivered]
-    assert types == ["ModelRegistered", "ApprovalDecided", "Deployed", "ApprovalRequested"]
+    assert types == ["ModelRegistered", "ApprovalDecided", "DeploymentStarted", "Deployed", "ApprovalRequested"]
     pointer = json.loads(system.ssm.parameters["/modelgate/fraud/dev/current"])
     assert pointer["model_version_id"] == mvid and pointer["version"] == 1
     record = await version_record(system, mvid)
