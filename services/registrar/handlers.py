@@ -11,6 +11,7 @@ Comet write-backs are only recorded here (services/registrar/writebacks.py); a w
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -88,33 +89,51 @@ async def on_deployed(
     # One Deployed per group at a time: retiring what it replaced locks other versions, never in a cycle.
     await uow.session.get(ModelGroup, p.group, with_for_update=True)
     version = await _version(uow, event)
-    if await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, deployment_id=p.deployment_id,
-                       target=p.target, endpoint_url=p.endpoint_url, rollback=p.rollback):
-        await _replace_what_served_before(uow, event)
+    changed = await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event,
+                              deployment_id=p.deployment_id, target=p.target, endpoint_url=p.endpoint_url,
+                              rollback=p.rollback)
+    await _replace_previous(uow, event)  # even when late: it says what the stage served until then
+    if changed:
+        await _one_deployed(uow, version, p.stage, event)
     record_history(uow, event)
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
 
 
-async def _replace_what_served_before(uow: UnitOfWork, event: Deployed) -> None:
-    """The version the deployment replaced reads Retired (RolledBack when rolled back from), and so does any
-    other version of the group still reading Deployed for the stage (its replacement's event was lost or late)."""
+async def _replace_previous(uow: UnitOfWork, event: Deployed) -> None:
+    """The version the deployment replaced reads Retired, or RolledBack when the stage was rolled back from it."""
     p = event.payload
-    still_deployed = await uow.session.scalars(
-        select(VersionStage.version_id)
-        .join(ModelVersion, ModelVersion.id == VersionStage.version_id)
-        .where(ModelVersion.group_name == p.group, VersionStage.stage == p.stage,
-               VersionStage.status == StageStatus.DEPLOYED, VersionStage.version_id != p.model_version_id)
+    if not p.previous_model_version_id or p.previous_model_version_id == p.model_version_id:
+        return
+    previous = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
+    if previous is None:
+        return
+    status = StageStatus.ROLLED_BACK if p.rollback else StageStatus.RETIRED
+    if not await set_stage(uow.session, previous, p.stage, status, event, replaced_by=p.model_version_id):
+        current = previous.stages[p.stage]
+        if current.get("replaced_by_guessed"):  # retired by _one_deployed, before this event said by which version
+            exact = {k: v for k, v in current.items() if k != "replaced_by_guessed"}
+            previous.stages = {**previous.stages, p.stage: {**exact, "status": status, "replaced_by": p.model_version_id}}
+            await uow.session.merge(VersionStage(version_id=previous.id, stage=p.stage, status=status))
+
+
+async def _one_deployed(uow: UnitOfWork, version: ModelVersion, stage: str, event: Deployed) -> None:
+    """Of the versions reading Deployed for the stage, the one deployed last stays; the others read Retired
+    (so one holds even when an event naming the previous version was lost, or the events came out of order)."""
+    others = await uow.session.scalars(
+        select(ModelVersion)
+        .join(VersionStage, VersionStage.version_id == ModelVersion.id)
+        .where(ModelVersion.group_name == version.group_name, VersionStage.stage == stage,
+               VersionStage.status == StageStatus.DEPLOYED, ModelVersion.id != version.id)
+        .with_for_update(of=ModelVersion)
     )
-    replaced = set(still_deployed.all())
-    if p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
-        replaced.add(p.previous_model_version_id)
-    for version_id in sorted(replaced):
-        other = await uow.session.get(ModelVersion, version_id, with_for_update=True)
-        if other is None:
-            continue
-        rolled_back = p.rollback and version_id == p.previous_model_version_id
-        status = StageStatus.ROLLED_BACK if rolled_back else StageStatus.RETIRED
-        await set_stage(uow.session, other, p.stage, status, event, replaced_by=p.model_version_id)
+    deployed = [version, *others.all()]
+    if len(deployed) == 1:
+        return
+    newest = max(deployed, key=lambda v: (datetime.fromisoformat(v.stages[stage]["at"]), v.version))
+    for v in deployed:
+        if v is not newest:
+            await set_stage(uow.session, v, stage, StageStatus.RETIRED, event, replaced_by=newest.id,
+                            replaced_by_guessed=True)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
