@@ -107,4 +107,4 @@ async def test_twenty_versions_of_one_group_at_once_end_with_exactly_the_one_the
     assert all(r.stages["dev"]["superseded_by"] for r in records if r.id in superseded)
     async with system.sessionmakers["approver"]() as session:  # the approvals' audit says they never deployed
         audited = set(await session.scalars(select(AuditEntry.model_version_id).where(AuditEntry.action == "deployment_superseded")))
-    assert audited == superseded
+    assert audited == superseded and len(superseded) >= 10
