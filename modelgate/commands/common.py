@@ -42,6 +42,8 @@ class ExitCode(IntEnum):
     GATE_REJECTED = 11  # gate: the version was rejected for that stage
     GATE_NOT_REQUESTED = 12  # gate: the version has not reached that stage (an earlier stage is not done)
     GATE_DEPLOYMENT_FAILED = 13  # gate: approved, but its deployment to that stage failed
+    GATE_SUPERSEDED = 14  # gate: a newer version took that stage first; this one will never serve it
+    GATE_RETIRED = 15  # gate: it served that stage, and a newer version has replaced it since
 
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -143,6 +145,8 @@ STATUS_STYLE = {
     "pending": "yellow",
     "Rejected": "red",
     "Superseded": "dim",
+    "Deploying": "yellow",
+    "Retired": "dim",
     "RolledBack": "red",
     "DeploymentFailed": "red",
 }

@@ -201,24 +201,32 @@ async def _wait_for_deployment(mg: Clients, group: str, version: int, stage: str
     with console.status(f"deploying {group}/{version} to {stage}…", spinner="dots") if not quiet else nullcontext():
         while time.monotonic() < deadline:
             status = (await mg.registrar.version(group, version))["stages"].get(stage, status)
-            if status in ("Deployed", "DeploymentFailed"):
+            if status in ("Deployed", "DeploymentFailed", "Superseded", "Retired"):
                 break
             await asyncio.sleep(0.5)
     if status == "Deployed":
         if not quiet:
             console.print(f"{group}/{version} is [green]Deployed[/] to {stage}")
         return status
+    if status == "Retired":  # it went live, and a newer version has replaced it already
+        if not quiet:
+            console.print(f"{group}/{version} was deployed to {stage}, and is [dim]Retired[/] there already")
+        return status
     if status == "DeploymentFailed":
         fail(f"deploying {group}/{version} to {stage} failed; see 'modelgate show {group} {version}'")
+    if status == "Superseded":
+        fail(f"{group}/{version} will not be deployed to {stage}: a newer version took it first; "
+             f"see 'modelgate show {group} {version}'")
     fail(f"{group}/{version} was not deployed to {stage} within {timeout:.0f}s (still {status}); "
          f"follow it with 'modelgate show {group} {version}'", ExitCode.TIMEOUT)
 
 
-GATE_OPEN = ("Approved", "Deployed")
+GATE_OPEN = ("Approved", "Deploying", "Deployed")  # approved for the stage; Deploying: not serving yet
 GATE_CODES = {
     "PendingApproval": ExitCode.GATE_PENDING,
     "Rejected": ExitCode.GATE_REJECTED,
-    "Superseded": ExitCode.GATE_REJECTED,
+    "Superseded": ExitCode.GATE_SUPERSEDED,
+    "Retired": ExitCode.GATE_RETIRED,
     "RolledBack": ExitCode.GATE_REJECTED,
     "DeploymentFailed": ExitCode.GATE_DEPLOYMENT_FAILED,
 }
@@ -231,7 +239,10 @@ def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
     vid = record["model_version_id"]
     if status in GATE_OPEN:
         who = ", ".join(details.get("decided_by") or [])
-        return ExitCode.OK, f"{vid} is {status} for {stage}" + (f" (approved by {who})" if who else "")
+        note = f" (approved by {who})" if who else ""
+        if status == "Deploying":
+            return ExitCode.OK, f"{vid} is approved for {stage}{note}; its deployment there is under way, not serving yet"
+        return ExitCode.OK, f"{vid} is {status} for {stage}{note}"
     if status is None:
         reached = ", ".join(f"{s}={st}" for s, st in record["stages"].items()) or "no stage yet"
         return ExitCode.GATE_NOT_REQUESTED, f"{vid} has not been put up for {stage} yet ({reached})"
@@ -242,7 +253,10 @@ def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
         return ExitCode.GATE_REJECTED, f"{vid} was rejected for {stage}" + (f" by {who}" if who else "")
     if status == "Superseded":
         newer = details.get("superseded_by") or "a newer version"
-        return ExitCode.GATE_REJECTED, f"{vid} was superseded for {stage} by {newer}, which was put up for it later"
+        return ExitCode.GATE_SUPERSEDED, f"{vid} was superseded for {stage} by {newer}: it will never serve {stage}"
+    if status == "Retired":
+        newer = details.get("replaced_by") or "a newer version"
+        return ExitCode.GATE_RETIRED, f"{vid} served {stage} until {newer} replaced it; gate {newer} instead"
     if status == "RolledBack":
         return ExitCode.GATE_REJECTED, f"{vid} was rolled back from {stage} to {details.get('replaced_by', 'an earlier version')}"
     if status == "DeploymentFailed":
@@ -257,11 +271,13 @@ def gate(
     version: Annotated[int | None, typer.Option(help="Version number (default: the group's latest).")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Exit 0 only when the version is approved for STAGE (its status there is Approved or Deployed).
+    """Exit 0 only when the version is approved for STAGE (its status there is Approved, Deploying or Deployed).
 
     The check a CI/CD pipeline runs before it deploys by itself. Otherwise it prints why not and exits
-    10 (waiting for approval), 11 (rejected), 12 (not put up for that stage yet), 13 (approved but its
-    deployment failed), 4 (no such group/version) or 3 (modelgate unreachable).
+    10 (waiting for approval), 11 (rejected, or rolled back from), 12 (not put up for that stage yet),
+    13 (approved but its deployment failed), 14 (superseded: a newer version took the stage first),
+    15 (retired: it served the stage, a newer version replaced it), 4 (no such group/version) or 3
+    (modelgate unreachable).
 
     [bold]Examples[/]
       modelgate gate fraud-detector prod --version 7 && ./deploy.sh
