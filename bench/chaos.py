@@ -4,9 +4,12 @@
     python -m bench.chaos --journeys 300 --kill-every 0 --pause 20   # SIGSTOP LocalStack 20 s mid-run
 
 Each run has a private LocalStack (pausing the shared one would stop everyone's tests). A journey ends when
-its version is Deployed to dev and the test approval is requested. Counted at the end: every journey at
-its end state, one deployment per version, exactly one delivery per event and channel in the notifier's
-log, and what the webhook receiver got (the same Idempotency-Key twice is a repeat a receiver drops).
+its version is Deployed to dev and the test approval is requested. Meanwhile a surge of versions of one more
+group (`--surge`, registered at once) races for dev. Counted at the end: every journey at its end state, one
+deployment per version, exactly one delivery per event and channel in the notifier's log, what the webhook
+receiver got (the same Idempotency-Key twice is a repeat a receiver drops), and the catalog's truth: per
+group, every version in an end state for dev and exactly one reading Deployed, the one the Parameter Store
+pointer /modelgate/<group>/dev/current names.
 MODELGATE_BENCH_KEEP=1 keeps the services' logs and databases (in /tmp/modelgate-chaos-*).
 """
 
@@ -14,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -35,9 +40,12 @@ from bench.common import (
 )
 from modelgate import stack as stack_mod
 from modelgate.stack import Stack
-from shared.topology import SERVICES
+from shared.infra import boto_client
+from shared.topology import SERVICES, parameter_name
 
 EVENTS_PER_JOURNEY = 3  # notified: ApprovalDecided(dev), Deployed(dev), ApprovalRequested(test)
+SURGE_GROUP = "surge"  # not "chaos-": its notifications are not a journey's
+END_STATUSES = {"Deployed", "Superseded", "Retired", "RolledBack", "DeploymentFailed", "Rejected"}
 
 
 @dataclass
@@ -53,6 +61,9 @@ class ChaosReport:
     deliveries_duplicated: int = 0
     webhook_distinct: int = 0
     webhook_repeats: int = 0
+    surge: int = 0
+    groups_checked: int = 0
+    stage_truth_violations: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
     not_ready_seen: dict[str, bool] = field(default_factory=dict)
     seconds: float = 0.0
@@ -66,6 +77,8 @@ class ChaosReport:
             and self.deliveries_missing == 0
             and self.deliveries_duplicated == 0
             and self.webhook_distinct == self.deliveries_expected
+            and self.groups_checked > 0
+            and not self.stage_truth_violations
         )
 
     def rows(self) -> list[tuple[str, object]]:
@@ -80,7 +93,11 @@ class ChaosReport:
             ("  recorded twice", self.deliveries_duplicated),
             ("  received by the webhook (distinct Idempotency-Key)", self.webhook_distinct),
             ("  repeated POSTs with the same key (dropped by the receiver)", self.webhook_repeats),
+            (f"groups checked: one Deployed in dev, the pointer's (incl. {self.surge} versions of '{SURGE_GROUP}')",
+             self.groups_checked),
+            ("  groups where the catalog disagrees", len(self.stage_truth_violations)),
         ]
+        rows += [("    " + problem, "") for problem in self.stage_truth_violations[:5]]
         if self.kills:
             rows.append(("kill -9", ", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items()))))
         for service, seen in sorted(self.not_ready_seen.items()):
@@ -90,9 +107,9 @@ class ChaosReport:
 
 
 class Chaos:
-    def __init__(self, stack: Stack, webhook: WebhookReceiver, journeys: int, rate: float):
-        self.stack, self.webhook, self.journeys, self.rate = stack, webhook, journeys, rate
-        self.report = ChaosReport(journeys)
+    def __init__(self, stack: Stack, webhook: WebhookReceiver, journeys: int, rate: float, surge: int = 0):
+        self.stack, self.webhook, self.journeys, self.rate, self.surge = stack, webhook, journeys, rate, surge
+        self.report = ChaosReport(journeys, surge=surge)
         self.versions: dict[int, tuple[str, int]] = {}  # journey -> (group, version)
         self.registering_done = asyncio.Event()
 
@@ -102,27 +119,35 @@ class Chaos:
 
         async def one(i: int) -> None:
             group = f"chaos-{i}"  # one version per group: in a group, only the newest approved version deploys
-            body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}  # registered by the caller: chaos
-            while time.monotonic() < deadline:
-                try:
-                    response = await client.post(
-                        f"{self.stack.url('registrar')}/v1/groups/{group}/versions",
-                        json=body, headers={"Idempotency-Key": f"{self.stack.namespace}-{i}"},
-                    )
-                    if response.status_code == 201:
-                        self.versions[i] = (group, response.json()["version"])
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.5)
+            number = await self._register(client, group, artifact, f"{self.stack.namespace}-{i}", deadline)
+            if number is not None:
+                self.versions[i] = (group, number)
 
-        tasks = []
+        async def surge() -> None:  # many versions of one group at once: the newest takes dev, none stays Approved
+            await asyncio.gather(*(self._register(client, SURGE_GROUP, artifact, f"{self.stack.namespace}-surge-{i}", deadline)
+                                   for i in range(self.surge)))
+
+        tasks = [asyncio.create_task(surge())]
         for i in range(self.journeys):
             await asyncio.sleep(max(0.0, started + i / self.rate - time.monotonic()))
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         self.report.registered = len(self.versions)
         self.registering_done.set()
+
+    async def _register(self, client: httpx.AsyncClient, group: str, artifact: str, key: str, deadline: float) -> int | None:
+        """Registers one version, retried (same Idempotency-Key) until the registrar takes it; its number."""
+        body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}  # registered by the caller: chaos
+        while time.monotonic() < deadline:
+            try:
+                response = await client.post(f"{self.stack.url('registrar')}/v1/groups/{group}/versions",
+                                             json=body, headers={"Idempotency-Key": key})
+                if response.status_code == 201:
+                    return response.json()["version"]
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+        return None
 
     async def kill_now_and_then(self, every: float, rng: random.Random, min_kills: int = 0) -> None:
         """kill -9 a random running service every `every` seconds and start it again, until registering is done."""
@@ -173,6 +198,47 @@ class Chaos:
                 return
             await asyncio.sleep(2)
 
+    async def wait_for_stage_truth(self, client: httpx.AsyncClient, deadline: float) -> None:
+        while time.monotonic() < deadline and await self.stage_truth(client):
+            await asyncio.sleep(2)
+
+    async def stage_truth(self, client: httpx.AsyncClient) -> list[str]:
+        """What disagrees, per group: a version not in an end state for dev, or other than exactly one version
+        reading Deployed there, the one the Parameter Store pointer names."""
+        statuses: dict[str, dict[int, str | None]] = defaultdict(dict)
+        for record in await self._all_versions(client):
+            statuses[record["group"]][record["version"]] = record["stages"].get("dev")
+        pointers = await asyncio.to_thread(self._pointers, list(statuses))
+        problems = []
+        for group, found in sorted(statuses.items()):
+            waiting = sorted(n for n, status in found.items() if status not in END_STATUSES)
+            deployed = sorted(f"{group}/{n}" for n, status in found.items() if status == "Deployed")
+            if waiting:
+                problems.append(f"{group}: versions {waiting[:5]} not in an end state for dev")
+            if deployed != [pointers.get(group)]:
+                problems.append(f"{group}: {deployed or 'none'} read Deployed in dev, the pointer names {pointers.get(group)}")
+        self.report.groups_checked = len(statuses)
+        self.report.stage_truth_violations = problems
+        return problems
+
+    async def _all_versions(self, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+        found, offset = [], 0
+        while offset is not None:
+            page = (await client.get(f"{self.stack.url('registrar')}/v1/versions", params={
+                "registered_by": "chaos", "limit": 1000, "offset": offset})).json()
+            found += page["items"]
+            offset = page["next_offset"]
+        return found
+
+    def _pointers(self, groups: list[str]) -> dict[str, str]:
+        """group -> the model_version_id its dev pointer names (10 a call, GetParameters' limit)."""
+        ssm, found = boto_client("ssm", self.stack.endpoint), {}
+        names = [parameter_name(group, "dev") for group in groups]
+        for i in range(0, len(names), 10):
+            for parameter in ssm.get_parameters(Names=names[i:i + 10])["Parameters"]:
+                found[parameter["Name"].split("/")[2]] = json.loads(parameter["Value"])["model_version_id"]
+        return found
+
     async def wait_for_deliveries(self, client: httpx.AsyncClient, deadline: float) -> None:
         """Waits for every notification: one received in the moment AWS stopped answering stays invisible on its
         queue until its visibility timeout (60 s) ends, and only then comes back to the notifier."""
@@ -191,7 +257,7 @@ class Chaos:
             page = (await client.get(f"{self.stack.url('registrar')}/v1/versions", params={
                 "registered_by": "chaos", "stage": "test", "limit": 1000, "offset": offset,
             })).json()
-            done += sum(1 for r in page["items"] if r["stages"].get("dev") == "Deployed")
+            done += sum(1 for r in page["items"] if r["group"].startswith("chaos-") and r["stages"].get("dev") == "Deployed")
             offset = page["next_offset"]
         self.report.at_end_state = done
         return done
@@ -199,6 +265,7 @@ class Chaos:
     async def count(self, client: httpx.AsyncClient) -> None:
         report = self.report
         await self._count_end_states(client)
+        await self.stage_truth(client)
         deployments = Counter(
             d["model_version_id"]
             for d in (await client.get(f"{self.stack.url('deployer')}/v1/deployments", params={"stage": "dev"})).json()
@@ -217,7 +284,7 @@ class Chaos:
         report.deliveries_sent = sent
         report.deliveries_missing = max(0, report.deliveries_expected - sent)
         report.deliveries_duplicated = sum(n - 1 for n in per_event.values() if n > 1)
-        keys = [k for k in self.webhook.keys if k]
+        keys = [k for k in self.webhook.keys if k and self.webhook.subjects.get(k, "").startswith("chaos-")]
         report.webhook_distinct = len(keys)
         report.webhook_repeats = sum(self.webhook.keys[k] - 1 for k in keys)
 
@@ -247,6 +314,7 @@ async def run_chaos(
     timeout: float = 600.0,
     seed: int = 7,
     extra_env: dict[str, str] | None = None,
+    surge: int = 20,
 ) -> ChaosReport:
     webhook = WebhookReceiver()
     stack = new_stack(endpoint, "chaos", {
@@ -257,7 +325,7 @@ async def run_chaos(
     started = time.monotonic()
     try:
         with running_system(stack, keep_files=bool(os.environ.get("MODELGATE_BENCH_KEEP"))):
-            chaos = Chaos(stack, webhook, journeys, rate)
+            chaos = Chaos(stack, webhook, journeys, rate, surge)
             artifact = upload_artifact(stack, "chaos/model.bin")
             deadline = started + timeout
             # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
@@ -270,6 +338,7 @@ async def run_chaos(
                     work.append(asyncio.create_task(chaos.pause_aws(*pause)))
                 await asyncio.gather(*work)
                 await chaos.wait_for_end_states(client, deadline)
+                await chaos.wait_for_stage_truth(client, deadline)
                 await chaos.wait_for_deliveries(client, deadline)
                 await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
                 await chaos.count(client)
@@ -290,13 +359,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=10.0, help="registrations per second (default 10)")
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills; 0: no kills")
     parser.add_argument("--pause", type=float, default=0.0, help="SIGSTOP LocalStack this many seconds (e.g. 20)")
+    parser.add_argument("--surge", type=int, default=50, help=f"versions of the group '{SURGE_GROUP}' registered at once (default 50)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
     with private_localstack() as localstack:
         pause = (localstack.pid, 5.0, args.pause) if args.pause else None
         report = asyncio.run(run_chaos(
             localstack.endpoint, args.journeys, rate=args.rate, kill_every=args.kill_every or None, pause=pause,
-            timeout=args.timeout,
+            timeout=args.timeout, surge=args.surge,
         ))
     what = []
     if args.kill_every:

@@ -46,6 +46,7 @@ class WebhookReceiver:
     def __init__(self, hang_seconds: float = 0.0) -> None:
         self.posts: list[dict] = []
         self.keys: Counter[str] = Counter()
+        self.subjects: dict[str, str] = {}  # Idempotency-Key -> the model_version_id it is about
         self.hang_seconds = hang_seconds
         receiver = self
 
@@ -56,6 +57,7 @@ class WebhookReceiver:
                     time.sleep(receiver.hang_seconds)
                 receiver.posts.append(body)
                 receiver.keys[self.headers.get("Idempotency-Key", "")] += 1
+                receiver.subjects[self.headers.get("Idempotency-Key", "")] = body.get("model_version_id") or ""
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"ok")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from modelgate.models import GateCode, GateVerdict, Version
 
-GATE_OPEN = ("Approved", "Deployed")
+GATE_OPEN = ("Approved", "Deploying", "Deployed")  # approved for the stage; Deploying: not serving yet
 
 
 def verdict(record: Version, stage: str) -> GateVerdict:
@@ -21,7 +21,10 @@ def _why(record: Version, stage: str) -> tuple[GateCode, str]:
     vid = record.model_version_id
     if status in GATE_OPEN:
         who = ", ".join(details.get("decided_by") or [])
-        return GateCode.OPEN, f"{vid} is {status} for {stage}" + (f" (approved by {who})" if who else "")
+        note = f" (approved by {who})" if who else ""
+        if status == "Deploying":
+            return GateCode.OPEN, f"{vid} is approved for {stage}{note}; its deployment there is under way, not serving yet"
+        return GateCode.OPEN, f"{vid} is {status} for {stage}{note}"
     if status is None:
         reached = ", ".join(f"{s}={st}" for s, st in record.stages.items()) or "no stage yet"
         return GateCode.NOT_REQUESTED, f"{vid} has not been put up for {stage} yet ({reached})"
@@ -32,9 +35,13 @@ def _why(record: Version, stage: str) -> tuple[GateCode, str]:
         return GateCode.REJECTED, f"{vid} was rejected for {stage}" + (f" by {who}" if who else "")
     if status == "Superseded":
         newer = details.get("superseded_by") or "a newer version"
-        return GateCode.REJECTED, f"{vid} was superseded for {stage} by {newer}, which was put up for it later"
+        return GateCode.SUPERSEDED, f"{vid} was superseded for {stage} by {newer}: it will never serve {stage}"
+    if status == "Retired":
+        newer = details.get("replaced_by") or "a newer version"
+        return GateCode.RETIRED, f"{vid} served {stage} until {newer} replaced it; gate {newer} instead"
     if status == "RolledBack":
-        return GateCode.REJECTED, f"{vid} was rolled back from {stage} to {details.get('replaced_by', 'an earlier version')}"
+        replaced = details.get("replaced_by", "an earlier version")
+        return GateCode.REJECTED, f"{vid} was rolled back from {stage} to {replaced}"
     if status == "DeploymentFailed":
         reason = details.get("reason", "see modelgate show")
         return GateCode.DEPLOYMENT_FAILED, f"{vid} was approved for {stage} but its deployment failed: {reason}"

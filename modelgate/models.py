@@ -136,6 +136,8 @@ class GateCode(IntEnum):
     REJECTED = 11
     NOT_REQUESTED = 12
     DEPLOYMENT_FAILED = 13
+    SUPERSEDED = 14
+    RETIRED = 15
 
 
 class GateVerdict(_Read):

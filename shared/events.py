@@ -133,6 +133,30 @@ class DeploymentFailedPayload(VersionRef):
     attempts: int
 
 
+class DeploymentStartedPayload(VersionRef):
+    """The deployer took the deployment up: the stage's target is being brought to this version."""
+
+    deployment_id: str
+    stage: str
+    target: str
+    artifact_uri: str
+    approval_id: str | None = None  # None for a rollback
+    rollback: bool = False
+    started_at: AwareDatetime
+
+
+class DeploymentSupersededPayload(VersionRef):
+    """An approved version that will never serve the stage: a newer one took it first (its deployment never ran)."""
+
+    deployment_id: str
+    stage: str
+    superseded_by: str  # the winner's model_version_id
+    superseded_by_version: int
+    approval_id: str | None = None  # None for a rollback
+    rollback: bool = False  # a rollback overtaken by a newer approval
+    reason: str
+
+
 E = TypeVar("E", bound="Envelope")
 
 
@@ -188,13 +212,28 @@ class DeploymentFailed(Envelope):
     payload: DeploymentFailedPayload
 
 
+class DeploymentStarted(Envelope):
+    event_type: Literal["DeploymentStarted"] = "DeploymentStarted"
+    payload: DeploymentStartedPayload
+
+
+class DeploymentSuperseded(Envelope):
+    event_type: Literal["DeploymentSuperseded"] = "DeploymentSuperseded"
+    payload: DeploymentSupersededPayload
+
+
 Event = Annotated[
-    ModelRegistered | ApprovalRequested | ApprovalDecided | Deployed | DeploymentFailed,
+    ModelRegistered | ApprovalRequested | ApprovalDecided | Deployed | DeploymentFailed | DeploymentStarted
+    | DeploymentSuperseded,
     Field(discriminator="event_type"),
 ]
 
 EVENT_CLASSES: dict[str, type[Envelope]] = {
-    cls.__name__: cls for cls in (ModelRegistered, ApprovalRequested, ApprovalDecided, Deployed, DeploymentFailed)
+    cls.__name__: cls
+    for cls in (
+        ModelRegistered, ApprovalRequested, ApprovalDecided, Deployed, DeploymentFailed, DeploymentStarted,
+        DeploymentSuperseded,
+    )
 }
 _adapter: TypeAdapter[Event] = TypeAdapter(Event)
 

@@ -1,16 +1,19 @@
 """Who consumes which events: the one table the bus provisioning, the services and the AWS template follow."""
 
 CONSUMES: dict[str, tuple[str, ...]] = {
-    "registrar": ("ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
-    "approver": ("ModelRegistered", "Deployed"),
+    "registrar": (
+        "ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded",
+    ),
+    "approver": ("ModelRegistered", "Deployed", "DeploymentSuperseded"),
     "deployer": ("ApprovalDecided",),
-    "notifier": ("ModelRegistered", "ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"),
+    "notifier": ("ModelRegistered", "ApprovalRequested", "ApprovalDecided", "DeploymentStarted", "DeploymentSuperseded",
+                 "Deployed", "DeploymentFailed"),
 }
 
 EMITS: dict[str, tuple[str, ...]] = {  # only the producer that owns an event type may emit it (signed, checked)
     "registrar": ("ModelRegistered",),
     "approver": ("ApprovalRequested", "ApprovalDecided"),
-    "deployer": ("Deployed", "DeploymentFailed"),
+    "deployer": ("Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded"),
     "notifier": (),
 }
 OWNER: dict[str, str] = {event_type: service for service, types in EMITS.items() for event_type in types}

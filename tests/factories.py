@@ -11,6 +11,10 @@ from shared.events import (
     DeployedPayload,
     DeploymentFailed,
     DeploymentFailedPayload,
+    DeploymentStarted,
+    DeploymentStartedPayload,
+    DeploymentSuperseded,
+    DeploymentSupersededPayload,
     Envelope,
     MetricCheck,
     ModelRegistered,
@@ -60,6 +64,52 @@ def approval_decided(
     )
 
 
+def deployment_started(
+    group: str = "fraud", version: int = 1, deployment_id: str = "d1", stage: str = "dev", approval_id: str | None = "a1",
+    rollback: bool = False,
+) -> DeploymentStarted:
+    return DeploymentStarted(
+        producer="deployer",
+        correlation_id=f"{group}/{version}",
+        payload=DeploymentStartedPayload(
+            **ref(group, version), deployment_id=deployment_id, stage=stage, target="parameter-store",
+            artifact_uri="s3://b/model.bin", approval_id=None if rollback else approval_id, rollback=rollback,
+            started_at=utcnow(),
+        ),
+    )
+
+
+def deployment_superseded(
+    group: str = "fraud", version: int = 1, by: int = 2, deployment_id: str = "d1", stage: str = "dev",
+    approval_id: str | None = "a1", rollback: bool = False,
+) -> DeploymentSuperseded:
+    return DeploymentSuperseded(
+        producer="deployer",
+        correlation_id=f"{group}/{version}",
+        payload=DeploymentSupersededPayload(
+            **ref(group, version), deployment_id=deployment_id, stage=stage, superseded_by=f"{group}/{by}",
+            superseded_by_version=by, approval_id=approval_id, rollback=rollback,
+            reason=f"superseded: {group}/{by} was approved for {stage} and is newer",
+        ),
+    )
+
+
+def deployed(
+    group: str = "fraud", version: int = 1, deployment_id: str = "d1", stage: str = "dev", previous: int | None = None,
+    rollback: bool = False,
+) -> Deployed:
+    return Deployed(
+        producer="deployer",
+        correlation_id=f"{group}/{version}",
+        payload=DeployedPayload(
+            **ref(group, version), deployment_id=deployment_id, stage=stage, target="parameter-store",
+            artifact_uri="s3://b/model.bin", parameter_name=f"/modelgate/{group}/{stage}/current",
+            previous_model_version_id=f"{group}/{previous}" if previous else None, previous_version=previous,
+            rollback=rollback, deployed_at=utcnow(),
+        ),
+    )
+
+
 def sample_events() -> list[Envelope]:
     now = utcnow()
     return [
@@ -100,4 +150,6 @@ def sample_events() -> list[Envelope]:
             correlation_id="fraud/1",
             payload=DeploymentFailedPayload(**ref(), deployment_id="d2", stage="dev", target="local", reason="boom", attempts=3),
         ),
+        deployment_started(),
+        deployment_superseded(),
     ]

@@ -247,8 +247,7 @@ def show(
     for column in ("stage", "status", "since", "detail"):
         stages.add_column(column)
     for stage, details in (record.get("stage_details") or {}).items():
-        extra = details.get("decided_by") or details.get("reason") or details.get("endpoint_url") or ""
-        stages.add_row(stage, styled(details["status"]), when(details.get("at")), str(extra))
+        stages.add_row(stage, styled(details["status"]), when(details.get("at")), stage_note(details))
     console.print(stages)
     console.print(_mapping_table("metrics", record["metrics"]))
     if record["params"]:
@@ -289,6 +288,22 @@ def history_table(history: list[dict[str, Any]]) -> Table:
     return table
 
 
+def stage_note(details: dict[str, Any]) -> str:
+    """One stage's status explained in a few words (who replaced it, why it failed, where it serves)."""
+    match details.get("status"):
+        case "Superseded":
+            return f"superseded by {details.get('superseded_by') or 'a newer version'}"
+        case "Retired":
+            return f"replaced by {details.get('replaced_by') or 'a newer version'}"
+        case "RolledBack":
+            return f"rolled back to {details.get('replaced_by') or 'an earlier version'}"
+        case "Deploying":
+            return ("rolling back" if details.get("rollback") else "deploying") + f" to {details.get('target') or 'its target'}"
+        case "Deployed":
+            return details.get("endpoint_url") or details.get("target") or ""
+    return ", ".join(details.get("decided_by") or []) or str(details.get("reason") or "")
+
+
 def event_detail(event: dict[str, Any]) -> str:
     p = event["payload"]
     match event["event_type"]:
@@ -304,4 +319,8 @@ def event_detail(event: dict[str, Any]) -> str:
             return f"{p.get('target')} {p.get('parameter_name')}{note}"
         case "DeploymentFailed":
             return str(p.get("reason"))
+        case "DeploymentStarted":
+            return ("rolling back" if p.get("rollback") else "deploying") + f" to {p.get('target')}"
+        case "DeploymentSuperseded":
+            return f"superseded by {p.get('superseded_by')}: never deployed"
     return ""

@@ -43,6 +43,8 @@ class ExitCode(IntEnum):
     GATE_REJECTED = 11  # gate: the version was rejected for that stage
     GATE_NOT_REQUESTED = 12  # gate: the version has not reached that stage (an earlier stage is not done)
     GATE_DEPLOYMENT_FAILED = 13  # gate: approved, but its deployment to that stage failed
+    GATE_SUPERSEDED = 14  # gate: a newer version took that stage first; this one will never serve it
+    GATE_RETIRED = 15  # gate: it served that stage, and a newer version has replaced it since
     DRIFT = 20  # verify: what serves a stage disagrees with what modelgate records
 
 
@@ -145,6 +147,8 @@ STATUS_STYLE = {
     "pending": "yellow",
     "Rejected": "red",
     "Superseded": "dim",
+    "Deploying": "yellow",
+    "Retired": "dim",
     "RolledBack": "red",
     "DeploymentFailed": "red",
 }

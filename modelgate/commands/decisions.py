@@ -25,6 +25,7 @@ from modelgate.commands.common import (
     styled,
 )
 from modelgate.errors import WaitFailed, WaitTimeout
+from modelgate.models import GateVerdict
 from modelgate.sdk import AsyncClient
 
 
@@ -200,49 +201,16 @@ async def _wait_for_deployment(mg: AsyncClient, group: str, version: int, stage:
         try:
             await mg.wait(group, version, stage, until="Deployed", timeout=timeout)
         except WaitFailed as exc:
-            fail(str(exc))
+            if exc.status != "Retired":
+                fail(str(exc))
+            if not quiet:  # it went live, and a newer version has replaced it already
+                console.print(f"{group}/{version} was deployed to {stage}, and is [dim]Retired[/] there already")
+            return "Retired"
         except WaitTimeout as exc:
             fail(str(exc), ExitCode.TIMEOUT)
     if not quiet:
         console.print(f"{group}/{version} is [green]Deployed[/] to {stage}")
     return "Deployed"
-
-
-GATE_OPEN = ("Approved", "Deployed")
-GATE_CODES = {
-    "PendingApproval": ExitCode.GATE_PENDING,
-    "Rejected": ExitCode.GATE_REJECTED,
-    "Superseded": ExitCode.GATE_REJECTED,
-    "RolledBack": ExitCode.GATE_REJECTED,
-    "DeploymentFailed": ExitCode.GATE_DEPLOYMENT_FAILED,
-}
-
-
-def gate_verdict(record: dict[str, Any], stage: str) -> tuple[ExitCode, str]:
-    """Whether `record` may go to `stage`, and why (or why not) in one sentence."""
-    details = (record.get("stage_details") or {}).get(stage) or {}
-    status = record["stages"].get(stage)
-    vid = record["model_version_id"]
-    if status in GATE_OPEN:
-        who = ", ".join(details.get("decided_by") or [])
-        return ExitCode.OK, f"{vid} is {status} for {stage}" + (f" (approved by {who})" if who else "")
-    if status is None:
-        reached = ", ".join(f"{s}={st}" for s, st in record["stages"].items()) or "no stage yet"
-        return ExitCode.GATE_NOT_REQUESTED, f"{vid} has not been put up for {stage} yet ({reached})"
-    if status == "PendingApproval":
-        return ExitCode.GATE_PENDING, f"{vid} is waiting for approval for {stage}; see 'modelgate approvals --stage {stage}'"
-    if status == "Rejected":
-        who = ", ".join(details.get("decided_by") or [])
-        return ExitCode.GATE_REJECTED, f"{vid} was rejected for {stage}" + (f" by {who}" if who else "")
-    if status == "Superseded":
-        newer = details.get("superseded_by") or "a newer version"
-        return ExitCode.GATE_REJECTED, f"{vid} was superseded for {stage} by {newer}, which was put up for it later"
-    if status == "RolledBack":
-        return ExitCode.GATE_REJECTED, f"{vid} was rolled back from {stage} to {details.get('replaced_by', 'an earlier version')}"
-    if status == "DeploymentFailed":
-        reason = details.get("reason", "see modelgate show")
-        return ExitCode.GATE_DEPLOYMENT_FAILED, f"{vid} was approved for {stage} but its deployment failed: {reason}"
-    return ExitCode.GATE_PENDING, f"{vid} is {status} for {stage}, not approved"
 
 
 def gate(
@@ -251,29 +219,29 @@ def gate(
     version: Annotated[int | None, typer.Option(help="Version number (default: the group's latest).")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Exit 0 only when the version is approved for STAGE (its status there is Approved or Deployed).
+    """Exit 0 only when the version is approved for STAGE (its status there is Approved, Deploying or Deployed).
 
     The check a CI/CD pipeline runs before it deploys by itself. Otherwise it prints why not and exits
-    10 (waiting for approval), 11 (rejected), 12 (not put up for that stage yet), 13 (approved but its
-    deployment failed), 4 (no such group/version) or 3 (modelgate unreachable).
+    10 (waiting for approval), 11 (rejected, or rolled back from), 12 (not put up for that stage yet),
+    13 (approved but its deployment failed), 14 (superseded: a newer version took the stage first),
+    15 (retired: it served the stage, a newer version replaced it), 4 (no such group/version) or 3
+    (modelgate unreachable).
 
     [bold]Examples[/]
       modelgate gate fraud-detector prod --version 7 && ./deploy.sh
       modelgate gate fraud-detector prod --json
     """
-    record = run(_gate_record(group, version))
-    code, reason = gate_verdict(record, stage)
+    found = run(_gate(group, stage, version))
     if json_out:
-        print_json({"model_version_id": record["model_version_id"], "stage": stage,
-                    "status": record["stages"].get(stage), "approved": code == ExitCode.OK,
-                    "exit_code": int(code), "reason": reason})
-    elif code == ExitCode.OK:
-        console.print(f"[green]open:[/] {reason}")
+        print_json({"model_version_id": found.model_version_id, "stage": stage, "status": found.status,
+                    "approved": found.open, "exit_code": int(found.code), "reason": found.reason})
+    elif found.open:
+        console.print(f"[green]open:[/] {found.reason}")
     else:
-        errors.print(f"[red]closed:[/] {reason}", highlight=False)
-    raise typer.Exit(code)
+        errors.print(f"[red]closed:[/] {found.reason}", highlight=False)
+    raise typer.Exit(int(found.code))
 
 
-async def _gate_record(group: str, version: int | None) -> dict[str, Any]:
+async def _gate(group: str, stage: str, version: int | None) -> GateVerdict:
     async with clients() as mg:
-        return await (mg.registrar.latest(group) if version is None else mg.registrar.version(group, version))
+        return await mg.gate(group, stage, version)

@@ -30,6 +30,7 @@ log = structlog.get_logger()
 HANDLERS = {
     "ModelRegistered": handlers.on_model_registered,
     "Deployed": handlers.on_deployed,
+    "DeploymentSuperseded": handlers.on_deployment_superseded,
 }
 
 #: What the approver serves: its API, one router per resource, and the console under /console.

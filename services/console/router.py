@@ -36,8 +36,8 @@ from shared.http import runtime_of
 Me = Annotated[SignedIn, Depends(signed_in)]
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 STAGE_STYLE = {"Deployed": "ok", "Approved": "ok", "PendingApproval": "wait", "pending": "wait",
-               "PendingManualApproval": "wait", "Rejected": "bad", "DeploymentFailed": "bad",
-               "RolledBack": "bad"}
+               "PendingManualApproval": "wait", "Deploying": "wait", "Rejected": "bad", "DeploymentFailed": "bad",
+               "RolledBack": "bad"}  # Superseded and Retired: muted (ended without fault)
 templates.env.filters["status_class"] = lambda status: STAGE_STYLE.get(status or "", "none")
 
 

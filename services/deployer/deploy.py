@@ -4,7 +4,8 @@ Every deployment, from an approval or a rollback, takes the same path:
 1. recorded as Pending under the stage's lock. An approval already recorded is a duplicate (skipped); one
    for a version older than the newest approved for the stage is Superseded at once;
 2. claimed: the stage is leased to this process, and its next deployment chosen: a Deploying one whose
-   deployer died, else the newest Pending one (older Pending ones are Superseded);
+   deployer died, else the newest Pending one (older Pending ones are Superseded), announced as
+   DeploymentStarted;
 3. run with bounded retries: the artifact is checked against the digest and S3 VersionId pinned at
    registration (shared/pins.py; a target that fetches the bytes itself, like `local`, checks the bytes it
    serves), the target deploys and verifies the version, then the Parameter Store pointer
@@ -12,6 +13,8 @@ Every deployment, from an approval or a rollback, takes the same path:
    changed since approval fails the deployment at once (no retry), and the pointer stays as it was;
 4. live (or Failed) in one transaction with its Deployed (or DeploymentFailed) event; then what served
    before is retired.
+Every deployment marked Superseded (in step 1 or 2) is announced as DeploymentSuperseded, in the transaction
+that marks it, so the registrar and the approver know it will never serve.
 Step 1 is the ApprovalDecided handler's (or the rollback route's), in its own transaction; steps 2-4 are the
 deployment worker's (services/deployer/worker.py), woken when step 1 commits, so no target ever runs inside
 a message handler. Targets are idempotent per deployment, so resuming after kill -9 is safe.
@@ -46,6 +49,10 @@ from shared.events import (
     DeployedPayload,
     DeploymentFailed,
     DeploymentFailedPayload,
+    DeploymentStarted,
+    DeploymentStartedPayload,
+    DeploymentSuperseded,
+    DeploymentSupersededPayload,
     model_version_id,
     new_id,
     utcnow,
@@ -88,6 +95,7 @@ async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) 
     if await uow.session.scalar(select(Deployment.id).where(Deployment.approval_id == p.approval_id)):
         raise Skip(f"approval {p.approval_id} is already recorded: deployed once only")
     deployment = Deployment(
+        id=new_id(),
         group_name=p.group,
         stage=p.stage,
         model_version_id=p.model_version_id,
@@ -103,7 +111,7 @@ async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) 
         rollback=p.rollback,
     )
     if not p.rollback and p.version < stage.newest_version:
-        _supersede(deployment, model_version_id(p.group, stage.newest_version))
+        _supersede(uow, deployment, model_version_id(p.group, stage.newest_version), stage.newest_version)
     else:
         stage.newest_version = max(stage.newest_version, p.version)
     uow.session.add(deployment)
@@ -175,10 +183,41 @@ def _open_in(group: str, stage: str) -> Any:
     )
 
 
-def _supersede(deployment: Deployment, newer: str) -> None:
-    deployment.status, deployment.finished_at = SUPERSEDED, utcnow()
-    deployment.reason = f"superseded: {newer} was approved for {deployment.stage} and is newer"
-    log.info("deployment_superseded", model_version_id=deployment.model_version_id, stage=deployment.stage, by=newer)
+def _supersede(uow: UnitOfWork, deployment: Deployment, newer: str, newer_version: int) -> None:
+    """Marks the deployment Superseded by `newer` and announces it (DeploymentSuperseded) in the same transaction."""
+    d = deployment
+    d.status, d.finished_at = SUPERSEDED, utcnow()
+    d.reason = f"superseded: {newer} was approved for {d.stage} and is newer"
+    uow.publish(
+        DeploymentSuperseded(
+            producer="deployer",
+            correlation_id=d.model_version_id,
+            causation_id=d.cause_event_id,
+            payload=DeploymentSupersededPayload(
+                group=d.group_name, version=d.version, model_version_id=d.model_version_id, deployment_id=d.id,
+                stage=d.stage, superseded_by=newer, superseded_by_version=newer_version, approval_id=d.approval_id,
+                rollback=bool(d.rollback), reason=d.reason,
+            ),
+        )
+    )
+    log.info("deployment_superseded", model_version_id=d.model_version_id, stage=d.stage, by=newer)
+
+
+def _start(uow: UnitOfWork, d: Deployment, now: datetime) -> None:
+    """Moves a Pending deployment to Deploying and announces it (DeploymentStarted) in the same transaction."""
+    d.status, d.started_at = DEPLOYING, d.started_at or now
+    uow.publish(
+        DeploymentStarted(
+            producer="deployer",
+            correlation_id=d.model_version_id,
+            causation_id=d.cause_event_id,
+            payload=DeploymentStartedPayload(
+                group=d.group_name, version=d.version, model_version_id=d.model_version_id, deployment_id=d.id,
+                stage=d.stage, target=d.target, artifact_uri=d.artifact_uri, approval_id=d.approval_id,
+                rollback=bool(d.rollback), started_at=d.started_at,
+            ),
+        )
+    )
 
 
 async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOptions) -> Deployment | None:
@@ -190,18 +229,17 @@ async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOp
     open_ = list((await uow.session.scalars(_open_in(group, stage_name))).all())
     deploying = [d for d in open_ if d.status == DEPLOYING]
     pending = [d for d in open_ if d.status == PENDING]
-    if deploying:  # its deployer died (or was stopped) half-way: finish it
+    if deploying:  # its deployer died (or was stopped) half-way: finish it (announced as started already)
         chosen = deploying[0]
     elif pending:
         chosen = pending[-1]
         for older in pending[:-1]:
-            _supersede(older, chosen.model_version_id)
+            _supersede(uow, older, chosen.model_version_id, chosen.version)
+        _start(uow, chosen, now)
     else:
         stage.lease_owner, stage.lease_until = None, None
         await uow.commit()
         return None
-    chosen.status = DEPLOYING
-    chosen.started_at = chosen.started_at or now
     stage.lease_owner, stage.lease_until = OWNER, now + timedelta(seconds=options.lease_seconds)
     await uow.commit()
     return chosen

@@ -27,7 +27,10 @@ HANDLERS = {
     "ApprovalDecided": handlers.notify,
     "Deployed": handlers.notify,
     "DeploymentFailed": handlers.notify,
-    "ModelRegistered": handlers.notify,  # for webhook subscriptions alone: routing tells people of the others
+    # for webhook subscriptions alone: routing tells people of the four above
+    "ModelRegistered": handlers.notify,
+    "DeploymentStarted": handlers.notify,
+    "DeploymentSuperseded": handlers.notify,
 }
 
 

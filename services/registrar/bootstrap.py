@@ -22,6 +22,8 @@ HANDLERS = {
     "ApprovalDecided": handlers.on_approval_decided,
     "Deployed": handlers.on_deployed,
     "DeploymentFailed": handlers.on_deployment_failed,
+    "DeploymentStarted": handlers.on_deployment_started,
+    "DeploymentSuperseded": handlers.on_deployment_superseded,
 }
 
 

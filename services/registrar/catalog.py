@@ -356,23 +356,67 @@ def record_history(uow: UnitOfWork, event: Envelope) -> None:
 async def set_stage(
     session: AsyncSession, version: ModelVersion, stage: str, status: StageStatus, event: Envelope, **details: Any
 ) -> bool:
-    """Moves a stage to `status` unless a later event already moved it: events may arrive out of order."""
+    """Moves a stage to `status` unless a later event already moved it: events may arrive out of order, and
+    twice. Which approval and which deployment the stage is about (approval_id, decided_by, deployment_id)
+    carry over to the next status unless `details` name new ones. Returns whether the stage changed."""
     current = version.stages.get(stage)
-    if current and datetime.fromisoformat(current["at"]) > event.occurred_at:
+    new = {"status": status, "at": event.occurred_at.isoformat(), "producer": event.producer, **details}
+    if current and _stays(current, new):
         return False
-    version.stages = {**version.stages, stage: {"status": status, "at": event.occurred_at.isoformat(), **details}}
+    carried = {k: current[k] for k in CARRIED if current and k in current and k not in details}
+    version.stages = {**version.stages, stage: {**new, **carried}}
     version.approval_status = approval_status(version.stages)
     await session.merge(VersionStage(version_id=version.id, stage=stage, status=status))
     return True
 
 
+CARRIED = ("approval_id", "decided_by", "deployment_id")
+
+#: How far along its way through a stage each status is (a deployer's Superseded: see _progress).
+PROGRESS = {
+    StageStatus.PENDING_APPROVAL: 0, StageStatus.APPROVED: 1, StageStatus.REJECTED: 1, StageStatus.SUPERSEDED: 1,
+    StageStatus.DEPLOYING: 2, StageStatus.DEPLOYED: 3, StageStatus.DEPLOYMENT_FAILED: 3,
+    StageStatus.RETIRED: 4, StageStatus.ROLLED_BACK: 4,
+}
+
+
+def _progress(entry: dict[str, Any]) -> int:
+    if entry["status"] == StageStatus.SUPERSEDED and entry.get("deployment_id"):
+        return PROGRESS[StageStatus.DEPLOYED]  # its deployment ended before it started
+    return PROGRESS.get(entry["status"], 0)
+
+
+def _stays(current: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether the stage's current entry is newer news than `new`. Clocks are only compared when the order
+    is not known otherwise: a version's approval precedes its deployments, and one deployment's own events
+    go Deploying -> Deployed, DeploymentFailed or Superseded -> Retired or RolledBack."""
+    if current.get("producer") == "deployer" and new["producer"] == "approver":
+        return True  # an approval is decided once per (version, stage), always before the deployer acts on it
+    same_deployment = current.get("deployment_id") is not None and current.get("deployment_id") == new.get("deployment_id")
+    if same_deployment and _progress(current) != _progress(new):
+        return _progress(current) > _progress(new)
+    at, new_at = datetime.fromisoformat(current["at"]), datetime.fromisoformat(new["at"])
+    if at != new_at:
+        return at > new_at
+    return _progress(current) >= _progress(new)  # the same instant: the one further along (or the first) stays
+
+
+#: Stage statuses that say the version was approved for that stage.
+APPROVED_STATUSES = frozenset({
+    StageStatus.APPROVED, StageStatus.DEPLOYING, StageStatus.DEPLOYED, StageStatus.DEPLOYMENT_FAILED,
+    StageStatus.RETIRED, StageStatus.ROLLED_BACK,
+})
+
+
 def approval_status(stages: dict[str, dict[str, Any]]) -> ApprovalStatus:
-    """SageMaker's single status, derived from the stages: any rejection wins, then any approval; a version
-    superseded before any approval will go no further, so it reads as rejected."""
+    """SageMaker's single status, derived from the stages: any rejection wins, then any approval (a version
+    superseded after its approval, by the deployer, was approved); a version superseded before any approval
+    will go no further, so it reads as rejected."""
     statuses = {s["status"] for s in stages.values()}
     if StageStatus.REJECTED in statuses:
         return ApprovalStatus.REJECTED
-    if statuses & {StageStatus.APPROVED, StageStatus.DEPLOYED, StageStatus.DEPLOYMENT_FAILED}:
+    if any(s["status"] in APPROVED_STATUSES or (s["status"] == StageStatus.SUPERSEDED and s.get("deployment_id"))
+           for s in stages.values()):
         return ApprovalStatus.APPROVED
     if StageStatus.SUPERSEDED in statuses:
         return ApprovalStatus.REJECTED

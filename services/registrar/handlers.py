@@ -1,18 +1,34 @@
 """The registrar reflects each step of a version's journey in its record and history.
 
+Events arrive in any order and possibly twice; set_stage (catalog.py) keeps what is newer, so the same
+events in any order end in the same stages. Once the events of a (group, stage) are in, exactly one version
+reads Deployed there: each Deployed retires what the stage served before (the event's previous version, and
+any other version still reading Deployed).
+
 Comet write-backs are only recorded here (services/registrar/writebacks.py); a worker calls Comet after commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
+
+from sqlalchemy import select
 
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
-from services.registrar.models import ModelVersion, StageStatus, WritebackAction
+from services.registrar.models import ModelGroup, ModelVersion, StageStatus, VersionStage, WritebackAction
 from services.registrar.writebacks import record_writeback
 from shared.db import UnitOfWork
-from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
+from shared.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Deployed,
+    DeploymentFailed,
+    DeploymentStarted,
+    DeploymentSuperseded,
+    Envelope,
+)
 
 
 class VersionNotFound(Exception):
@@ -48,22 +64,81 @@ async def on_approval_decided(
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
 
 
+async def on_deployment_started(event: DeploymentStarted, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYING, event, deployment_id=p.deployment_id,
+                    target=p.target, rollback=p.rollback)
+    record_history(uow, event)
+
+
+async def on_deployment_superseded(event: DeploymentSuperseded, uow: UnitOfWork) -> None:
+    version = await _version(uow, event)
+    p = event.payload
+    if not p.rollback:  # a rollback overtaken by a newer approval: the version keeps what it read (Retired)
+        await set_stage(uow.session, version, p.stage, StageStatus.SUPERSEDED, event, deployment_id=p.deployment_id,
+                        approval_id=p.approval_id, superseded_by=p.superseded_by,
+                        superseded_by_version=p.superseded_by_version, reason=p.reason)
+    record_history(uow, event)
+
+
 async def on_deployed(
     event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
 ) -> None:
-    version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event, endpoint_url=p.endpoint_url, rollback=p.rollback)
-    if p.rollback and p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
-        rolled_back = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
-        if rolled_back is not None:  # the version the stage was rolled back from no longer serves there
-            await set_stage(uow.session, rolled_back, p.stage, StageStatus.ROLLED_BACK, event, replaced_by=p.model_version_id)
+    # One Deployed per group at a time: retiring what it replaced locks other versions, never in a cycle.
+    await uow.session.get(ModelGroup, p.group, with_for_update=True)
+    version = await _version(uow, event)
+    changed = await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYED, event,
+                              deployment_id=p.deployment_id, target=p.target, endpoint_url=p.endpoint_url,
+                              rollback=p.rollback)
+    await _replace_previous(uow, event)  # even when late: it says what the stage served until then
+    if changed:
+        await _one_deployed(uow, version, p.stage, event)
     record_history(uow, event)
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
+
+
+async def _replace_previous(uow: UnitOfWork, event: Deployed) -> None:
+    """The version the deployment replaced reads Retired, or RolledBack when the stage was rolled back from it."""
+    p = event.payload
+    if not p.previous_model_version_id or p.previous_model_version_id == p.model_version_id:
+        return
+    previous = await uow.session.get(ModelVersion, p.previous_model_version_id, with_for_update=True)
+    if previous is None:
+        return
+    status = StageStatus.ROLLED_BACK if p.rollback else StageStatus.RETIRED
+    if not await set_stage(uow.session, previous, p.stage, status, event, replaced_by=p.model_version_id):
+        current = previous.stages[p.stage]
+        if current.get("replaced_by_guessed"):  # retired by _one_deployed, before this event said by which version
+            exact = {k: v for k, v in current.items() if k != "replaced_by_guessed"}
+            previous.stages = {**previous.stages, p.stage: {**exact, "status": status, "replaced_by": p.model_version_id}}
+            await uow.session.merge(VersionStage(version_id=previous.id, stage=p.stage, status=status))
+
+
+async def _one_deployed(uow: UnitOfWork, version: ModelVersion, stage: str, event: Deployed) -> None:
+    """Of the versions reading Deployed for the stage, the one deployed last stays; the others read Retired
+    (so one holds even when an event naming the previous version was lost, or the events came out of order)."""
+    others = await uow.session.scalars(
+        select(ModelVersion)
+        .join(VersionStage, VersionStage.version_id == ModelVersion.id)
+        .where(ModelVersion.group_name == version.group_name, VersionStage.stage == stage,
+               VersionStage.status == StageStatus.DEPLOYED, ModelVersion.id != version.id)
+        .with_for_update(of=ModelVersion)
+    )
+    deployed = [version, *others.all()]
+    if len(deployed) == 1:
+        return
+    newest = max(deployed, key=lambda v: (datetime.fromisoformat(v.stages[stage]["at"]), v.version))
+    for v in deployed:
+        if v is not newest:
+            await set_stage(uow.session, v, stage, StageStatus.RETIRED, event, replaced_by=newest.id,
+                            replaced_by_guessed=True)
 
 
 async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
     version = await _version(uow, event)
     p = event.payload
-    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, reason=p.reason)
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, deployment_id=p.deployment_id,
+                    reason=p.reason)
     record_history(uow, event)

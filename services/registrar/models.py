@@ -19,10 +19,20 @@ class StageStatus(StrEnum):
     PENDING_APPROVAL = "PendingApproval"
     APPROVED = "Approved"
     REJECTED = "Rejected"
-    SUPERSEDED = "Superseded"  # a newer version took the stage before a decision
-    DEPLOYED = "Deployed"
+    SUPERSEDED = "Superseded"  # a newer version took the stage first: before a decision, or before it deployed
+    DEPLOYING = "Deploying"  # approved; the deployer is bringing the stage to it (or rolling back to it)
+    DEPLOYED = "Deployed"  # serving the stage now
     DEPLOYMENT_FAILED = "DeploymentFailed"
+    RETIRED = "Retired"  # served the stage, then a newer deployment replaced it (replaced_by)
     ROLLED_BACK = "RolledBack"  # the stage was rolled back from this version
+
+
+#: The statuses a stage settles in: nothing more happens to the version there unless a person acts (a
+#: rollback, or a newer version replacing a Deployed one).
+END_STATUSES = frozenset({
+    StageStatus.REJECTED, StageStatus.SUPERSEDED, StageStatus.DEPLOYED, StageStatus.DEPLOYMENT_FAILED,
+    StageStatus.RETIRED, StageStatus.ROLLED_BACK,
+})
 
 
 class ApprovalStatus(StrEnum):
@@ -100,7 +110,7 @@ class VersionTag(Base):
 
 
 class VersionStage(Base):
-    """A version's status in one stage: PendingApproval, Approved, Rejected, Deployed or DeploymentFailed."""
+    """A version's status in one stage (a StageStatus)."""
 
     __tablename__ = "version_stages"
     __table_args__ = (Index("ix_version_stages_stage_status", "stage", "status", "version_id"),)

@@ -28,8 +28,14 @@ class VersionOut(BaseModel):
     model_card: dict[str, Any]
     lineage: dict[str, Any]
     approval_status: str = Field(description="SageMaker's: PendingManualApproval, Approved or Rejected.")
-    stages: dict[str, str] = Field(description="stage -> PendingApproval, Approved, Rejected, Superseded (a newer version took the stage), Deployed, DeploymentFailed or RolledBack (the stage was rolled back from it)")
-    stage_details: dict[str, dict[str, Any]]
+    stages: dict[str, str] = Field(description=(
+        "stage -> PendingApproval, Approved, Rejected, Deploying, Deployed (serving now), DeploymentFailed, "
+        "Superseded (a newer version took the stage first; superseded_by), Retired (served, then replaced; "
+        "replaced_by) or RolledBack (the stage was rolled back from it). Exactly one version per group and stage "
+        "reads Deployed once the system settles: the one the Parameter Store pointer names."))
+    stage_details: dict[str, dict[str, Any]] = Field(description=(
+        "stage -> status, at, producer, and what the status is about: approval_id, decided_by, deployment_id, "
+        "superseded_by, replaced_by, endpoint_url, reason"))
     created_at: datetime
 
     @classmethod

@@ -16,6 +16,7 @@ async def test_services_killed_at_random_lose_nothing_and_repeat_nothing(localst
     assert report.deployed_twice == 0 and report.history_repeats == 0
     assert report.deliveries_missing == 0 and report.deliveries_duplicated == 0
     assert report.webhook_distinct == report.deliveries_expected == 120
+    assert report.groups_checked == 41 and report.stage_truth_violations == []  # 40 journeys' groups, the surge's
 
 
 @pytest.fixture
@@ -34,3 +35,4 @@ async def test_aws_stopping_mid_flow_is_reported_and_loses_no_journey(own_locals
     assert report.not_ready_seen == {"registrar": True, "approver": True, "deployer": True, "notifier": True}
     assert report.registered == report.at_end_state == 30
     assert report.deployed_twice == 0 and report.deliveries_missing == 0 and report.deliveries_duplicated == 0
+    assert report.stage_truth_violations == []

@@ -60,7 +60,8 @@ async def test_twenty_concurrent_versions_all_reach_dev_each_deployed_and_announ
         assert len(webhook.posts) == 60
         assert len({p["event_id"] for p in webhook.posts}) == 60
         history = (await client.get(f"{system.url('registrar')}/v1/groups/fraud-07/versions/1/history")).json()
-        assert [e["event_type"] for e in history] == ["ModelRegistered", "ApprovalDecided", "Deployed", "ApprovalRequested"]
+        assert [e["event_type"] for e in history] == [
+            "ModelRegistered", "ApprovalDecided", "DeploymentStarted", "Deployed", "ApprovalRequested"]
         assert {e["payload"]["model_version_id"] for e in history} == {"fraud-07/1"}
 
     ssm = boto_client("ssm", system.endpoint)

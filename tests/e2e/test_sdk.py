@@ -44,7 +44,8 @@ def test_the_readme_training_script_registers_and_waits_until_dev_serves_it(syst
         assert version.status("dev") == "Deployed" and version.framework == "xgboost"
         assert version.lineage["experiment_key"] and version.metrics["auc"] > 0.9
         assert mg.live("fraud-sdk", "dev").model_version_id == "fraud-sdk/1"
-        assert [e.event_type for e in mg.history("fraud-sdk", 1)][:3] == ["ModelRegistered", "ApprovalDecided", "Deployed"]
+        assert [e.event_type for e in mg.history("fraud-sdk", 1)][:4] == [
+            "ModelRegistered", "ApprovalDecided", "DeploymentStarted", "Deployed"]
         (period,) = mg.timeline("fraud-sdk", "dev")
         assert period.model_version_id == "fraud-sdk/1" and period.live and period.served_to is None
         assert mg.live("fraud-sdk", "dev", at=datetime.now(UTC)).model_version_id == "fraud-sdk/1"

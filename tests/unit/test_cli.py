@@ -131,7 +131,9 @@ def test_shell_completion_is_offered():
         ("dev", "Approved", {"decided_by": ["lee"]}, ExitCode.OK, "approved by lee"),
         ("dev", "PendingApproval", {}, ExitCode.GATE_PENDING, "waiting for approval"),
         ("dev", "Rejected", {"decided_by": ["kim"]}, ExitCode.GATE_REJECTED, "rejected for dev by kim"),
-        ("test", "Superseded", {"superseded_by": "fraud/8"}, ExitCode.GATE_REJECTED, "superseded for test by fraud/8"),
+        ("test", "Superseded", {"superseded_by": "fraud/8"}, ExitCode.GATE_SUPERSEDED, "superseded for test by fraud/8"),
+        ("dev", "Retired", {"replaced_by": "fraud/9"}, ExitCode.GATE_RETIRED, "until fraud/9 replaced it"),
+        ("dev", "Deploying", {"decided_by": ["policy"]}, ExitCode.OK, "under way, not serving yet"),
         ("prod", "RolledBack", {"replaced_by": "fraud/6"}, ExitCode.GATE_REJECTED, "rolled back from prod to fraud/6"),
         ("dev", "DeploymentFailed", {"reason": "endpoint never healthy"}, ExitCode.GATE_DEPLOYMENT_FAILED,
          "endpoint never healthy"),
@@ -311,3 +313,20 @@ def test_a_registration_the_registrar_refuses_says_why(services):
 def test_events_tail_refuses_unknown_event_types():
     result = invoke("events", "tail", "--type", "ModelDeleted")
     assert result.exit_code == ExitCode.USAGE and "ModelRegistered" in result.output
+
+
+@pytest.mark.parametrize(
+    ("details", "says"),
+    [
+        ({"status": "Superseded", "superseded_by": "fraud/9"}, "superseded by fraud/9"),
+        ({"status": "Retired", "replaced_by": "fraud/9"}, "replaced by fraud/9"),
+        ({"status": "RolledBack", "replaced_by": "fraud/6"}, "rolled back to fraud/6"),
+        ({"status": "Deploying", "target": "sagemaker"}, "deploying to sagemaker"),
+        ({"status": "Deploying", "target": "local", "rollback": True}, "rolling back to local"),
+        ({"status": "Approved", "decided_by": ["lee", "kim"]}, "lee, kim"),
+    ],
+)
+def test_show_says_what_each_stage_status_means(details, says):
+    from modelgate.commands.catalog import stage_note
+
+    assert stage_note(details) == says

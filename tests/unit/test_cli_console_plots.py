@@ -79,3 +79,17 @@ def test_the_console_says_who_may_not_decide_and_why():
     assert "model-risk" in (lee.why_not({**request, "eligible_groups": ["model-risk"]}) or "")
     assert lee.why_not({**request, "eligible_groups": ["model-risk", "ml-leads"]}) is None  # escalated
     assert "already approved" in (lee.why_not({**request, "approved_by": ["lee"]}) or "")
+
+
+def test_the_version_page_says_who_superseded_or_replaced_a_version_and_what_is_deploying():
+    from services.console.router import templates
+
+    page = templates.env.from_string('{% from "_parts.html" import stages_row %}{{ stages_row(record, stages, {}) }}')
+    record = {
+        "model_version_id": "fraud/7", "stages": {"dev": "Retired", "test": "Superseded", "prod": "Deploying"},
+        "stage_details": {"dev": {"replaced_by": "fraud/9"}, "test": {"superseded_by": "fraud/8"}, "prod": {"target": "sagemaker"}},
+    }
+    html = page.render(record=record, stages=["dev", "test", "prod"])
+    assert 'replaced by <a href="/console/groups/fraud/versions/9">fraud/9</a>' in html
+    assert 'superseded by <a href="/console/groups/fraud/versions/8">fraud/8</a>' in html
+    assert "deploying to sagemaker" in html and 'class="pill wait">Deploying' in html

@@ -74,9 +74,14 @@ class Deployer:
                 await run_stage(uow, event.payload.group, event.payload.stage, self.ssm, self.targets, FAST)
         return outcome
 
-    async def events(self) -> list:  # type: ignore[type-arg]
+    async def events(self, *types: str) -> list:  # type: ignore[type-arg]
+        """What the deployer published, in order (only `types`, when given)."""
         async with self.sessionmaker() as session:
-            return [parse_event(r.body) for r in await session.scalars(select(OutboxRow).order_by(OutboxRow.id))]
+            events = [parse_event(r.body) for r in await session.scalars(select(OutboxRow).order_by(OutboxRow.id))]
+        return [e for e in events if not types or e.event_type in types]
+
+    async def outcomes(self) -> list:  # type: ignore[type-arg]
+        return await self.events("Deployed", "DeploymentFailed")
 
     async def deployments(self) -> list[Deployment]:
         async with self.sessionmaker() as session:
@@ -96,7 +101,7 @@ async def deployer(tmp_path):
 
 async def test_an_approval_deploys_writes_the_pointer_and_announces_deployed(deployer):
     assert await deployer.deliver(approval_decided(version=1, approval_id="a1")) == "handled"
-    (event,) = await deployer.events()
+    (event,) = await deployer.outcomes()
     assert event.event_type == "Deployed" and event.payload.endpoint_url.startswith("http://127.0.0.1/")
     assert event.payload.previous_model_version_id is None and event.payload.target == "local"
     pointer = deployer.pointer()
@@ -111,7 +116,7 @@ async def test_a_duplicated_or_redelivered_approval_deploys_once(deployer):
     assert await deployer.deliver(approval) == "duplicate"
     assert await deployer.deliver(same_approval_new_event) == "skipped"
     assert deployer.target.deployed == ["fraud/1"] and deployer.ssm.writes == 1
-    assert [e.event_type for e in await deployer.events()] == ["Deployed"]
+    assert [e.event_type for e in await deployer.outcomes()] == ["Deployed"]
 
 
 async def test_an_older_approval_arriving_after_a_newer_one_is_recorded_as_superseded(deployer):
@@ -135,14 +140,14 @@ async def test_two_approvals_waiting_together_deploy_only_the_newer_version(depl
         await run_stage(uow, "fraud", "dev", deployer.ssm, deployer.targets, FAST)
     statuses = {d.model_version_id: d.status for d in await deployer.deployments()}
     assert statuses == {"fraud/1": "Superseded", "fraud/2": "Deployed"}
-    assert [e.payload.model_version_id for e in await deployer.events()] == ["fraud/2"]
+    assert [e.payload.model_version_id for e in await deployer.outcomes()] == ["fraud/2"]
 
 
 async def test_a_target_failing_every_try_is_announced_as_deployment_failed_and_the_stage_keeps_its_version(deployer):
     await deployer.deliver(approval_decided(version=1, approval_id="a1"))
     deployer.target.failures = 3
     await deployer.deliver(approval_decided(version=2, approval_id="a2"))
-    failed = (await deployer.events())[-1]
+    failed = (await deployer.outcomes())[-1]
     assert failed.event_type == "DeploymentFailed"
     assert failed.payload.attempts == 3 and "fraud/2 would not start" in failed.payload.reason
     assert deployer.pointer()["model_version_id"] == "fraud/1"
@@ -152,7 +157,7 @@ async def test_a_target_failing_every_try_is_announced_as_deployment_failed_and_
 async def test_a_target_failing_once_succeeds_on_a_retry(deployer):
     deployer.target.failures = 1
     await deployer.deliver(approval_decided(version=1, approval_id="a1"))
-    (deployed,) = await deployer.events()
+    (deployed,) = await deployer.outcomes()
     assert deployed.event_type == "Deployed"
     assert (await deployer.deployments())[0].attempts == 2
 
@@ -160,7 +165,7 @@ async def test_a_target_failing_once_succeeds_on_a_retry(deployer):
 async def test_a_new_version_retires_the_one_it_replaces(deployer):
     await deployer.deliver(approval_decided(version=1, approval_id="a1"))
     await deployer.deliver(approval_decided(version=2, approval_id="a2"))
-    second = (await deployer.events())[-1]
+    second = (await deployer.outcomes())[-1]
     assert second.payload.previous_model_version_id == "fraud/1" and second.payload.previous_version == 1
     assert deployer.target.retired == ["fraud/1"]
 
@@ -178,7 +183,7 @@ async def test_rollback_walks_back_through_what_was_live_then_refuses(deployer):
     for version in (1, 2, 3):
         await deployer.deliver(approval_decided(version=version, approval_id=f"a{version}"))
     await rollback(deployer)
-    back = (await deployer.events())[-1]
+    back = (await deployer.outcomes())[-1]
     assert back.event_type == "Deployed" and back.payload.rollback is True
     assert back.payload.model_version_id == "fraud/2" and back.payload.previous_model_version_id == "fraud/3"
     assert deployer.pointer()["model_version_id"] == "fraud/2"
@@ -219,7 +224,7 @@ async def test_a_deployment_left_half_done_by_a_dead_deployer_is_finished_once(d
         await run_stage(uow, "fraud", "dev", deployer.ssm, deployer.targets, FAST)
         await run_stage(uow, "fraud", "dev", deployer.ssm, deployer.targets, FAST)
     assert deployer.target.deployed == ["fraud/1"]
-    assert [e.event_type for e in await deployer.events()] == ["Deployed"]
+    assert [e.event_type for e in await deployer.events()] == ["Deployed"]  # resumed: not announced as started again
 
 
 async def test_a_rejection_deploys_nothing(deployer):
@@ -328,3 +333,32 @@ async def test_a_target_is_polled_until_it_settles_and_a_target_that_never_does_
     with pytest.raises(DeployError, match="image not found"):
         await until_settled(failed, wait_seconds=5, poll_seconds=0)
     assert len(looks) == 1  # a failure is not waited on
+
+
+async def test_each_deployment_is_announced_as_started_then_deployed_in_the_transactions_that_make_it_so(deployer):
+    await deployer.deliver(approval_decided(version=1, approval_id="a1"))
+    started, deployed = await deployer.events()
+    assert [started.event_type, deployed.event_type] == ["DeploymentStarted", "Deployed"]
+    assert started.payload.deployment_id == deployed.payload.deployment_id
+    assert started.payload.approval_id == "a1" and started.payload.model_version_id == "fraud/1"
+    assert started.occurred_at <= deployed.occurred_at and started.producer == "deployer"
+
+
+async def test_every_superseded_deployment_is_announced_with_the_version_that_won(deployer):
+    from services.deployer.deploy import record_approval
+
+    for version in (1, 2, 3):  # waiting together: the claim supersedes 1 and 2
+        async with deployer.uow() as uow:
+            await record_approval(uow, approval_decided(version=version, approval_id=f"a{version}"), "local")
+            await uow.commit()
+    async with deployer.uow() as uow:
+        await run_stage(uow, "fraud", "dev", deployer.ssm, deployer.targets, FAST)
+    await deployer.deliver(approval_decided(version=2, approval_id="late-2b"))  # older than 3: superseded at once
+    superseded = await deployer.events("DeploymentSuperseded")
+    assert [(e.payload.model_version_id, e.payload.approval_id) for e in superseded] == [
+        ("fraud/1", "a1"), ("fraud/2", "a2"), ("fraud/2", "late-2b")]
+    assert {(e.payload.superseded_by, e.payload.superseded_by_version) for e in superseded} == {("fraud/3", 3)}
+    rows = {d.approval_id: d for d in await deployer.deployments()}
+    assert {e.payload.deployment_id for e in superseded} == {rows[a].id for a in ("a1", "a2", "late-2b")}
+    assert all("fraud/3" in e.payload.reason and e.payload.stage == "dev" for e in superseded)
+    assert [e.payload.model_version_id for e in await deployer.events("DeploymentStarted")] == ["fraud/3"]
