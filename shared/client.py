@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 
@@ -64,6 +65,14 @@ class ApiError(ServiceError):
         self.detail = detail
 
 
+def _part(value: object) -> str:
+    """A path segment, quoted: a name can only ever be one segment (never `..`, never a `/` in it)."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise ApiError("modelgate", 404, f"{text!r} names nothing: a name has letters or digits")
+    return quote(text, safe="")
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -107,7 +116,7 @@ class Registrar(ServiceClient):
 
     async def register(self, group: str, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return await self._call("POST", f"/v1/groups/{group}/versions", json=body, headers=headers)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions", json=body, headers=headers)
 
     async def groups(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -123,17 +132,17 @@ class Registrar(ServiceClient):
         `fields`: registered_by, and optionally model_name, framework, description, tags, model_card."""
         files = {"archive": (archive.name, archive.read_bytes(), "application/zip")}
         data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v not in (None, {}, "")}
-        return await self._call("POST", f"/v1/groups/{group}/versions/comet-archive", files=files, data=data)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions/comet-archive", files=files, data=data)
 
     async def register_from_comet(self, group: str, body: dict[str, Any]) -> dict[str, Any]:
         """Registers a Comet experiment (or registry model version) the registrar reads from Comet itself."""
-        return await self._call("POST", f"/v1/groups/{group}/versions/comet", json=body)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions/comet", json=body)
 
     async def versions(self, group: str) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/groups/{group}/versions")
+        return await self._call("GET", f"/v1/groups/{_part(group)}/versions")
 
     async def version(self, group: str, version: int) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/groups/{group}/versions/{version}")
+        return await self._call("GET", f"/v1/groups/{_part(group)}/versions/{_part(version)}")
 
     async def latest(self, group: str) -> dict[str, Any]:
         versions = await self.versions(group)
@@ -142,7 +151,7 @@ class Registrar(ServiceClient):
         return max(versions, key=lambda v: v["version"])
 
     async def history(self, group: str, version: int) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/groups/{group}/versions/{version}/history")
+        return await self._call("GET", f"/v1/groups/{_part(group)}/versions/{_part(version)}/history")
 
 
 class Approver(ServiceClient):
@@ -154,7 +163,7 @@ class Approver(ServiceClient):
         return await self._call("GET", "/v1/approvals", params=params)
 
     async def approval(self, approval_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/approvals/{approval_id}")
+        return await self._call("GET", f"/v1/approvals/{_part(approval_id)}")
 
     async def me(self, token: str | None = None) -> dict[str, Any]:
         """Who the token (default: this client's) belongs to: name, kind, roles, teams, groups; 401 when nobody."""
@@ -168,13 +177,13 @@ class Approver(ServiceClient):
         return await self._call("GET", "/v1/principals", params={"limit": 500})
 
     async def change_principal(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", f"/v1/principals/{name}", json=change)
+        return await self._call("PATCH", f"/v1/principals/{_part(name)}", json=change)
 
     async def new_token(self, name: str, revoke_others: bool = False) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/principals/{name}/tokens", params={"revoke_others": revoke_others})
+        return await self._call("POST", f"/v1/principals/{_part(name)}/tokens", params={"revoke_others": revoke_others})
 
     async def revoke_token(self, name: str, credential_id: str) -> None:
-        await self._call("DELETE", f"/v1/principals/{name}/tokens/{credential_id}")
+        await self._call("DELETE", f"/v1/principals/{_part(name)}/tokens/{_part(credential_id)}")
 
     async def policy(self) -> list[dict[str, Any]]:
         """The stages in order, each with its rule and thresholds."""
@@ -184,7 +193,7 @@ class Approver(ServiceClient):
         """decision: "approve" or "reject"; as the principal of `token` (default: this client's)."""
         return await self._call(
             "POST",
-            f"/v1/approvals/{approval_id}/decision",
+            f"/v1/approvals/{_part(approval_id)}/decision",
             json={"decision": decision, "comment": comment},
             headers={"Authorization": f"Bearer {token}"} if token else None,
         )
@@ -198,11 +207,11 @@ class Deployer(ServiceClient):
         return await self._call("GET", "/v1/deployments", params={"group": group} if group else None)
 
     async def deployment(self, deployment_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/deployments/{deployment_id}")
+        return await self._call("GET", f"/v1/deployments/{_part(deployment_id)}")
 
     async def rollback(self, group: str, stage: str, body: dict[str, Any]) -> dict[str, Any]:
         """Accepted at once (the rollback deployment, status Pending); follow it with deployment()."""
-        return await self._call("POST", f"/v1/groups/{group}/stages/{stage}/rollback", json=body)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/stages/{_part(stage)}/rollback", json=body)
 
 
 class Notifier(ServiceClient):

@@ -22,7 +22,7 @@ from fastapi import HTTPException, Query
 from pydantic import AfterValidator, Field
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: No setting may raise json_depth above this: the event parsers (pydantic-core, 200 levels) must read
@@ -199,3 +199,14 @@ PageLimit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size,
                                  description=f"Rows per page, at most {LIMITS.max_page_size} (MODELGATE_MAX_PAGE_SIZE).")]
 PageOffset = Annotated[int, Query(ge=0, le=LIMITS.max_offset, description=f"Rows to skip, at most {LIMITS.max_offset} "
                                   "(MODELGATE_MAX_OFFSET): narrow the filters to go further.")]
+
+#: The response header of a list with more rows: the `offset` of the next page.
+NEXT_OFFSET = "X-Next-Offset"
+
+
+def one_page(rows: list[Any], limit: int, offset: int, response: Response) -> list[Any]:
+    """The page of `rows` (read with `limit + 1`), with NEXT_OFFSET set on `response` when there are more."""
+    if len(rows) > limit:
+        response.headers[NEXT_OFFSET] = str(offset + limit)
+        return rows[:limit]
+    return rows

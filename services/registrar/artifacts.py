@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from fastapi import HTTPException
 
 #: S3's rule for bucket names: 3-63 lowercase letters, digits, dots and hyphens, a letter or digit at each end.
@@ -67,6 +67,8 @@ async def check_artifact(s3: Any, uri: str) -> None:
         raise HTTPException(422, f"artifact_uri {uri!r} is not s3://<bucket>/<key>")
     try:
         await s3.head_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+    except ParamValidationError:  # not a name S3 could have (the client refused it before asking)
+        raise HTTPException(422, f"artifact_uri {uri!r} is not s3://<bucket>/<key> with a valid bucket name and key") from None
     except ClientError:
         raise HTTPException(422, f"artifact {uri} does not exist; upload it first (modelgate register --file)") from None
     except BotoCoreError as exc:  # S3 unreachable or timing out: nothing is written, the client may retry
