@@ -97,7 +97,7 @@ class ServiceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -108,7 +108,21 @@ class ServiceClient:
             ) from None
         if response.status_code >= 400:
             raise ApiError(self.service, response.status_code, _detail(response))
+        return response
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._send(method, path, **kwargs)
         return response.json() if response.content else None
+
+    async def _every(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Every row of a list route, following its pages (the X-Next-Offset header, shared/limits.py)."""
+        rows: list[Any] = []
+        offset: str | None = "0"
+        while offset is not None:
+            response = await self._send("GET", path, params={**(params or {}), "offset": offset})
+            rows += response.json()
+            offset = response.headers.get("x-next-offset")
+        return rows
 
 
 class Registrar(ServiceClient):
@@ -160,7 +174,7 @@ class Approver(ServiceClient):
     async def approvals(self, status: str = "pending", **filters: str | None) -> list[dict[str, Any]]:
         """filters: group, stage, model_version_id, approver (only what that approver may vote on now)."""
         params = {"status": status, **{k: v for k, v in filters.items() if v is not None}}
-        return await self._call("GET", "/v1/approvals", params=params)
+        return await self._every("/v1/approvals", params)
 
     async def approval(self, approval_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/approvals/{_part(approval_id)}")
@@ -204,7 +218,7 @@ class Deployer(ServiceClient):
 
     async def deployments(self, group: str | None = None) -> list[dict[str, Any]]:
         """Every deployment, oldest first; `live` marks what each stage serves now."""
-        return await self._call("GET", "/v1/deployments", params={"group": group} if group else None)
+        return await self._every("/v1/deployments", {"group": group} if group else None)
 
     async def deployment(self, deployment_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/v1/deployments/{_part(deployment_id)}")
