@@ -188,7 +188,7 @@ class Approver(ServiceClient):
         return await self._call("POST", "/v1/principals", json=body)
 
     async def principals(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/v1/principals", params={"limit": 500})
+        return await self._every("/v1/principals")
 
     async def change_principal(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
         return await self._call("PATCH", f"/v1/principals/{_part(name)}", json=change)

@@ -29,7 +29,7 @@ from shared.migrations import prepare_database
 from shared.runtime import Runtime
 from tests.inprocess import FakeSsm
 from tests.integration.test_approver_harness import Approver, bearer
-from tests.integration.test_registrar_api import post_version, registration, registrar_client
+from tests.integration.test_registrar_api import post_version, registrar_client, registration
 from tests.principals import ADMIN, StaticAuthenticator
 from tests.principals import bearer as static_bearer
 
@@ -229,3 +229,15 @@ async def test_deployments_and_deliveries_list_a_page_at_a_time(database_url, se
         assert [len(p) for p in pages] == [2, 2, 1]
         assert (await client.get(path, params={"limit": LIMITS.max_page_size + 1})).status_code == 422
         assert (await client.get(path, params={"offset": "1e20"})).status_code == 422
+
+
+async def test_a_console_path_of_dots_is_a_404_not_a_500(approver):
+    from tests.integration.test_approver_harness import TOKENS, URLS
+
+    async with approver.http() as console:
+        signed = await console.post("/console/login", data={"token": TOKENS["lee"], "next": "/console/approvals"},
+                                    headers={"Origin": URLS.api})
+        assert signed.status_code == 303, signed.text
+        for path in ("/console/groups/%2E%2E", "/console/groups/%2E%2E/versions/1", "/console/groups/%2E"):
+            answer = await console.get(path)
+            assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])

@@ -14,6 +14,7 @@ from services.registrar.models import ModelGroup, ModelVersion
 from services.registrar.schemas import VersionOut, VersionPage
 from services.registrar.search import InvalidQuery, VersionQuery, search_versions
 from shared.http import CurrentPrincipal, SessionDep
+from shared.limits import PageLimit, PageOffset
 
 router = APIRouter(tags=["versions"], route_class=ReadableErrors)
 
@@ -67,8 +68,8 @@ async def list_versions(
     group: GroupName,
     session: SessionDep,
     caller: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: PageLimit = 1000,
+    offset: PageOffset = 0,
 ) -> list[VersionOut]:
     """The group's versions, oldest first. Search across groups, filter and sort with GET /v1/versions."""
     if (found := await session.get(ModelGroup, group)) is None:
