@@ -19,7 +19,7 @@ from services.registrar.comet import CometArchiveError, parse_offline_archive
 from services.registrar.search import InvalidQuery, parse_metric_filter
 from shared.events import parse_event
 from shared.limits import MAX_JSON_DEPTH, Limits, body_limit_of, json_problem
-from tests.factories import sample_events
+from tests.factories import model_registered, sample_events
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "limits.md"
 
@@ -38,6 +38,16 @@ def test_limits_come_from_the_environment_and_the_depth_stays_parseable(monkeypa
     monkeypatch.setenv("MODELGATE_MAX_JSON_DEPTH", str(MAX_JSON_DEPTH + 1))
     with pytest.raises(ValidationError):
         Limits()
+
+
+def test_every_service_parses_an_event_carrying_lineage_at_the_deepest_depth_a_setting_allows():
+    """The registrar accepts up to max_json_depth (at most MAX_JSON_DEPTH); the approver must read the event."""
+    lineage: dict = {}
+    for _ in range(MAX_JSON_DEPTH - 1):
+        lineage = {"x": lineage}
+    registered = model_registered()
+    event = registered.model_copy(update={"payload": registered.payload.model_copy(update={"lineage": {"comet": lineage}})})
+    assert parse_event(event.model_dump_json()).payload.lineage == {"comet": lineage}
 
 
 def test_the_comet_archive_upload_has_its_own_body_limit():
