@@ -6,7 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import uuid
+import zipfile
 from contextlib import asynccontextmanager
 
 import httpx
@@ -241,3 +243,29 @@ async def test_a_console_path_of_dots_is_a_404_not_a_500(approver):
         for path in ("/console/groups/%2E%2E", "/console/groups/%2E%2E/versions/1", "/console/groups/%2E"):
             answer = await console.get(path)
             assert answer.status_code == 404, (path, answer.status_code, answer.text[:300])
+
+
+def comet_archive(experiment: object) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        z.writestr("experiment.json", json.dumps(experiment))
+        z.writestr("messages.json", "")
+    return out.getvalue()
+
+
+async def test_an_archive_whose_experiment_json_is_a_list_is_a_422(api):
+    files = {"archive": ("exp.zip", comet_archive([]), "application/zip")}
+    answer = await api.post("/v1/groups/fraud/versions/comet-archive", files=files)
+    assert answer.status_code == 422 and "experiment.json must be a JSON object" in answer.json()["detail"], answer.text
+
+
+async def test_the_archive_upload_has_its_own_larger_limit_capped_while_it_arrives(api, monkeypatch):
+    monkeypatch.setattr(LIMITS, "max_upload_bytes", 3 * LIMITS.max_body_bytes)
+    padding = os.urandom(2 * LIMITS.max_body_bytes)  # over the JSON limit, under the upload limit
+    files = {"archive": ("exp.zip", comet_archive([]), "application/zip"), "description": (None, "x"),
+             "padding": ("pad.bin", padding, "application/octet-stream")}
+    answer = await api.post("/v1/groups/fraud/versions/comet-archive", files=files)
+    assert answer.status_code == 422, answer.text  # read, and refused for what it holds
+    files["padding"] = ("pad.bin", padding * 2, "application/octet-stream")
+    answer = await api.post("/v1/groups/fraud/versions/comet-archive", files=files)
+    assert answer.status_code == 413 and "MODELGATE_MAX_UPLOAD_BYTES" in answer.json()["detail"], answer.text
