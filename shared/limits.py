@@ -194,11 +194,22 @@ def _json_fits(value: Any) -> Any:
 JsonMap = Annotated[dict[str, Any], AfterValidator(_json_fits)]
 
 
+def _at_most(limit: str, advice: str) -> Any:
+    def check(value: int) -> int:
+        if value > getattr(LIMITS, limit):
+            raise _refuse(limit, f"{value} asked for", advice)
+        return value
+    return AfterValidator(check)
+
+
 #: `limit` and `offset` of every list route (`limit: PageLimit = 100, offset: PageOffset = 0`).
-PageLimit = Annotated[int, Query(ge=1, le=LIMITS.max_page_size,
-                                 description=f"Rows per page, at most {LIMITS.max_page_size} (MODELGATE_MAX_PAGE_SIZE).")]
-PageOffset = Annotated[int, Query(ge=0, le=LIMITS.max_offset, description=f"Rows to skip, at most {LIMITS.max_offset} "
-                                  "(MODELGATE_MAX_OFFSET): narrow the filters to go further.")]
+PageLimit = Annotated[int, _at_most("max_page_size", "ask for fewer rows per page and follow the next page"),
+                      Query(ge=1, json_schema_extra={"minimum": 1, "maximum": LIMITS.max_page_size},
+                            description=f"Rows per page, at most {LIMITS.max_page_size} (MODELGATE_MAX_PAGE_SIZE).")]
+PageOffset = Annotated[int, _at_most("max_offset", "narrow the filters to reach rows further on"),
+                       Query(ge=0, json_schema_extra={"minimum": 0, "maximum": LIMITS.max_offset},
+                             description=f"Rows to skip, at most {LIMITS.max_offset} (MODELGATE_MAX_OFFSET).")]
+
 
 #: The response header of a list with more rows: the `offset` of the next page.
 NEXT_OFFSET = "X-Next-Offset"

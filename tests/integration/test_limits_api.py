@@ -181,7 +181,7 @@ async def test_approval_requests_list_a_page_at_a_time(approver):
             offset = page.headers.get("x-next-offset")
         too_big = await client.get("/v1/approvals", params={"limit": LIMITS.max_page_size + 1})
     assert len(everything) >= 3 and [a["approval_id"] for a in paged] == [a["approval_id"] for a in everything]
-    assert too_big.status_code == 422
+    assert too_big.status_code == 422 and "MODELGATE_MAX_PAGE_SIZE" in too_big.text
 
 
 # ---------------------------------------------------------------- the deployer and the notifier
@@ -229,7 +229,8 @@ async def test_deployments_and_deliveries_list_a_page_at_a_time(database_url, se
             pages.append(answer.json())
             offset = answer.headers.get("x-next-offset")
         assert [len(p) for p in pages] == [2, 2, 1]
-        assert (await client.get(path, params={"limit": LIMITS.max_page_size + 1})).status_code == 422
+        too_big = await client.get(path, params={"limit": LIMITS.max_page_size + 1})
+        assert too_big.status_code == 422 and "MODELGATE_MAX_PAGE_SIZE" in too_big.text, too_big.text
         assert (await client.get(path, params={"offset": "1e20"})).status_code == 422
 
 
