@@ -153,7 +153,7 @@ class Registrar(ServiceClient):
         return await self._call("POST", f"/v1/groups/{_part(group)}/versions/comet", json=body)
 
     async def versions(self, group: str) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/groups/{_part(group)}/versions")
+        return await self._every(f"/v1/groups/{_part(group)}/versions")
 
     async def version(self, group: str, version: int) -> dict[str, Any]:
         return await self._call("GET", f"/v1/groups/{_part(group)}/versions/{_part(version)}")

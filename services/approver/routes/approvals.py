@@ -21,7 +21,7 @@ from services.approver.views import approvals_where, may_vote, one_approval
 from shared.errors import Refused
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Principal, Role, normalise_name
-from shared.limits import LIMITS, PageLimit, PageOffset, one_page
+from shared.limits import LIMITS, Name, PageLimit, PageOffset, one_page
 
 log = structlog.get_logger()
 router = APIRouter(tags=["approvals"])
@@ -34,10 +34,10 @@ async def list_approvals(
     session: SessionDep,
     caller: CurrentPrincipal,
     status: Literal["pending", "decided", "all"] = Query("pending"),
-    group: str | None = Query(None, description="Only this model group"),
-    stage: str | None = Query(None),
-    model_version_id: str | None = Query(None, description='"<group>/<version>"'),
-    approver: str | None = Query(None, description="Only the pending requests this approver may vote on now "
+    group: Name | None = Query(None, description="Only this model group"),
+    stage: Name | None = Query(None),
+    model_version_id: Name | None = Query(None, description='"<group>/<version>"'),
+    approver: Name | None = Query(None, description="Only the pending requests this approver may vote on now "
                                  "('me', or another's name for an admin or auditor)"),
     limit: PageLimit = LIMITS.max_page_size,
     offset: PageOffset = 0,

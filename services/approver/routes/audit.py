@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 from services.approver import audit
 from shared.http import CurrentPrincipal, RuntimeDep
 from shared.identity import Role
+from shared.limits import Name
 
 router = APIRouter(tags=["audit"])
 
@@ -25,9 +26,9 @@ router = APIRouter(tags=["audit"])
 async def get_audit(
     runtime: RuntimeDep,
     caller: CurrentPrincipal,
-    model_version_id: str | None = Query(None, description='"<group>/<version>"'),
-    group: str | None = Query(None),
-    approval_id: str | None = Query(None),
+    model_version_id: Name | None = Query(None, description='"<group>/<version>"'),
+    group: Name | None = Query(None),
+    approval_id: Name | None = Query(None),
     since: Annotated[AwareDatetime | None, Query(description="From this instant (inclusive), e.g. 2025-01-31T00:00:00Z")] = None,
     until: Annotated[AwareDatetime | None, Query(description="Up to this instant (exclusive)")] = None,
     format: Literal["json", "csv"] = Query("json"),

@@ -10,7 +10,7 @@ from services.deployer.models import Deployment, Stage
 from services.deployer.schemas import DeploymentOut, Status
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Role
-from shared.limits import LIMITS, PageLimit, PageOffset, one_page
+from shared.limits import LIMITS, Name, PageLimit, PageOffset, one_page
 
 router = APIRouter(tags=["deployments"])
 
@@ -27,8 +27,8 @@ async def list_deployments(
     session: SessionDep,
     response: Response,
     caller: CurrentPrincipal,
-    group: str | None = Query(None, description="Only this model group."),
-    stage: str | None = Query(None, description="Only this stage."),
+    group: Name | None = Query(None, description="Only this model group."),
+    stage: Name | None = Query(None, description="Only this stage."),
     status: Status | None = Query(None, description="Only deployments in this status."),
     limit: PageLimit = LIMITS.max_page_size,
     offset: PageOffset = 0,

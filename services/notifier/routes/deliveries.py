@@ -12,7 +12,7 @@ from sqlalchemy import select
 from services.notifier.models import Delivery
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Role
-from shared.limits import LIMITS, PageLimit, PageOffset, one_page
+from shared.limits import LIMITS, Name, PageLimit, PageOffset, one_page
 
 router = APIRouter(tags=["deliveries"])
 
@@ -38,8 +38,8 @@ async def list_deliveries(
     session: SessionDep,
     response: Response,
     caller: CurrentPrincipal,
-    correlation_id: str | None = Query(None, description='Only this version\'s ("<group>/<version>").'),
-    event_id: str | None = Query(None, description="Only this event's."),
+    correlation_id: Name | None = Query(None, description='Only this version\'s ("<group>/<version>").'),
+    event_id: Name | None = Query(None, description="Only this event's."),
     channel: Literal["log", "webhook", "email", "sns", "routing"] | None = Query(None),
     status: Literal["queued", "sending", "sent", "failed"] | None = Query(None, description="failed: every try failed."),
     limit: PageLimit = LIMITS.max_page_size,
