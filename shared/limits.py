@@ -131,14 +131,6 @@ def _text_fits(limit: str) -> Any:
     return AfterValidator(check)
 
 
-def _count_fits(limit: str, what: str) -> Any:
-    def check(value: Any) -> Any:
-        if len(value) > getattr(LIMITS, limit):
-            raise _refuse(limit, f"{len(value)} {what}", f"send fewer {what}")
-        return value
-    return AfterValidator(check)
-
-
 def _schema(**bounds: int) -> Any:
     """The bound in the OpenAPI schema (for clients and the fuzzer); the check is the validator's."""
     return Field(json_schema_extra=bounds)  # type: ignore[arg-type]
@@ -152,7 +144,11 @@ SearchText = Annotated[str, _text_fits("max_query_length"), _schema(maxLength=LI
 
 def counted(limit: str, what: str) -> Any:
     """Annotated metadata capping a list's or map's size by `limit` (a field of Limits)."""
-    return _count_fits(limit, what)
+    def check(value: Any) -> Any:
+        if len(value) > getattr(LIMITS, limit):
+            raise _refuse(limit, f"{len(value)} {what}", f"send fewer {what}")
+        return value
+    return AfterValidator(check)
 
 
 def _shown(where: str) -> str:
