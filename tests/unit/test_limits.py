@@ -129,3 +129,19 @@ def test_parse_event_raises_only_its_validation_error(body):
     except ValidationError:
         return
     assert re.fullmatch(r"[A-Za-z]+", event.event_type)
+
+
+async def test_an_s3_name_the_client_refuses_is_a_422_not_a_try_again():
+    """check_artifact on its own (the policy check usually refuses it first): S3's client refuses the name
+    before asking anyone, which is not an outage."""
+    from aiobotocore.session import get_session
+    from fastapi import HTTPException
+
+    from services.registrar.artifacts import check_artifact
+
+    session = get_session()
+    async with session.create_client("s3", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                     aws_access_key_id="x", aws_secret_access_key="x") as s3:
+        with pytest.raises(HTTPException) as refused:
+            await check_artifact(s3, "s3://bad!bucket/k")
+    assert refused.value.status_code == 422
