@@ -32,6 +32,7 @@ from bench.common import (
     WebhookReceiver,
     add_principal,
     console,
+    every_row,
     new_stack,
     private_localstack,
     running_system,
@@ -248,7 +249,7 @@ class Chaos:
             await asyncio.sleep(2)
 
     async def _count_sent(self, client: httpx.AsyncClient) -> int:
-        rows = (await client.get(f"{self.stack.url('notifier')}/v1/deliveries", params={"channel": "webhook"})).json()
+        rows = await every_row(client, f"{self.stack.url('notifier')}/v1/deliveries", channel="webhook")
         return sum(1 for r in rows if r["status"] == "sent" and r["correlation_id"].startswith("chaos-"))
 
     async def _count_end_states(self, client: httpx.AsyncClient) -> int:
@@ -268,7 +269,7 @@ class Chaos:
         await self.stage_truth(client)
         deployments = Counter(
             d["model_version_id"]
-            for d in (await client.get(f"{self.stack.url('deployer')}/v1/deployments", params={"stage": "dev"})).json()
+            for d in await every_row(client, f"{self.stack.url('deployer')}/v1/deployments", stage="dev")
             if d["status"] != "Superseded"
         )
         report.deployed_twice = sum(1 for n in deployments.values() if n > 1)
@@ -277,7 +278,7 @@ class Chaos:
             history = (await client.get(url)).json()
             kinds = Counter((e["event_type"], e["payload"].get("stage")) for e in history)
             report.history_repeats += sum(n - 1 for n in kinds.values() if n > 1)
-        rows = (await client.get(f"{self.stack.url('notifier')}/v1/deliveries", params={"channel": "webhook"})).json()
+        rows = await every_row(client, f"{self.stack.url('notifier')}/v1/deliveries", channel="webhook")
         per_event = Counter(r["event_id"] for r in rows if r["correlation_id"].startswith("chaos-"))
         sent = sum(1 for r in rows if r["status"] == "sent" and r["correlation_id"].startswith("chaos-"))
         report.deliveries_expected = EVENTS_PER_JOURNEY * self.journeys

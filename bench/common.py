@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -215,9 +216,21 @@ def _epoch(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).timestamp()
 
 
+async def every_row(client: httpx.AsyncClient, url: str, **params: Any) -> list[Any]:
+    """Every row of a list route, page by page (X-Next-Offset, docs/limits.md)."""
+    rows: list[Any] = []
+    offset: str | None = "0"
+    while offset is not None:
+        answer = await client.get(url, params={**params, "offset": offset})
+        answer.raise_for_status()
+        rows += answer.json()
+        offset = answer.headers.get("x-next-offset")
+    return rows
+
+
 async def read_timings(client: httpx.AsyncClient, stack: Stack, journeys: Sequence[Journey]) -> None:
     """Fills each journey's event times from the registrar's history and the notifier's delivery log."""
-    deliveries = (await client.get(f"{stack.url('notifier')}/v1/deliveries")).json()
+    deliveries = await every_row(client, f"{stack.url('notifier')}/v1/deliveries")
     notified: dict[str, float] = {}
     for d in deliveries:
         if d["event_type"] == "Deployed" and d["channel"] == "log":

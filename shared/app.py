@@ -1,5 +1,5 @@
 """The app factory every service shares: its routers, the health routes, the API docs from the package,
-security headers on every answer, the request audit (shared/audit.py), and refusals mapped to HTTP."""
+security headers on every answer, request bodies capped (shared/limits.py), the request audit (shared/audit.py), and refusals mapped to HTTP."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shared.docs import add_docs
 from shared.errors import Refused
 from shared.http import RuntimeDep, source_address
 from shared.identity import Principal
+from shared.limits import BodyLimit
 from shared.runtime import Runtime, Wiring
 from shared.throttle import FailureThrottle, Throttled
 
@@ -38,6 +39,7 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
     app.include_router(audit.router)
     add_docs(app)
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit)  # innermost: its 413 is audited and gets the security headers
     app.add_middleware(audit.AuditedRequests)
     app.add_middleware(SecurityHeaders)
     return app

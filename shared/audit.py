@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,11 +24,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.db import RequestAudit
 from shared.http import CurrentPrincipal, SessionDep, runtime_of, source_address
 from shared.identity import Role
+from shared.limits import PageLimit, PageOffset, one_page
 
 log = structlog.get_logger()
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 REFUSALS = {401, 403, 429}
-MAX_PAGE = 1000
 
 
 class AuditedRequests:
@@ -94,19 +94,21 @@ router = APIRouter(tags=["audit"])
 @router.get("/v1/audit/requests", response_model=list[RequestAuditOut],
             summary="Who asked this service for what, from where, and the outcome (auditor)")
 async def audited_requests(
+    response: Response,
     session: SessionDep,
     caller: CurrentPrincipal,
     principal: str | None = Query(None, max_length=100),
     outcome: Literal["done", "refused", "failed"] | None = None,
     since: Annotated[AwareDatetime | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: PageLimit = 100,
+    offset: PageOffset = 0,
 ) -> list[Any]:
     caller.require(Role.AUDITOR, to="read the request audit")
-    query = select(RequestAudit).order_by(RequestAudit.id).limit(limit).offset(offset)
+    query = select(RequestAudit).order_by(RequestAudit.id).limit(limit + 1).offset(offset)
     for column, wanted in ((RequestAudit.principal, principal), (RequestAudit.outcome, outcome)):
         if wanted is not None:
             query = query.where(column == wanted)
     if since is not None:
         query = query.where(RequestAudit.at >= since)
-    return [RequestAuditOut.model_validate(row, from_attributes=True) for row in await session.scalars(query)]
+    rows = one_page(list(await session.scalars(query)), limit, offset, response)
+    return [RequestAuditOut.model_validate(row, from_attributes=True) for row in rows]

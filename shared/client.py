@@ -16,6 +16,7 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -102,6 +103,14 @@ def api_error(service: str, status: int, detail: str) -> ApiError:
     return kind(service, status, detail)
 
 
+def _part(value: object) -> str:
+    """A path segment, quoted: a name can only ever be one segment (never `..`, never a `/` in it)."""
+    text = str(value)
+    if text in ("", ".", ".."):
+        raise NotFound("modelgate", 404, f"{text!r} names nothing: a name has letters or digits")
+    return quote(text, safe="")
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
@@ -127,7 +136,7 @@ class ServiceClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """One request; with `retries`, a safe one (GET, or a POST with an Idempotency-Key) is retried with
         backoff while the service cannot be reached."""
         safe = method == "GET" or "Idempotency-Key" in (kwargs.get("headers") or {})
@@ -140,7 +149,7 @@ class ServiceClient:
                 return await self._once(method, path, **kwargs)
         raise AssertionError("unreachable: tenacity re-raises the last error")
 
-    async def _once(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -151,7 +160,21 @@ class ServiceClient:
             ) from None
         if response.status_code >= 400:
             raise api_error(self.service, response.status_code, _detail(response))
+        return response
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self._send(method, path, **kwargs)
         return response.json() if response.content else None
+
+    async def _every(self, path: str, params: dict[str, Any] | None = None) -> list[Any]:
+        """Every row of a list route, following its pages (the X-Next-Offset header, shared/limits.py)."""
+        rows: list[Any] = []
+        offset: str | None = "0"
+        while offset is not None:
+            response = await self._send("GET", path, params={**(params or {}), "offset": offset})
+            rows += response.json()
+            offset = response.headers.get("x-next-offset")
+        return rows
 
 
 class Registrar(ServiceClient):
@@ -159,7 +182,7 @@ class Registrar(ServiceClient):
 
     async def register(self, group: str, body: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return await self._call("POST", f"/v1/groups/{group}/versions", json=body, headers=headers)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions", json=body, headers=headers)
 
     async def groups(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
@@ -175,11 +198,11 @@ class Registrar(ServiceClient):
         `fields`: registered_by, and optionally model_name, framework, description, tags, model_card."""
         files = {"archive": (archive.name, archive.read_bytes(), "application/zip")}
         data = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items() if v not in (None, {}, "")}
-        return await self._call("POST", f"/v1/groups/{group}/versions/comet-archive", files=files, data=data)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions/comet-archive", files=files, data=data)
 
     async def register_from_comet(self, group: str, body: dict[str, Any]) -> dict[str, Any]:
         """Registers a Comet experiment (or registry model version) the registrar reads from Comet itself."""
-        return await self._call("POST", f"/v1/groups/{group}/versions/comet", json=body)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/versions/comet", json=body)
 
     async def search(self, **params: Any) -> dict[str, Any]:
         """One page of GET /v1/versions: {items, limit, offset, next_offset}; params as the route takes them
@@ -187,10 +210,10 @@ class Registrar(ServiceClient):
         return await self._call("GET", "/v1/versions", params={k: v for k, v in params.items() if v is not None})
 
     async def versions(self, group: str) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/groups/{group}/versions")
+        return await self._every(f"/v1/groups/{_part(group)}/versions")
 
     async def version(self, group: str, version: int) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/groups/{group}/versions/{version}")
+        return await self._call("GET", f"/v1/groups/{_part(group)}/versions/{_part(version)}")
 
     async def latest(self, group: str) -> dict[str, Any]:
         versions = await self.versions(group)
@@ -204,7 +227,7 @@ class Registrar(ServiceClient):
         return (await self._call("GET", "/v1/versions", params=params))["items"]
 
     async def history(self, group: str, version: int) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/groups/{group}/versions/{version}/history")
+        return await self._call("GET", f"/v1/groups/{_part(group)}/versions/{_part(version)}/history")
 
 
 class Approver(ServiceClient):
@@ -213,10 +236,10 @@ class Approver(ServiceClient):
     async def approvals(self, status: str = "pending", **filters: str | None) -> list[dict[str, Any]]:
         """filters: group, stage, model_version_id, approver (only what that approver may vote on now)."""
         params = {"status": status, **{k: v for k, v in filters.items() if v is not None}}
-        return await self._call("GET", "/v1/approvals", params=params)
+        return await self._every("/v1/approvals", params)
 
     async def approval(self, approval_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/approvals/{approval_id}")
+        return await self._call("GET", f"/v1/approvals/{_part(approval_id)}")
 
     async def me(self, token: str | None = None) -> dict[str, Any]:
         """Who the token (default: this client's) belongs to: name, kind, roles, teams, groups; 401 when nobody."""
@@ -227,16 +250,16 @@ class Approver(ServiceClient):
         return await self._call("POST", "/v1/principals", json=body)
 
     async def principals(self) -> list[dict[str, Any]]:
-        return await self._call("GET", "/v1/principals", params={"limit": 500})
+        return await self._every("/v1/principals")
 
     async def change_principal(self, name: str, change: dict[str, Any]) -> dict[str, Any]:
-        return await self._call("PATCH", f"/v1/principals/{name}", json=change)
+        return await self._call("PATCH", f"/v1/principals/{_part(name)}", json=change)
 
     async def new_token(self, name: str, revoke_others: bool = False) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/principals/{name}/tokens", params={"revoke_others": revoke_others})
+        return await self._call("POST", f"/v1/principals/{_part(name)}/tokens", params={"revoke_others": revoke_others})
 
     async def revoke_token(self, name: str, credential_id: str) -> None:
-        await self._call("DELETE", f"/v1/principals/{name}/tokens/{credential_id}")
+        await self._call("DELETE", f"/v1/principals/{_part(name)}/tokens/{_part(credential_id)}")
 
     async def policy(self) -> list[dict[str, Any]]:
         """The stages in order, each with its rule and thresholds."""
@@ -246,7 +269,7 @@ class Approver(ServiceClient):
         """decision: "approve" or "reject"; as the principal of `token` (default: this client's)."""
         return await self._call(
             "POST",
-            f"/v1/approvals/{approval_id}/decision",
+            f"/v1/approvals/{_part(approval_id)}/decision",
             json={"decision": decision, "comment": comment},
             headers={"Authorization": f"Bearer {token}"} if token else None,
         )
@@ -257,17 +280,17 @@ class Deployer(ServiceClient):
 
     async def deployments(self, group: str | None = None) -> list[dict[str, Any]]:
         """Every deployment, oldest first; `live` marks what each stage serves now."""
-        return await self._call("GET", "/v1/deployments", params={"group": group} if group else None)
+        return await self._every("/v1/deployments", {"group": group} if group else None)
 
     async def deployment(self, deployment_id: str) -> dict[str, Any]:
-        return await self._call("GET", f"/v1/deployments/{deployment_id}")
+        return await self._call("GET", f"/v1/deployments/{_part(deployment_id)}")
 
     async def timeline(self, group: str, stage: str, at: str | None = None, limit: int = 100,
                        offset: int = 0) -> dict[str, Any]:
         """Every period a version served the stage, newest first (one page); with `at` (ISO 8601 with its
         offset), only the period covering that time (ApiError 404 when nothing served then)."""
         params: dict[str, Any] = {"at": at} if at else {"limit": limit, "offset": offset}
-        return await self._call("GET", f"/v1/groups/{group}/stages/{stage}/timeline", params=params)
+        return await self._call("GET", f"/v1/groups/{_part(group)}/stages/{_part(stage)}/timeline", params=params)
 
     async def drift(self, group: str | None = None, stage: str | None = None) -> list[dict[str, Any]]:
         """Each stage's views (live record, pointer, target) and what disagrees, every page."""
@@ -282,7 +305,7 @@ class Deployer(ServiceClient):
 
     async def rollback(self, group: str, stage: str, body: dict[str, Any]) -> dict[str, Any]:
         """Accepted at once (the rollback deployment, status Pending); follow it with deployment()."""
-        return await self._call("POST", f"/v1/groups/{group}/stages/{stage}/rollback", json=body)
+        return await self._call("POST", f"/v1/groups/{_part(group)}/stages/{_part(stage)}/rollback", json=body)
 
 
 class Notifier(ServiceClient):
@@ -296,16 +319,16 @@ class Notifier(ServiceClient):
         return await self._call("GET", "/v1/webhooks")
 
     async def remove_webhook(self, subscription_id: str) -> None:
-        await self._call("DELETE", f"/v1/webhooks/{subscription_id}")
+        await self._call("DELETE", f"/v1/webhooks/{_part(subscription_id)}")
 
     async def test_webhook(self, subscription_id: str) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/webhooks/{subscription_id}/test")
+        return await self._call("POST", f"/v1/webhooks/{_part(subscription_id)}/test")
 
     async def rotate_webhook(self, subscription_id: str, overlap_hours: float) -> dict[str, Any]:
-        return await self._call("POST", f"/v1/webhooks/{subscription_id}/rotate", params={"overlap_hours": overlap_hours})
+        return await self._call("POST", f"/v1/webhooks/{_part(subscription_id)}/rotate", params={"overlap_hours": overlap_hours})
 
     async def webhook_deliveries(self, subscription_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._call("GET", f"/v1/webhooks/{subscription_id}/deliveries", params={"limit": limit})
+        return await self._call("GET", f"/v1/webhooks/{_part(subscription_id)}/deliveries", params={"limit": limit})
 
     async def redeliver(self, delivery_id: int) -> dict[str, Any]:
         return await self._call("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver")

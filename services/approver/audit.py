@@ -8,12 +8,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.approver.models import ApprovalRequest, AuditEntry
 from shared.db import UnitOfWork
@@ -74,8 +75,13 @@ async def entries(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 10_000,
+    offset: int = 0,
+    after_id: int | None = None,
 ) -> list[AuditOut]:
-    query = select(AuditEntry).order_by(AuditEntry.id).limit(limit)
+    """Matching entries, oldest first: `limit` of them, from `offset` or after the entry `after_id`."""
+    query = select(AuditEntry).order_by(AuditEntry.id).limit(limit).offset(offset)
+    if after_id is not None:
+        query = query.where(AuditEntry.id > after_id)
     if model_version_id:
         query = query.where(AuditEntry.model_version_id == model_version_id)
     if group:
@@ -87,6 +93,46 @@ async def entries(
     if until:
         query = query.where(AuditEntry.at < until)
     return [AuditOut.model_validate(row, from_attributes=True) for row in await session.scalars(query)]
+
+
+#: Entries read at a time while exporting: the export holds this many in memory, however long the trail.
+EXPORT_BATCH = 1000
+
+
+async def every_entry(sessionmaker: async_sessionmaker[AsyncSession], **filters: Any) -> AsyncIterator[list[AuditOut]]:
+    """Every matching entry, oldest first, in batches of EXPORT_BATCH, each read in its own short session
+    (keyset on id, so entries appended meanwhile come at the end and none is read twice)."""
+    after: int | None = None
+    while True:
+        async with sessionmaker() as session:
+            batch = await entries(session, **filters, limit=EXPORT_BATCH, after_id=after)
+        if batch:
+            yield batch
+        if len(batch) < EXPORT_BATCH:
+            return
+        after = batch[-1].id
+
+
+async def csv_export(sessionmaker: async_sessionmaker[AsyncSession], **filters: Any) -> AsyncIterator[str]:
+    """The whole trail as CSV, a batch at a time: the header, then every matching entry."""
+    first = True
+    async for batch in every_entry(sessionmaker, **filters):
+        text = to_csv(batch)
+        yield text if first else text.split("\n", 1)[1]
+        first = False
+    if first:
+        yield to_csv([])
+
+
+async def json_export(sessionmaker: async_sessionmaker[AsyncSession], **filters: Any) -> AsyncIterator[str]:
+    """The whole trail as one JSON list, a batch at a time."""
+    yield "["
+    first = True
+    async for batch in every_entry(sessionmaker, **filters):
+        for row in batch:
+            yield ("" if first else ",") + row.model_dump_json()
+            first = False
+    yield "]"
 
 
 def to_csv(rows: list[AuditOut]) -> str:

@@ -15,8 +15,12 @@ from shared.events import MetricCheck
 from shared.identity import Principal
 
 
-async def approvals_where(session: AsyncSession, urls: Urls, *conditions: Any) -> list[ApprovalOut]:
-    query = select(ApprovalRequest, KnownVersion).join(KnownVersion).where(*conditions).order_by(ApprovalRequest.created_at)
+async def approvals_where(
+    session: AsyncSession, urls: Urls, *conditions: Any, limit: int | None = None, offset: int = 0
+) -> list[ApprovalOut]:
+    """The requests matching `conditions`, oldest first (`limit` of them from `offset`, when given)."""
+    query = (select(ApprovalRequest, KnownVersion).join(KnownVersion).where(*conditions)
+             .order_by(ApprovalRequest.created_at, ApprovalRequest.id).limit(limit).offset(offset))
     rows = (await session.execute(query)).all()
     ids = [r.id for r, _ in rows]
     votes = (await session.scalars(select(Vote).where(Vote.approval_id.in_(ids)).order_by(Vote.at))).all() if ids else []

@@ -38,6 +38,7 @@ templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
 STAGE_STYLE = {"Deployed": "ok", "Approved": "ok", "PendingApproval": "wait", "pending": "wait",
                "PendingManualApproval": "wait", "Deploying": "wait", "Rejected": "bad", "DeploymentFailed": "bad",
                "RolledBack": "bad"}  # Superseded and Retired: muted (ended without fault)
+templates.env.filters["part"] = lambda value: quote(str(value), safe="")  # a link's path segment
 templates.env.filters["status_class"] = lambda status: STAGE_STYLE.get(status or "", "none")
 
 
@@ -209,7 +210,7 @@ async def decide(request: Request, approval_id: str, me: Me) -> Response:
             return await _approval_page(request, me, approval_id, refused.detail, refused.status)
         except ServiceError as exc:
             return _service_down(request, me, exc)
-    target = f"/console/groups/{quote(decided['group'])}/versions/{decided['version']}"
+    target = f"/console/groups/{quote(decided['group'], safe='')}/versions/{quote(str(decided['version']), safe='')}"
     return RedirectResponse(f"{target}?decided={quote(decided['stage'])}&as={decided['status']}", status_code=303)
 
 

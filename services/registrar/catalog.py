@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -30,10 +31,18 @@ from services.registrar.models import (
 from services.registrar.search import words
 from shared.db import UnitOfWork
 from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id, utcnow
+from shared.limits import LIMITS, JsonMap, Name, TagValue, Text, counted, json_problem
 from shared.pins import Pin
 
 GROUP_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"
 GROUP_NAME_RULE = "a group name is 1 to 200 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+#: The largest integer a metric may be: beyond it, it is not a float (math.isfinite would overflow).
+FLOAT_MAX = int(sys.float_info.max)
+
+Tags = Annotated[dict[Annotated[Name, Field(min_length=1)], TagValue], counted("max_tags", "tags")]
+Owners = Annotated[list[Name], counted("max_owners", "owners")]
 
 
 class Strict(BaseModel):
@@ -44,10 +53,10 @@ class Dataset(BaseModel):
     """A dataset a version was trained or evaluated on (Comet's dataset artifacts carry the same fields)."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field(min_length=1, examples=["transactions"])
-    version: str | None = Field(None, examples=["3"])
-    aliases: list[str] = Field(default_factory=list, examples=[["preprocessed"]])
-    uri: str | None = Field(None, examples=["s3://datalake/transactions/v3/"])
+    name: Name = Field(min_length=1, examples=["transactions"])
+    version: Name | None = Field(None, examples=["3"])
+    aliases: Annotated[list[Name], counted("max_map_keys", "aliases")] = Field(default_factory=list, examples=[["preprocessed"]])
+    uri: Text | None = Field(None, examples=["s3://datalake/transactions/v3/"])
 
     @field_validator("version", mode="before")
     @classmethod
@@ -59,8 +68,8 @@ class Lineage(BaseModel):
     """Where a version comes from. Other keys (e.g. `comet`, the whole experiment summary) are kept as sent."""
 
     model_config = ConfigDict(extra="allow")
-    experiment_key: str | None = Field(None, description="Comet (or other tracker) experiment key.")
-    datasets: list[Dataset] = Field(default_factory=list)
+    experiment_key: Name | None = Field(None, description="Comet (or other tracker) experiment key.")
+    datasets: Annotated[list[Dataset], counted("max_datasets", "datasets")] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -75,32 +84,33 @@ class ModelCard(BaseModel):
     `plots` of a Comet experiment) are kept as sent."""
 
     model_config = ConfigDict(extra="allow")
-    summary: str | None = Field(None, description="What the model does, in a sentence.")
-    intended_use: str | None = Field(None, description="Intended uses, and uses it is not meant for.")
-    limitations: str | None = Field(None, description="Known limitations, caveats and recommendations.")
-    training_data: str | None = Field(None, description="What it was trained on.")
-    evaluation: str | None = Field(None, description="How it was evaluated and what was observed.")
+    summary: Text | None = Field(None, description="What the model does, in a sentence.")
+    intended_use: Text | None = Field(None, description="Intended uses, and uses it is not meant for.")
+    limitations: Text | None = Field(None, description="Known limitations, caveats and recommendations.")
+    training_data: Text | None = Field(None, description="What it was trained on.")
+    evaluation: Text | None = Field(None, description="How it was evaluated and what was observed.")
     risk_rating: Literal["High", "Medium", "Low", "Unknown"] | None = None
-    risk_rating_explanation: str | None = None
-    ethical_considerations: str | None = None
+    risk_rating_explanation: Text | None = None
+    ethical_considerations: Text | None = None
 
 
 class Registration(Strict):
     """What a client sends to register a version."""
 
-    artifact_uri: str = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.ubj"])
+    artifact_uri: Text = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/model.ubj"])
     registered_by: str | None = Field(
         None, min_length=1, max_length=200,
         description="Optional: the caller's own name (the credential's principal is the registrant).",
         examples=["ana@example.com"],
     )
-    metrics: dict[str, float] = Field(default_factory=dict, examples=[{"auc": 0.93, "recall": 0.81}])
-    params: dict[str, Any] = Field(default_factory=dict, examples=[{"max_depth": 6}])
-    tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
+    metrics: Annotated[dict[str, float], counted("max_metrics", "metrics")] = Field(
+        default_factory=dict, examples=[{"auc": 0.93, "recall": 0.81}])
+    params: JsonMap = Field(default_factory=dict, examples=[{"max_depth": 6}])
+    tags: Tags = Field(default_factory=dict, examples=[{"team": "risk"}])
     framework: str | None = Field(None, max_length=80, examples=["xgboost"])
     source: Literal["manual", "comet", "sagemaker"] = "manual"
-    description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict, description="Free-form; stored as sent.")
+    description: Text = ""
+    metadata: JsonMap = Field(default_factory=dict, description="Free-form; stored as sent.")
     model_card: ModelCard = Field(default_factory=ModelCard)
     lineage: Lineage = Field(default_factory=Lineage)
 
@@ -142,19 +152,23 @@ class Registration(Strict):
             for name, number in value.items():
                 if isinstance(number, bool) or not isinstance(number, int | float):
                     raise ValueError(f"metric {name!r} must be a number, got {number!r}")  # noqa: TRY004 (pydantic wants ValueError)
+                if isinstance(number, int) and abs(number) > FLOAT_MAX:
+                    raise ValueError(f"metric {name!r} is too large for a float (at most about 1.8e308)")
                 if not math.isfinite(number):
                     raise ValueError(f"metric {name!r} must be a finite number, got {number!r}")
-                if not 1 <= len(str(name)) <= 200:
-                    raise ValueError("metric names are 1 to 200 characters")
+                if not 1 <= len(str(name)) <= LIMITS.max_name_length:
+                    raise ValueError(LIMITS.breach("max_name_length", f"metric name of {len(str(name))} characters", "use a name of 1 or more characters, within the limit"))
         return value
 
-    @field_validator("tags")
+    @model_validator(mode="before")
     @classmethod
-    def _tags_fit(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, text in value.items():
-            if not 1 <= len(key) <= 200 or len(text) > 500:
-                raise ValueError(f"tag {key!r}: keys are 1 to 200 characters, values at most 500")
-        return value
+    def _card_and_lineage_fit(cls, data: Any) -> Any:
+        """The model card and lineage keep keys they do not know: those obey the free-form JSON limits."""
+        if isinstance(data, dict):
+            for field in ("model_card", "lineage"):
+                if (problem := json_problem(data.get(field))) is not None:
+                    raise ValueError(f"{field}: {problem}")
+        return data
 
     def fingerprint(self, group: str) -> str:
         """Identifies the request body, to tell a retry from a different request under the same key."""
@@ -164,9 +178,9 @@ class Registration(Strict):
 
 class GroupIn(Strict):
     name: str = Field(pattern=GROUP_NAME, examples=["fraud-detector"])
-    description: str = Field("", examples=["Card fraud scoring"])
-    tags: dict[str, str] = Field(default_factory=dict, examples=[{"team": "risk"}])
-    owners: list[str] = Field(default_factory=list, examples=[["ana@example.com"]])
+    description: Text = Field("", examples=["Card fraud scoring"])
+    tags: Tags = Field(default_factory=dict, examples=[{"team": "risk"}])
+    owners: Owners = Field(default_factory=list, examples=[["ana@example.com"]])
     team: str | None = Field(None, max_length=100, description="The owning team (default: the caller's first team).")
     shared_with: list[Annotated[str, Field(max_length=100)]] = Field(
         default_factory=list, max_length=100, description='Teams that may read it; "*" for every team.')
@@ -175,9 +189,9 @@ class GroupIn(Strict):
 class GroupChange(Strict):
     """Only the fields sent change."""
 
-    description: str | None = None
-    tags: dict[str, str] | None = None
-    owners: list[str] | None = None
+    description: Text | None = None
+    tags: Tags | None = None
+    owners: Owners | None = None
     shared_with: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
 
 

@@ -183,9 +183,13 @@ def _read_archive(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any],
     try:
         experiment = json.loads(archive.read("experiment.json"))
         lines = archive.read("messages.json").decode().splitlines()
-        return experiment, [json.loads(line) for line in lines if line.strip()]
-    except ValueError as exc:
+        messages = [json.loads(line) for line in lines if line.strip()]
+    except (ValueError, RecursionError) as exc:
         raise CometArchiveError(f"{where} has malformed experiment.json or messages.json: {exc}") from exc
+    if not isinstance(experiment, dict) or not all(isinstance(m, dict) for m in messages):
+        raise CometArchiveError(f"{where} is not an OfflineExperiment archive: experiment.json must be a JSON object "
+                                "and messages.json one JSON object per line (upload the .zip comet_ml wrote, unchanged)")
+    return experiment, messages
 
 
 @dataclass

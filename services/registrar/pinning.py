@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 from fastapi import HTTPException
 
 from shared.pins import Pin, pin_object, s3_location
@@ -24,6 +24,8 @@ async def pin_artifact(s3: Any, uri: str) -> Pin | None:
         return None
     try:
         return await pin_object(s3, *location)
+    except ParamValidationError:  # not a name S3 could have (the client refused it before asking)
+        raise HTTPException(422, f"artifact_uri {uri!r} is not s3://<bucket>/<key> with a valid bucket name and key") from None
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         if code in MISSING:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 import string
 import unicodedata
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Select, and_, exists, func, intersect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from services.registrar.models import ModelVersion, VersionMetric, VersionStage, VersionTag, VersionWord
+from shared.limits import LIMITS, SearchText, counted
 
-_METRIC_FILTER = re.compile(r"^\s*(?P<name>[^<>=]+?)\s*(?P<op>>=|<=|==|=|>|<)\s*(?P<value>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_NUMBER_CHARACTERS = frozenset("0123456789.eE+-")
 _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq, "=": operator.eq
 }
@@ -43,6 +45,9 @@ class InvalidQuery(ValueError):
     """A search the registrar cannot run; the message says what to fix (answered with 422)."""
 
 
+Terms = Annotated[list[SearchText], counted("max_search_terms", "filters"), Field(json_schema_extra={"maxItems": LIMITS.max_search_terms})]
+
+
 class VersionQuery(BaseModel):
     """Filters combine with AND. Repeat `tag` and `metric` to require several."""
 
@@ -52,9 +57,9 @@ class VersionQuery(BaseModel):
     status: Literal["PendingManualApproval", "Approved", "Rejected"] | None = Field(None, description="Approval status.")
     stage: str | None = Field(None, description="Versions that have reached this stage (any status)...", examples=["prod"])
     stage_status: str | None = Field(None, description="...with this status there.", examples=["Deployed"])
-    tag: list[str] = Field(default_factory=list, description="`key=value`, or `key` for any value.", examples=[["team=risk"]])
-    metric: list[str] = Field(default_factory=list, description="`name OP number`, OP one of >= > <= < ==.", examples=[["auc>=0.9"]])
-    q: str | None = Field(
+    tag: Terms = Field(default_factory=list, description="`key=value`, or `key` for any value.", examples=[["team=risk"]])
+    metric: Terms = Field(default_factory=list, description="`name OP number`, OP one of >= > <= < ==.", examples=[["auc>=0.9"]])
+    q: SearchText | None = Field(
         None,
         min_length=1,
         description="Words, or beginnings of words, all found in the version's description or its group's name.",
@@ -67,15 +72,34 @@ class VersionQuery(BaseModel):
         description="`created_at`, `version` (by group, then version) or `metrics.<name>` (leaves out versions without it).",
     )
     order: Literal["asc", "desc"] = "desc"
-    limit: int = Field(50, ge=1, le=1000)
-    offset: int = Field(0, ge=0, le=1_000_000_000)
+    limit: int = Field(50, ge=1, le=LIMITS.max_page_size)
+    offset: int = Field(0, ge=0, le=LIMITS.max_offset)
+
+    @model_validator(mode="after")
+    def _terms_fit(self) -> VersionQuery:
+        terms = len(self.tag) + len(self.metric) + len(words(self.q or ""))
+        if terms > LIMITS.max_search_terms:
+            raise ValueError(LIMITS.breach("max_search_terms", f"{terms} search terms (words of q, tag and metric filters)",
+                                           "search with fewer words and filters, and narrow down the results"))
+        return self
 
 
 def parse_metric_filter(text: str) -> tuple[str, str, float]:
-    match = _METRIC_FILTER.match(text)
-    if match is None:
-        raise InvalidQuery(f"metric filter {text!r} is not NAME OP NUMBER with OP one of >= > <= < ==, e.g. auc>=0.9")
-    return match["name"], match["op"], float(match["value"])
+    """`name OP number` in one pass over the text (no regex: nothing can make it backtrack)."""
+    at = next((i for i, c in enumerate(text) if c in "<>="), None)
+    name = text[:at].strip() if at is not None else ""
+    op = "" if at is None else text[at : at + 2] if text[at : at + 2] in (">=", "<=", "==") else text[at]
+    value = text[at + len(op) :].strip() if at is not None else ""
+    if name and value and set(value) <= _NUMBER_CHARACTERS and value[-1] not in "eE+-":
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                return name, op, number
+    shown = text if len(text) <= 80 else f"{text[:80]}..."
+    raise InvalidQuery(f"metric filter {shown!r} is not NAME OP NUMBER with OP one of >= > <= < ==, e.g. auc>=0.9")
 
 
 async def search_versions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from services.approver.views import approvals_where, may_vote, one_approval
 from shared.errors import Refused
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Principal, Role, normalise_name
+from shared.limits import LIMITS, Name, PageLimit, PageOffset, one_page
 
 log = structlog.get_logger()
 router = APIRouter(tags=["approvals"])
@@ -28,16 +29,21 @@ router = APIRouter(tags=["approvals"])
 
 @router.get("/v1/approvals", response_model=list[ApprovalOut], summary="List approval requests")
 async def list_approvals(
+    response: Response,
     approver_ctx: ApproverDep,
     session: SessionDep,
     caller: CurrentPrincipal,
     status: Literal["pending", "decided", "all"] = Query("pending"),
-    group: str | None = Query(None, description="Only this model group"),
-    stage: str | None = Query(None),
-    model_version_id: str | None = Query(None, description='"<group>/<version>"'),
-    approver: str | None = Query(None, description="Only the pending requests this approver may vote on now "
+    group: Name | None = Query(None, description="Only this model group"),
+    stage: Name | None = Query(None),
+    model_version_id: Name | None = Query(None, description='"<group>/<version>"'),
+    approver: Name | None = Query(None, description="Only the pending requests this approver may vote on now "
                                  "('me', or another's name for an admin or auditor)"),
+    limit: PageLimit = LIMITS.max_page_size,
+    offset: PageOffset = 0,
 ) -> list[ApprovalOut]:
+    """Oldest first, a page at a time: X-Next-Offset, when present, is the `offset` of the next page (with
+    `approver`, a page holds only the page's requests that approver may vote on, so it may be short)."""
     caller.require(Role.VIEWER, to="list approval requests")
     conditions: list[Any] = []
     if status == "pending":
@@ -50,7 +56,8 @@ async def list_approvals(
         conditions.append(ApprovalRequest.stage == stage)
     if model_version_id:
         conditions.append(ApprovalRequest.model_version_id == model_version_id)
-    found = await approvals_where(session, approver_ctx.urls, *conditions)
+    found = one_page(await approvals_where(session, approver_ctx.urls, *conditions, limit=limit + 1, offset=offset),
+                     limit, offset, response)
     if approver is None:
         return found
     if approver in ("me", caller.name):

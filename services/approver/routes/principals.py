@@ -3,9 +3,7 @@ and approver groups, disable, issue and revoke tokens. Every change is audited u
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,9 +15,9 @@ from services.approver.schemas import CredentialOut, PrincipalIn, PrincipalOut, 
 from shared.errors import Refused
 from shared.http import CurrentPrincipal, SessionDep, UowDep
 from shared.identity import Principal, Role, normalise_name
+from shared.limits import PageLimit, PageOffset, one_page
 
 router = APIRouter(tags=["principals"])
-MAX_PAGE = 500
 
 
 def admin(caller: Principal, to: str) -> str:
@@ -72,11 +70,11 @@ async def add_principal(body: PrincipalIn, uow: UowDep, approver_ctx: ApproverDe
 
 @router.get("/v1/principals", response_model=list[PrincipalOut], summary="The principals, by name (admin or auditor)")
 async def list_principals(
-    session: SessionDep, caller: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100, offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    response: Response, session: SessionDep, caller: CurrentPrincipal, limit: PageLimit = 100, offset: PageOffset = 0,
 ) -> list[PrincipalOut]:
     caller.require(Role.AUDITOR, to="list principals")
-    rows = (await session.scalars(select(PrincipalRow).order_by(PrincipalRow.name).limit(limit).offset(offset))).all()
+    query = select(PrincipalRow).order_by(PrincipalRow.name).limit(limit + 1).offset(offset)
+    rows = one_page(list(await session.scalars(query)), limit, offset, response)
     tokens = await tokens_of(session, [row.name for row in rows])
     return [shown(row, tokens.get(row.name, [])) for row in rows]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -10,6 +10,7 @@ from services.deployer.models import Deployment, Stage
 from services.deployer.schemas import DeploymentOut, Status
 from shared.http import CurrentPrincipal, SessionDep
 from shared.identity import Role
+from shared.limits import LIMITS, Name, PageLimit, PageOffset, one_page
 
 router = APIRouter(tags=["deployments"])
 
@@ -24,12 +25,16 @@ async def live_ids(session: AsyncSession, group: str | None) -> set[str]:
 @router.get("/v1/deployments", response_model=list[DeploymentOut])
 async def list_deployments(
     session: SessionDep,
+    response: Response,
     caller: CurrentPrincipal,
-    group: str | None = Query(None, description="Only this model group."),
-    stage: str | None = Query(None, description="Only this stage."),
+    group: Name | None = Query(None, description="Only this model group."),
+    stage: Name | None = Query(None, description="Only this stage."),
     status: Status | None = Query(None, description="Only deployments in this status."),
+    limit: PageLimit = LIMITS.max_page_size,
+    offset: PageOffset = 0,
 ) -> list[DeploymentOut]:
-    """Every deployment, oldest first: the audit trail. `live` marks what each stage serves now."""
+    """Every deployment, oldest first: the audit trail. `live` marks what each stage serves now. One page at a
+    time: the X-Next-Offset header, when present, is the `offset` of the next page."""
     caller.require(Role.VIEWER, to="read deployments")
     query = select(Deployment).order_by(Deployment.created_at, Deployment.id)
     if group:
@@ -39,7 +44,8 @@ async def list_deployments(
     if status:
         query = query.where(Deployment.status == status)
     live = await live_ids(session, group)
-    return [DeploymentOut.of(d, live) for d in await session.scalars(query)]
+    rows = one_page(list(await session.scalars(query.limit(limit + 1).offset(offset))), limit, offset, response)
+    return [DeploymentOut.of(d, live) for d in rows]
 
 
 @router.get("/v1/deployments/live", response_model=list[DeploymentOut])

@@ -16,7 +16,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, UploadFile
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from services.registrar import access
-from services.registrar.catalog import GROUP_NAME, Registration, UnknownGroup, register
+from services.registrar.catalog import GROUP_NAME, Registration, Tags, UnknownGroup, register
 from services.registrar.comet import (
     CometArchiveError,
     CometFetchError,
@@ -30,26 +30,26 @@ from services.registrar.schemas import VersionOut
 from services.registrar.writebacks import link_comet_import
 from shared.http import CurrentPrincipal
 from shared.identity import Principal
+from shared.limits import LIMITS, JsonMap, Name, Text, too_large
 
 log = structlog.get_logger()
 
-MAX_ARCHIVE_BYTES = 100 * 1024 * 1024
 GroupName = Annotated[str, Path(pattern=GROUP_NAME, examples=["fraud-detector"])]
 
 
 class FromComet(BaseModel):
     """Which Comet experiment to register: by experiment key (or name), or by registry model version."""
 
-    workspace: str = Field(min_length=1, examples=["acme"])
-    project: str = Field(min_length=1, examples=["fraud-detection"])
-    experiment_key: str | None = Field(None, description="The experiment's key, or its name.")
-    registry_model: str | None = Field(None, description="A Comet registry model name, instead of a key.")
-    registry_version: str | None = Field(None, description="Its version, e.g. 1.0.0; default: the latest.")
-    registered_by: str | None = Field(None, description="Optional: your own name (the credential names the registrant).")
-    framework: str | None = Field(None, description="Default: the logged model's metadata 'framework'.")
-    description: str | None = Field(None, description="Default: 'Comet experiment <name> (<key>)'.")
-    tags: dict[str, str] = Field(default_factory=dict)
-    model_card: dict[str, Any] = Field(default_factory=dict, description="summary, intended_use, ...")
+    workspace: Name = Field(min_length=1, examples=["acme"])
+    project: Name = Field(min_length=1, examples=["fraud-detection"])
+    experiment_key: Name | None = Field(None, description="The experiment's key, or its name.")
+    registry_model: Name | None = Field(None, description="A Comet registry model name, instead of a key.")
+    registry_version: Name | None = Field(None, description="Its version, e.g. 1.0.0; default: the latest.")
+    registered_by: Name | None = Field(None, description="Optional: your own name (the credential names the registrant).")
+    framework: Name | None = Field(None, description="Default: the logged model's metadata 'framework'.")
+    description: Text | None = Field(None, description="Default: 'Comet experiment <name> (<key>)'.")
+    tags: Tags = Field(default_factory=dict)
+    model_card: JsonMap = Field(default_factory=dict, description="summary, intended_use, ...")
 
     @model_validator(mode="after")
     def _one_experiment(self) -> FromComet:
@@ -162,21 +162,21 @@ async def register_comet_archive(
     registrar: RegistrarDep,
     caller: CurrentPrincipal,
     archive: Annotated[UploadFile, File(description="The .zip an OfflineExperiment wrote, unchanged.")],
-    registered_by: Annotated[str | None, Form(description="Optional: your own name")] = None,
-    model_name: Annotated[str | None, Form(description="Which logged model, when there are several.")] = None,
-    framework: Annotated[str | None, Form(description="Default: the model metadata's 'framework'.")] = None,
-    description: Annotated[str | None, Form()] = None,
-    tags: Annotated[str | None, Form(description='JSON object, e.g. {"team": "risk"}.')] = None,
-    model_card: Annotated[str | None, Form(description="JSON object: summary, intended_use, ...")] = None,
+    registered_by: Annotated[Name | None, Form(description="Optional: your own name")] = None,
+    model_name: Annotated[Name | None, Form(description="Which logged model, when there are several.")] = None,
+    framework: Annotated[Name | None, Form(description="Default: the model metadata's 'framework'.")] = None,
+    description: Annotated[Text | None, Form()] = None,
+    tags: Annotated[Text | None, Form(description='JSON object, e.g. {"team": "risk"}.')] = None,
+    model_card: Annotated[Text | None, Form(description="JSON object: summary, intended_use, ...")] = None,
 ) -> VersionOut:
     """Register the next version of a group from a comet_ml OfflineExperiment archive (multipart upload).
 
     The archive's remote model (`log_remote_model`, an `s3://` URI that must exist) is the artifact; its
     parameters, metrics, datasets (`modelgate-lineage.json`) and plots come along. A bad archive is refused
     with 422 saying why, and nothing is registered."""
-    content = await archive.read(MAX_ARCHIVE_BYTES + 1)
-    if len(content) > MAX_ARCHIVE_BYTES:
-        raise HTTPException(413, f"the archive is over {MAX_ARCHIVE_BYTES // 2**20} MiB")
+    content = await archive.read(LIMITS.max_upload_bytes + 1)  # the upload itself is capped as it arrives
+    if len(content) > LIMITS.max_upload_bytes:
+        raise HTTPException(413, too_large("max_upload_bytes"))
     card, tag_map = _json_object(model_card, "model_card"), _json_object(tags, "tags")
     try:
         reg = await asyncio.to_thread(parse_offline_archive, content, model_name)

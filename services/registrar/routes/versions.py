@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy.exc import IntegrityError
 
 from services.registrar import access
@@ -14,6 +14,7 @@ from services.registrar.models import ModelGroup, ModelVersion
 from services.registrar.schemas import VersionOut, VersionPage
 from services.registrar.search import InvalidQuery, VersionQuery, search_versions
 from shared.http import CurrentPrincipal, SessionDep
+from shared.limits import NEXT_OFFSET, PageLimit, PageOffset
 
 router = APIRouter(tags=["versions"], route_class=ReadableErrors)
 
@@ -64,18 +65,22 @@ async def register_version(
 
 @router.get("/v1/groups/{group}/versions", response_model=list[VersionOut])
 async def list_versions(
+    response: Response,
     group: GroupName,
     session: SessionDep,
     caller: CurrentPrincipal,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
-    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+    limit: PageLimit = 1000,
+    offset: PageOffset = 0,
 ) -> list[VersionOut]:
-    """The group's versions, oldest first. Search across groups, filter and sort with GET /v1/versions."""
+    """The group's versions, oldest first, a page at a time (X-Next-Offset, when present, is the next page's
+    `offset`). Search across groups, filter and sort with GET /v1/versions."""
     if (found := await session.get(ModelGroup, group)) is None:
         raise HTTPException(404, str(UnknownGroup(group)))
     access.require_read(caller, found)
     query = VersionQuery(group=group, sort="version", order="asc", limit=limit, offset=offset)
-    rows, _ = await search_versions(session, query)
+    rows, next_offset = await search_versions(session, query)
+    if next_offset is not None:
+        response.headers[NEXT_OFFSET] = str(next_offset)
     return [VersionOut.of(v) for v in rows]
 
 
