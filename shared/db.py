@@ -69,15 +69,20 @@ def _largest_parts(event: Envelope) -> list[tuple[str, int]]:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC timestamp on every database (SQLite would hand back naive datetimes)."""
+    """A timezone-aware UTC timestamp on every database (SQLite would hand back naive datetimes).
+
+    Every value is converted to UTC before it is stored or compared: SQLite keeps the wall-clock text and
+    drops the offset, so `at >= 10:00-05:00` must be asked as `at >= 15:00` (UTC) to mean the same instant."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime: use shared.events.utcnow()")
-        return value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is not None and value.tzinfo is None:
