@@ -10,7 +10,7 @@ from datetime import timedelta, timezone
 import pytest
 
 from shared.events import utcnow
-from tests.integration.test_approver_api import api, approver, decision, pending_request  # noqa: F401 (fixtures)
+from tests.integration.test_approver_api import api, approver, decision, pending_request
 
 __all__ = ["api", "approver"]
 

@@ -4,7 +4,6 @@ GiB), too many files, or a file larger than allowed is 413 with what to do; noth
 from __future__ import annotations
 
 import io
-import json
 import os
 import struct
 import time
@@ -16,7 +15,12 @@ os.environ.setdefault("COMET_ERROR_TRACKING_ENABLE", "false")  # before anything
 
 import pytest
 
-from services.registrar.comet import ArchiveLimits, CometArchiveError, CometArchiveTooLarge, parse_offline_archive
+from services.registrar.comet import (
+    ArchiveLimits,
+    CometArchiveError,
+    CometArchiveTooLarge,
+    parse_offline_archive,
+)
 from tests.unit.test_registrar_comet_api import client  # noqa: F401 (a fixture)
 
 MiB = 1 << 20

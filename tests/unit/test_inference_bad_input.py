@@ -60,7 +60,7 @@ def test_a_short_csv_row_under_a_header_is_a_400_naming_the_line(named_pipeline)
     assert short.status_code == 400 and "line 3 has 2 values" in short.json()["detail"]
 
 
-def test_a_body_over_the_limit_is_413_whether_it_declares_its_length_or_streams(sklearn_pipeline):
+def test_a_body_over_the_limit_is_413_whether_it_declares_its_length_or_streams(sklearn_pipeline):  # noqa: F811
     assert InferenceSettings(model_uri="s3://b/k").max_body_bytes == 6 * 1024 * 1024
     client = client_for(sklearn_pipeline, max_body_bytes=1000)
     declared = client.post("/invocations", content=b"1,2,3\n" * 200, headers=CSV)
