@@ -104,3 +104,17 @@ async def test_batches_stay_under_what_publish_batch_takes_in_total(sessionmaker
     await publish_all(OutboxRelay(sessionmaker, publisher(sns), asyncio.Event()))
     assert all(r.published_at is not None for r in (await rows(sessionmaker)).values())
     assert len(sns.calls) >= 3 and max(sns.calls) <= MAX_MESSAGE_BYTES
+
+
+async def test_the_unit_of_work_refuses_an_event_the_bus_could_not_carry_and_adds_nothing(sessionmaker):
+    from shared.db import EventTooLarge
+
+    small = model_registered()
+    huge = small.model_copy(update={"payload": small.payload.model_copy(
+        update={"metrics": {f"m{i:05d}": 0.5 for i in range(30_000)}})})
+    async with UnitOfWork(sessionmaker) as uow:
+        uow.publish(small)
+        with pytest.raises(EventTooLarge, match="too large for the bus.*largest parts are metrics"):
+            uow.publish(huge)
+        await uow.commit()
+    assert list(await rows(sessionmaker)) == [small.event_id]
