@@ -3,21 +3,25 @@ security headers on every answer, request bodies capped (shared/limits.py), the 
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import audit
 from shared.docs import add_docs
 from shared.errors import Refused
-from shared.http import RuntimeDep, source_address
-from shared.identity import Principal
+from shared.http import CurrentPrincipal, RuntimeDep, source_address
+from shared.identity import Principal, Role
 from shared.limits import BodyLimit
+from shared.outbox import count_set_aside, set_aside_rows
 from shared.runtime import Runtime, Wiring
 from shared.throttle import FailureThrottle, Throttled
 
@@ -37,6 +41,7 @@ def build_app(runtime: Runtime[Any], wiring: Wiring) -> FastAPI:
         app.include_router(router)
     app.include_router(health_router)
     app.include_router(audit.router)
+    app.include_router(outbox_router)
     add_docs(app)
     app.add_exception_handler(Refused, _refused)  # type: ignore[arg-type]
     app.add_middleware(BodyLimit)  # innermost: its 413 is audited and gets the security headers
@@ -101,10 +106,46 @@ async def healthz(runtime: RuntimeDep) -> dict[str, str]:
 
 @health_router.get("/readyz", summary="Database, queue and topic are reachable, and AWS answers in time")
 async def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Ready (200) or not (503). Outbox rows the bus refused for good make it `degraded` with their count,
+    still ready: everything else flows, and restarting would not change them (`modelgate dlq list`)."""
     checks = {"database": await _database_ok(runtime), **{name: ok() for name, ok in runtime.healthy.items()}}
     ready = all(checks.values())
     who = {"service": runtime.settings.service, "namespace": runtime.settings.namespace}
-    return JSONResponse({"ready": ready, "checks": checks, **who}, status_code=200 if ready else 503)
+    answer: dict[str, Any] = {"ready": ready, "checks": checks, **who}
+    if checks["database"] and (set_aside := await _set_aside(runtime)):
+        answer |= {"degraded": True, "outbox_set_aside": set_aside,
+                   "hint": f"{set_aside} event(s) the bus refused for good; see them with 'modelgate dlq list'"}
+    return JSONResponse(answer, status_code=200 if ready else 503)
+
+
+async def _set_aside(runtime: Runtime[Any]) -> int:
+    try:
+        return await count_set_aside(runtime.sessionmaker)
+    except SQLAlchemyError:  # an older schema: nothing set aside
+        return 0
+
+
+class SetAsideOut(BaseModel):
+    event_id: str
+    event_type: str
+    created_at: datetime
+    set_aside_at: datetime
+    reason: str
+    bytes: int
+
+
+outbox_router = APIRouter(tags=["outbox"])
+
+
+@outbox_router.get("/v1/outbox/set-aside", response_model=list[SetAsideOut],
+                   summary="Events this service could not publish, set aside with the reason (operator)")
+async def set_aside(
+    runtime: RuntimeDep, caller: CurrentPrincipal, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[SetAsideOut]:
+    caller.require(Role.AUDITOR, to="read the events set aside from the outbox")
+    return [SetAsideOut(event_id=r.event_id, event_type=r.event_type, created_at=r.created_at,
+                        set_aside_at=r.set_aside_at, reason=r.set_aside_reason or "", bytes=len(r.body.encode()))
+            for r in await set_aside_rows(runtime.sessionmaker, limit) if r.set_aside_at is not None]
 
 
 @health_router.get("/metrics", summary="Prometheus metrics")

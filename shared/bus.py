@@ -16,21 +16,31 @@ and `dlq_source_queue` attributes `modelgate dlq list` shows). It does so on the
 ApproximateReceiveCount reaches MODELGATE_MAX_RECEIVE_COUNT. Each queue's RedrivePolicy uses the same count
 and acts one receive later, so it only moves what no consumer could answer for (a message whose handling
 killed the process each time): such a message carries no reason, and `dlq list` says so.
+
+Dead-lettering always succeeds (the claim-check pattern of the SQS extended client): a message whose body
+and attributes would not fit the DLQ (`dlq_max_message_bytes`, SQS's 256 KiB) has its body stored in S3
+(`claim_check_bucket`, key `dead-letters/<queue>/<event_id>`) and the DLQ message carries the extended
+client's pointer instead (`["software.amazon.payloadoffloading.PayloadS3Pointer", {"s3BucketName": ...,
+"s3Key": ...}]`, attribute `ExtendedPayloadSize`); `modelgate dlq list/redrive` read it back. Attributes stay
+within SQS's limits: at most ten (the reason, the source queue, the claim-check size and the first of the
+message's own), each value cut to fit.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from botocore.exceptions import ClientError
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared import metrics
-from shared.db import UnitOfWork, was_processed
+from shared.db import MAX_MESSAGE_BYTES, UnitOfWork, message_bytes, was_processed
 from shared.events import Envelope, parse_event
 from shared.signing import Forged, Signer, Unverifiable, Verifier
 
@@ -51,8 +61,28 @@ class Outgoing:
     body: str
 
 
+class Accepted(set[str]):
+    """What a publish returns: the event_ids the bus took (a set); `refused` holds those it refused for good
+    (event_id -> why: too large, invalid), which trying again would not change."""
+
+    def __init__(self, ids: Iterable[str] = (), refused: Mapping[str, str] | None = None):
+        super().__init__(ids)
+        self.refused: dict[str, str] = dict(refused or {})
+
+
+#: PublishBatch per-entry failure codes that trying again would not change (the sender's fault for good).
+PERMANENT_FAILURES = frozenset({"InvalidParameter", "InvalidParameterValue", "ValidationError", "BatchRequestTooLong",
+                                "InvalidBatchEntryId", "BatchEntryIdsNotDistinct", "InvalidMessage", "ParameterValueInvalid"})
+
+
+def is_permanent(code: str, message: str = "") -> bool:
+    return code in PERMANENT_FAILURES or "too long" in message.lower() or "too large" in message.lower()
+
+
 class Publisher:
-    """Publishes events to the SNS topic, each signed by `signer`, up to ten per PublishBatch call.
+    """Publishes events to the SNS topic, each signed by `signer`, in PublishBatch calls of up to ten messages
+    and MAX_MESSAGE_BYTES in total. A message larger than the bus carries, or one SNS refuses for good, is
+    returned in `Accepted.refused` (the relay sets it aside); anything else that fails is left to try again.
     `signer` None: this service emits no events (publishing raises)."""
 
     def __init__(self, sns: Any, topic_arn: str, signer: Signer | None):
@@ -68,26 +98,53 @@ class Publisher:
     async def publish(self, events: Sequence[Envelope]) -> set[str]:
         return await self.publish_messages([Outgoing(e.event_id, e.event_type, e.model_dump_json()) for e in events])
 
-    async def publish_messages(self, messages: Sequence[Outgoing]) -> set[str]:
-        """Returns the event_ids SNS accepted; the rest should be tried again."""
-        accepted: set[str] = set()
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            entries = [
-                {
-                    "Id": str(index),
-                    "Message": self._signed(m.body),
-                    "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": m.event_type}},
-                }
-                for index, m in enumerate(chunk)
-            ]
+    async def publish_messages(self, messages: Sequence[Outgoing]) -> Accepted:
+        """Returns the event_ids SNS accepted, and in `.refused` those it never will; the rest should be tried again."""
+        result = Accepted()
+        batch: list[tuple[Outgoing, dict[str, Any]]] = []
+        batch_bytes = 0
+        for m in messages:
+            entry = {"Message": self._signed(m.body),
+                     "MessageAttributes": {"event_type": {"DataType": "String", "StringValue": m.event_type}}}
+            size = message_bytes(entry["Message"], m.event_type, signed=True)
+            if size > MAX_MESSAGE_BYTES:
+                result.refused[m.event_id] = (f"too large for the bus: {size:,} bytes signed, more than "
+                                              f"{MAX_MESSAGE_BYTES:,} (SNS's 256 KiB limit)")
+                continue
+            if len(batch) == 10 or batch_bytes + size > MAX_MESSAGE_BYTES:
+                await self._send(batch, result)
+                batch, batch_bytes = [], 0
+            batch.append((m, entry))
+            batch_bytes += size
+        if batch:
+            await self._send(batch, result)
+        metrics.EVENTS_PUBLISHED.inc(len(result))
+        return result
+
+    async def _send(self, batch: list[tuple[Outgoing, dict[str, Any]]], result: Accepted) -> None:
+        entries = [{"Id": str(index), **entry} for index, (_m, entry) in enumerate(batch)]
+        try:
             response = await self._sns.publish_batch(TopicArn=self.topic_arn, PublishBatchRequestEntries=entries)
-            for ok in response.get("Successful", []):
-                accepted.add(chunk[int(ok["Id"])].event_id)
-            for failed in response.get("Failed", []):
-                log.warning("publish_failed", event_id=chunk[int(failed["Id"])].event_id, reason=failed.get("Message"))
-        metrics.EVENTS_PUBLISHED.inc(len(accepted))
-        return accepted
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            if not is_permanent(str(error.get("Code", "")), str(error.get("Message", ""))):
+                raise
+            if len(batch) > 1:  # one of them spoils the call: each on its own, so only that one is refused
+                for one in batch:
+                    await self._send([one], result)
+                return
+            result.refused[batch[0][0].event_id] = f"refused by SNS: {error.get('Code')}: {error.get('Message')}"
+            log.error("publish_refused", event_id=batch[0][0].event_id, reason=error.get("Message"))
+            return
+        for ok in response.get("Successful", []):
+            result.add(batch[int(ok["Id"])][0].event_id)
+        for failed in response.get("Failed", []):
+            event_id = batch[int(failed["Id"])][0].event_id
+            if failed.get("SenderFault") and is_permanent(str(failed.get("Code", "")), str(failed.get("Message", ""))):
+                result.refused[event_id] = f"refused by SNS: {failed.get('Code')}: {failed.get('Message')}"
+                log.error("publish_refused", event_id=event_id, reason=failed.get("Message"))
+            else:
+                log.warning("publish_failed", event_id=event_id, reason=failed.get("Message"))
 
 
 @dataclass
@@ -111,6 +168,9 @@ class Consumer:
     wait_seconds: int = 20
     batch_size: int = 10
     max_in_flight_batches: int = 4
+    s3: Any = None  # where bodies too large for the DLQ go (claim check)
+    claim_check_bucket: str = ""
+    dlq_max_message_bytes: int = 262_144  # the DLQ's MaximumMessageSize
     last_poll_ok: bool = field(default=True, init=False)  # the queue URL resolved at start-up
 
     async def run(self, stop: asyncio.Event, drain_seconds: float = 25.0) -> None:
@@ -245,15 +305,77 @@ class Consumer:
             log.warning("change_visibility_failed", error=str(exc))
 
     async def _dead_letter(self, message: dict[str, Any], reason: str) -> None:
-        attributes = {
-            name: {"DataType": value["DataType"], "StringValue": value["StringValue"]}
-            for name, value in message.get("MessageAttributes", {}).items()
-            if "StringValue" in value
-        }
-        attributes["dlq_reason"] = {"DataType": "String", "StringValue": reason[:1000]}
-        attributes["dlq_source_queue"] = {"DataType": "String", "StringValue": self.queue_url}
-        await self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=message["Body"], MessageAttributes=attributes)
+        body = message["Body"]
+        attributes = dead_letter_attributes(message, reason, self.queue_url)
+        if len(body.encode()) + _attributes_bytes(attributes) + CLAIM_CHECK_ALLOWANCE > self.dlq_max_message_bytes:
+            body, attributes = await self._claim_check(message, attributes)
+        await self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=body, MessageAttributes=attributes)
         log.error("dead_lettered", reason=reason)
+
+    async def _claim_check(self, message: dict[str, Any], attributes: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Stores the body in S3 and returns the pointer that takes its place (and its attributes)."""
+        if self.s3 is None or not self.claim_check_bucket:
+            raise RuntimeError("a message too large for the DLQ and no claim-check bucket to put its body in")
+        body = message["Body"].encode()
+        key = f"{CLAIM_CHECK_PREFIX}{self.queue_url.rsplit('/', 1)[-1]}/{_event_id(message)}"
+        await self.s3.put_object(Bucket=self.claim_check_bucket, Key=key, Body=body, ContentType="application/json")
+        pointer = json.dumps([CLAIM_CHECK_POINTER, {"s3BucketName": self.claim_check_bucket, "s3Key": key}])
+        attributes = dict(list(attributes.items())[: MAX_ATTRIBUTES - 1])
+        attributes[CLAIM_CHECK_SIZE] = {"DataType": "Number", "StringValue": str(len(body))}
+        log.info("dead_letter_claim_checked", bucket=self.claim_check_bucket, key=key, bytes=len(body))
+        return pointer, attributes
+
+
+#: SQS allows ten message attributes; the DLQ keeps these three of its own and the first of the message's.
+MAX_ATTRIBUTES = 10
+DLQ_OWN_ATTRIBUTES = ("dlq_reason", "dlq_source_queue")
+MAX_REASON_CHARS = 1000
+MAX_ATTRIBUTE_CHARS = 1024  # a message's own attribute values, cut to this in the DLQ
+#: The SQS extended client's pointer format and size attribute, so its tools can read our claim checks.
+CLAIM_CHECK_POINTER = "software.amazon.payloadoffloading.PayloadS3Pointer"
+CLAIM_CHECK_SIZE = "ExtendedPayloadSize"
+CLAIM_CHECK_PREFIX = "dead-letters/"
+CLAIM_CHECK_ALLOWANCE = 64  # the size attribute a claim check adds, so the decision never lands just over
+
+
+def dead_letter_attributes(message: dict[str, Any], reason: str, source_queue: str) -> dict[str, Any]:
+    """The DLQ message's attributes: the reason and source queue, then the message's own string attributes
+    (at most ten in all, SQS's limit)."""
+    own = [(name, {"DataType": value["DataType"], "StringValue": value["StringValue"][:MAX_ATTRIBUTE_CHARS]})
+           for name, value in message.get("MessageAttributes", {}).items()
+           if "StringValue" in value and name not in DLQ_OWN_ATTRIBUTES and name != CLAIM_CHECK_SIZE]
+    attributes = {
+        "dlq_reason": {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]},
+        "dlq_source_queue": {"DataType": "String", "StringValue": source_queue},
+    }
+    attributes.update(own[: MAX_ATTRIBUTES - len(attributes) - 1])  # one left for a claim check's size
+    return attributes
+
+
+def _attributes_bytes(attributes: Mapping[str, Any]) -> int:
+    """What SQS counts of attributes against the message size: each name, data type and value."""
+    return sum(len(name.encode()) + len(v["DataType"].encode()) + len(v["StringValue"].encode())
+               for name, v in attributes.items())
+
+
+def _event_id(message: dict[str, Any]) -> str:
+    try:
+        event_id = json.loads(message["Body"]).get("event_id")
+    except (ValueError, AttributeError):
+        event_id = None
+    safe = str(event_id) if isinstance(event_id, str) and event_id.replace("-", "").isalnum() else ""
+    return safe[:64] or str(message.get("MessageId", "unknown"))
+
+
+def is_claim_check(body: str) -> dict[str, str] | None:
+    """The S3 location a dead-lettered message's body was moved to, or None for an ordinary body."""
+    if not body.startswith(f'["{CLAIM_CHECK_POINTER}"'):
+        return None
+    try:
+        _kind, where = json.loads(body)
+        return {"bucket": str(where["s3BucketName"]), "key": str(where["s3Key"])}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def dispatch(event: Envelope, handler: Handler, uow_factory: UowFactory) -> str:

@@ -177,6 +177,11 @@ class ServiceClient:
         return rows
 
 
+    async def set_aside(self) -> list[dict[str, Any]]:
+        """The events this service's outbox set aside because the bus refused them for good."""
+        return await self._call("GET", "/v1/outbox/set-aside")  # type: ignore[no-any-return]
+
+
 class Registrar(ServiceClient):
     service = "registrar"
 

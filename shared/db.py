@@ -1,5 +1,10 @@
 """Storage every service shares: the engine, the outbox, the processed-events ledger and the unit of work.
 
+The outbox never takes an event the bus cannot carry: `UnitOfWork.publish` refuses (EventTooLarge, a 422
+before anything commits) an event whose signed message and attributes would exceed MAX_MESSAGE_BYTES, SNS's
+256 KiB. A row the bus refuses later anyway is set aside by the relay (`set_aside_at`, `set_aside_reason`;
+shared.outbox) so the rows after it keep flowing.
+
 Write through a UnitOfWork; a service's plain sessions (`runtime.sessionmaker()`) are for reading. On SQLite,
 which has one writer at a time, a process's write transactions take turns on an asyncio lock (held from
 BEGIN to COMMIT, not while a handler waits between transactions), and readers never wait (WAL).
@@ -8,6 +13,7 @@ BEGIN to COMMIT, not while a handler waits between transactions), and readers ne
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,19 +25,64 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.util import await_only
 
 from shared import metrics, sqlite_inline
+from shared.errors import Refused
 from shared.events import Envelope, utcnow
+
+#: What SNS carries in one message (the message and its attributes), and in one PublishBatch call in total.
+MAX_MESSAGE_BYTES = 262_144
+#: What signing adds to an event's JSON (shared.signing: `"signature":{"key_id":...,"value":...}`), rounded up.
+SIGNATURE_ALLOWANCE = 256
+
+
+def attribute_bytes(event_type: str) -> int:
+    """What the `event_type` message attribute counts against the size limit (name, type and value)."""
+    return len("event_type") + len("String") + len(event_type.encode())
+
+
+def message_bytes(body: str, event_type: str, signed: bool = False) -> int:
+    """The size SNS counts for an event: its (signed) JSON plus its attributes; unsigned bodies get the
+    signature's allowance added."""
+    return len(body.encode()) + (0 if signed else SIGNATURE_ALLOWANCE) + attribute_bytes(event_type)
+
+
+class EventTooLarge(Refused):
+    """The event a change would announce cannot fit on the bus: refused (422) before anything commits."""
+
+    def __init__(self, event_type: str, size: int, largest: list[tuple[str, int]]):
+        parts = ", ".join(f"{name} ({n:,} bytes)" for name, n in largest) or "its payload"
+        super().__init__(
+            422,
+            f"the {event_type} event this would publish is too large for the bus: {size:,} bytes, more than "
+            f"{MAX_MESSAGE_BYTES:,} (SNS's 256 KiB limit); its largest parts are {parts}: shrink them (fewer or "
+            "shorter metrics, params, tags, lineage or model card text) and send it again",
+        )
+        self.event_type = event_type
+        self.size = size
+
+
+def _largest_parts(event: Envelope) -> list[tuple[str, int]]:
+    payload = getattr(event, "payload", None)
+    payload = payload.model_dump(mode="json") if hasattr(payload, "model_dump") else {}
+    sizes = [(name, len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()))
+             for name, value in payload.items()]
+    return sorted(sizes, key=lambda part: -part[1])[:3]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """A timezone-aware UTC timestamp on every database (SQLite would hand back naive datetimes)."""
+    """A timezone-aware UTC timestamp on every database (SQLite would hand back naive datetimes).
+
+    Every value is converted to UTC before it is stored or compared: SQLite keeps the wall-clock text and
+    drops the offset, so `at >= 10:00-05:00` must be asked as `at >= 15:00` (UTC) to mean the same instant."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("naive datetime: use shared.events.utcnow()")
-        return value
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
         if value is not None and value.tzinfo is None:
@@ -53,6 +104,10 @@ class OutboxRow(Base):
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # Set by the relay when the bus refuses the row for good (too large, invalid): it is no longer tried,
+    # the rows after it keep flowing; /metrics, /readyz and `modelgate dlq list` show it.
+    set_aside_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    set_aside_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class ProcessedEvent(Base):
@@ -202,8 +257,12 @@ class UnitOfWork:
         await self.session.close()
 
     def publish(self, event: Envelope) -> None:
-        """Queue an event to leave through the outbox when this unit of work commits."""
-        self.session.add(OutboxRow(event_id=event.event_id, event_type=event.event_type, body=event.model_dump_json()))
+        """Queue an event to leave through the outbox when this unit of work commits; raises EventTooLarge
+        (nothing is added) for an event the bus could not carry."""
+        body = event.model_dump_json()
+        if (size := message_bytes(body, event.event_type)) > MAX_MESSAGE_BYTES:
+            raise EventTooLarge(event.event_type, size, _largest_parts(event))
+        self.session.add(OutboxRow(event_id=event.event_id, event_type=event.event_type, body=body))
         self._published = True
 
     async def already_processed(self, event: Envelope) -> bool:

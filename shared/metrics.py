@@ -12,5 +12,8 @@ EVENTS_REFUSED = Counter(
 )
 EVENTS_PUBLISHED = Counter("modelgate_events_published_total", "Events published to the topic")
 OUTBOX_PENDING = Gauge("modelgate_outbox_pending", "Events written to the outbox and not yet published")
+OUTBOX_SET_ASIDE = Gauge(
+    "modelgate_outbox_set_aside", "Outbox events the bus refused for good (too large, invalid), set aside unpublished"
+)
 AWS_CALLS = Counter("modelgate_aws_calls_total", "Calls made to AWS, by service and operation", ["service", "operation"])
 DB_COMMITS = Counter("modelgate_db_commits_total", "Database transactions committed")

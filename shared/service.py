@@ -47,7 +47,7 @@ async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, .
     configure_logging(settings.service, settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
     await prepare_service_database(engine, settings.service, settings.database_url)
-    wanted = dict.fromkeys(("sqs", "sns", "secretsmanager", "ssm", *aws_services))
+    wanted = dict.fromkeys(("sqs", "sns", "secretsmanager", "ssm", "s3", *aws_services))
     async with AwsClients(settings, tuple(wanted)) as clients:
         topic_arn, queue_url, dlq_url = await _resolve_bus(clients, settings)
         runtime = Runtime(
@@ -71,6 +71,9 @@ async def serve(settings: S, bootstrap: Bootstrap[S], aws_services: tuple[str, .
             wait_seconds=settings.poll_wait_seconds,
             batch_size=settings.batch_size,
             max_in_flight_batches=settings.max_in_flight_batches,
+            s3=clients["s3"],
+            claim_check_bucket=settings.claim_check_bucket,
+            dlq_max_message_bytes=settings.dlq_max_message_bytes,
         )
         runtime.healthy.update(
             queue=lambda: consumer.last_poll_ok, outbox=lambda: relay.healthy, aws=lambda: not clients.overdue()

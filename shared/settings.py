@@ -52,6 +52,8 @@ class ServiceSettings(BaseSettings):
         "a message, 14, and than the replay limit, 15: shared/retention.py).")
     outbox_retention_days: float = Field(7, ge=1, description="Days a published outbox row is kept before it is pruned.")
     prune_interval_seconds: float = Field(3600, ge=1, description="How often the ledger and the outbox are pruned.")
+    dlq_max_message_bytes: int = Field(262_144, ge=1024, le=1_048_576, description="The DLQ's MaximumMessageSize: a dead letter whose body and attributes are larger has its body put in S3 (claim check).")
+    claim_check_bucket: str = Field("", description="Where dead letters too large for the DLQ keep their bodies (key dead-letters/<queue>/<event_id>); default: the namespace's bucket.")
     approver_url: str = Field("http://127.0.0.1:8082", description="The approver, which verifies credentials for the other services.")
     auth_cache_seconds: float = Field(30.0, ge=0, le=300, description="How long a verified credential is trusted before it is checked again (the delay a revocation takes outside the approver).")
     auth_failure_limit: int = Field(10, ge=1, description="Failed authentications per source address per window before 429.")
@@ -71,6 +73,8 @@ class ServiceSettings(BaseSettings):
             self.service_key_secret_name = f"{self.namespace}/internal/service-key"
         if not self.public_url:
             self.public_url = f"http://{self.http_host}:{self.http_port}"
+        if not self.claim_check_bucket:
+            self.claim_check_bucket = self.bucket
 
     @property
     def topic_name(self) -> str:

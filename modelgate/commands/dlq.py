@@ -1,4 +1,9 @@
-"""Dead-letter queues: `dlq list` shows what failed and why, `dlq redrive` puts it back on its queue."""
+"""Dead-letter queues: `dlq list` shows what failed and why, `dlq redrive` puts it back on its queue.
+
+A dead letter whose body was too large for the DLQ carries a claim check (shared.bus): both commands read the
+body back from S3 (redrive sends the original body and then deletes the S3 copy). `dlq list` also shows each
+service's outbox rows the bus refused for good (set aside, shared.outbox), asked of the running services.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,33 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from modelgate.commands.common import JsonOption, aws, console, explained, namespace, print_json
-from shared.topology import SERVICES, dlq_name, queue_name
+from modelgate.commands.common import (
+    JsonOption,
+    aws,
+    clients,
+    console,
+    errors,
+    explained,
+    namespace,
+    print_json,
+    run,
+)
+from shared.bus import CLAIM_CHECK_SIZE, is_claim_check
+from shared.client import ServiceError
+from shared.topology import EMITS, SERVICES, dlq_name, queue_name
 
 app = typer.Typer(help="Look into and redrive the dead-letter queues.", no_args_is_help=True)
 
-DLQ_ATTRIBUTES = ("dlq_reason", "dlq_source_queue")  # set by shared.bus when it dead-letters a message
+DLQ_ATTRIBUTES = ("dlq_reason", "dlq_source_queue", CLAIM_CHECK_SIZE)  # set by shared.bus when it dead-letters
+
+
+def body_of(message: dict[str, Any], s3: Any = None) -> str:
+    """The message's body, read back from S3 when the DLQ holds a claim check in its place."""
+    where = is_claim_check(message["Body"])
+    if where is None:
+        return message["Body"]
+    s3 = s3 or aws("s3")
+    return s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read().decode()
 
 
 def _check(service: str) -> str:
@@ -49,8 +75,9 @@ def release(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
 
 def describe(service: str, message: dict[str, Any]) -> dict[str, Any]:
     attributes = {k: v.get("StringValue") for k, v in message.get("MessageAttributes", {}).items()}
+    text = body_of(message)
     try:
-        body = json.loads(message["Body"])
+        body = json.loads(text)
     except ValueError:
         body = {}
     sent = message.get("Attributes", {}).get("SentTimestamp")
@@ -62,8 +89,33 @@ def describe(service: str, message: dict[str, Any]) -> dict[str, Any]:
         "event_id": body.get("event_id") if isinstance(body, dict) else None,
         "sent_at": datetime.fromtimestamp(int(sent) / 1000, UTC).isoformat() if sent else None,
         "reason": attributes.get("dlq_reason") or "moved by SQS after too many receives (no reason recorded)",
-        "body": message["Body"],
+        "body": text,
+        "claim_check": is_claim_check(message["Body"]),
     }
+
+
+def set_aside(services: list[str]) -> list[dict[str, Any]]:
+    """The outbox rows each running service set aside (the bus refused them for good); a service that does
+    not answer is noted on stderr, not fatal (the queues are listed all the same)."""
+    found: list[dict[str, Any]] = []
+
+    async def ask() -> None:
+        async with clients() as all_clients:
+            for name in services:
+                if not EMITS[name]:
+                    continue
+                try:
+                    rows = await getattr(all_clients, name).set_aside()
+                except ServiceError as exc:
+                    errors.print(f"[yellow]outbox of the {name} not read:[/] {exc}", highlight=False)
+                    continue
+                found.extend({"service": name, "message_id": f"outbox:{r['event_id']}", "event_type": r["event_type"],
+                              "correlation_id": None, "event_id": r["event_id"], "sent_at": r["created_at"],
+                              "reason": f"set aside in the outbox, never published: {r['reason']}", "body": None}
+                             for r in rows)
+
+    run(ask())
+    return found
 
 
 @app.command("list")
@@ -87,6 +139,7 @@ def list_(
             messages = receive_all(sqs, url, limit)
             release(sqs, url, messages)
             found.extend(describe(name, m) for m in messages)
+    found.extend(set_aside(services))
     if json_out:
         print_json(found)
         return
@@ -120,7 +173,7 @@ def redrive(
       modelgate dlq redrive deployer --id 5d0c2f0e-... --json
     """
     _check(service)
-    sqs = aws("sqs")
+    sqs, s3 = aws("sqs"), aws("s3")
     moved: list[str] = []
     with explained():
         dlq_url = sqs.get_queue_url(QueueName=dlq_name(namespace(), service))["QueueUrl"]
@@ -136,8 +189,10 @@ def redrive(
                     for k, v in message.get("MessageAttributes", {}).items()
                     if k not in DLQ_ATTRIBUTES and "StringValue" in v
                 }
-                sqs.send_message(QueueUrl=queue_url, MessageBody=message["Body"], MessageAttributes=attributes)
+                sqs.send_message(QueueUrl=queue_url, MessageBody=body_of(message, s3), MessageAttributes=attributes)
                 sqs.delete_message(QueueUrl=dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                if (where := is_claim_check(message["Body"])) is not None:
+                    s3.delete_object(Bucket=where["bucket"], Key=where["key"])
                 moved.append(message["MessageId"])
                 progress.advance(task)
     missing = sorted(set(message_id) - set(moved))

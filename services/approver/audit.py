@@ -1,6 +1,8 @@
 """The audit trail: every request, vote, decision, expiry, escalation, supersession and refusal, appended.
 
 Each entry says who (actor), when (at), what (action, decision), why (reason) and under which policy rule.
+The CSV export is safe to open in a spreadsheet: a cell that starts with = + - @, a tab or a carriage return
+(a comment `=HYPERLINK(...)`) is written with a leading single quote, so it is text, never a formula (OWASP).
 """
 
 from __future__ import annotations
@@ -135,6 +137,17 @@ async def json_export(sessionmaker: async_sessionmaker[AsyncSession], **filters:
     yield "]"
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    """`value` as a CSV cell no spreadsheet runs: text starting like a formula gets a leading single quote."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return f"'{value}"
+    return value
+
+
 def to_csv(rows: list[AuditOut]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=FIELDS)
@@ -142,5 +155,5 @@ def to_csv(rows: list[AuditOut]) -> str:
     for row in rows:
         data = row.model_dump(mode="json")
         data["details"] = json.dumps(row.details, sort_keys=True)
-        writer.writerow(data)
+        writer.writerow({name: safe_cell(value) for name, value in data.items()})
     return out.getvalue()

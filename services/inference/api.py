@@ -1,4 +1,10 @@
-"""The inference server's HTTP API: health, what is served, and predictions."""
+"""The inference server's HTTP API: health, what is served, and predictions.
+
+Every malformed request gets a 4xx saying what to fix, never a 500: a body that is not JSON, CSV that is not
+UTF-8, a short row, the wrong number of features, an empty body, values that are not numbers or that the
+model refuses (NaN or infinity for most scikit-learn models) are 400; a body over `max_body_bytes` (6 MiB by
+default, SageMaker's payload cap) is 413, refused from its Content-Length or while it streams in.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import os
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from services.inference.model import BadInput, LoadedModel, rows_from_csv, rows_from_json
 from services.inference.settings import InferenceSettings
@@ -42,11 +49,18 @@ def build_api(model: LoadedModel, settings: InferenceSettings) -> FastAPI:
             "classifiers, class `probabilities`."
         ),
     )
-    async def invocations(request: Request) -> dict[str, Any]:
-        body = await request.body()
+    async def invocations(request: Request) -> Any:
+        try:
+            body = await _body(request, settings.max_body_bytes)
+        except TooLarge as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=413)
         try:
             if request.headers.get("content-type", "").startswith("text/csv"):
-                rows = rows_from_csv(body.decode(), model.feature_names)
+                try:
+                    text = body.decode()
+                except UnicodeDecodeError as exc:
+                    raise BadInput(f"the CSV is not UTF-8 (byte {exc.start}): send it encoded as UTF-8") from None
+                rows = rows_from_csv(text, model.feature_names)
             else:
                 try:
                     parsed = json.loads(body)
@@ -59,3 +73,23 @@ def build_api(model: LoadedModel, settings: InferenceSettings) -> FastAPI:
         return {**identity, "classes": model.classes, **answer}
 
     return app
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (TooLarge) as soon as it is known to be over `limit` bytes: from its
+    Content-Length, or while it streams in (chunked uploads say no length)."""
+    what = f"send at most {limit:,} bytes per request (split the rows into several requests)"
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the body is {int(declared):,} bytes: {what}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"the body is over {limit:,} bytes: {what}")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -91,11 +91,14 @@ class LoadedModel:
         expected = self.n_features
         if expected is not None and rows.shape[1] != expected:
             raise BadInput(f"each row needs {expected} values (the model's features), got {rows.shape[1]}")
-        if self.kind == "xgboost-booster":
-            return self._predict_booster(rows)
-        answer: dict[str, Any] = {"predictions": np.asarray(self.estimator.predict(rows)).tolist()}
-        if hasattr(self.estimator, "predict_proba"):
-            answer["probabilities"] = np.asarray(self.estimator.predict_proba(rows)).tolist()
+        try:
+            if self.kind == "xgboost-booster":
+                return self._predict_booster(rows)
+            answer: dict[str, Any] = {"predictions": np.asarray(self.estimator.predict(rows)).tolist()}
+            if hasattr(self.estimator, "predict_proba"):
+                answer["probabilities"] = np.asarray(self.estimator.predict_proba(rows)).tolist()
+        except ValueError as exc:  # e.g. NaN or infinity, which most scikit-learn models refuse
+            raise BadInput(f"the model refused these rows: {str(exc)[:300]}; send finite numbers") from None
         return answer
 
     def _predict_booster(self, rows: np.ndarray) -> dict[str, Any]:
@@ -284,6 +287,10 @@ def rows_from_csv(text: str, feature_names: list[str] | None) -> np.ndarray:
         if unknown:
             raise BadInput(f"the CSV header lacks feature(s) {unknown[:10]}")
         order = [header.index(name) for name in feature_names]
+        short = next((n for n, row in enumerate(cells, start=2) if len(row) != len(header)), None)
+        if short is not None:
+            raise BadInput(f"CSV line {short} has {len(cells[short - 2])} values, the header {len(header)}: "
+                           "send every row with a value per header column")
         cells = [[row[i] for i in order] for row in cells]
     if not cells:
         raise BadInput("the CSV has a header but no rows")
@@ -302,6 +309,11 @@ def _matrix(rows: list[list[Any]]) -> np.ndarray:
     if len({len(row) for row in rows}) > 1:
         raise BadInput("every row must have the same number of values")
     try:
-        return np.asarray(rows, dtype=float)
+        matrix = np.asarray(rows, dtype=float)
     except (TypeError, ValueError):
         raise BadInput("every value must be a number") from None
+    except OverflowError:
+        raise BadInput("a value is too large for a float (over about 1.8e308): send finite numbers") from None
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise BadInput("each row must be a flat, non-empty list of numbers")
+    return matrix

@@ -16,6 +16,7 @@ class InferenceSettings(BaseSettings):
     model_file: str | None = Field(None, description="A local file to serve, already fetched (and checked) by the deployer; then no S3 is read.")
     model_digest: str | None = Field(None, description="sha256:<hex> the artifact must have: anything else is refused, not loaded.")
     model_s3_version_id: str | None = Field(None, description="The S3 VersionId of MODELGATE_MODEL_URI to fetch (default: its latest).")
+    max_body_bytes: int = Field(6 * 1024 * 1024, ge=1, description="Largest POST /invocations body (SageMaker caps payloads at 6 MB); larger is 413.")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     log_level: str = "INFO"

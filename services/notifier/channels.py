@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import httpx
 import structlog
 
-from services.notifier.messages import Message
+from services.notifier.messages import Message, chat_text
 from services.notifier.routing import Recipient
 from shared.events import Envelope
 
@@ -28,7 +28,8 @@ class LogChannel:
 
 
 class WebhookChannel:
-    """POST {"text", "event_id", "event_type", ...} to the URL; the Idempotency-Key lets a receiver drop repeats."""
+    """POST {"text", "event_id", "event_type", ...} to the URL; the Idempotency-Key lets a receiver drop repeats.
+    `text` is escaped as Slack's formatting rules ask (services.notifier.messages.chat_text)."""
 
     def __init__(self, http: httpx.AsyncClient):
         self.http = http
@@ -37,7 +38,7 @@ class WebhookChannel:
         response = await self.http.post(
             recipient.address,
             json={
-                "text": message.text,
+                "text": chat_text(message.text),
                 "event_id": event.event_id,
                 "event_type": event.event_type,
                 "model_version_id": event.correlation_id,

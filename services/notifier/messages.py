@@ -1,4 +1,10 @@
-"""What a person reads: each event rendered from its template in templates.yaml (string.Template)."""
+"""What a person reads: each event rendered from its template in templates.yaml (string.Template).
+
+Chat text (the webhook, Slack's format) is escaped by `chat_text`: `&`, `<` and `>` become `&amp;`, `&lt;`
+and `&gt;`, as Slack's formatting rules ask, so what users wrote (registered_by, a model card summary, a
+group name, a comment, a failure reason) shows as text: `<!channel>` pings no one, `<http://evil|link>` is no
+link. The templates themselves use no Slack control sequences. Email and SNS get the text as it is.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,11 @@ class Message:
     def text(self) -> str:
         """Subject and body in one text, for chat and logs."""
         return f"{self.subject}\n{self.body}"
+
+
+def chat_text(text: str) -> str:
+    """`text` escaped for Slack-style chat: no mentions, links or commands come from the text itself."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def load_templates(path: Path = TEMPLATES) -> dict[str, tuple[Template, Template]]:

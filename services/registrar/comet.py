@@ -50,6 +50,46 @@ class CometArchiveError(ValueError):
     """The archive cannot be registered; the message says what to fix (the registrar answers 4xx)."""
 
 
+class CometArchiveTooLarge(CometArchiveError):
+    """The archive would inflate past a limit (a zip bomb, or simply too much): 413, nothing inflated."""
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What an uploaded archive may hold, checked before anything is inflated (declared sizes and member
+    count from the zip's directory) and while members are read (actual sizes)."""
+
+    max_members: int = 10_000
+    max_uncompressed_bytes: int = 512 * 1024 * 1024  # all members together, as declared
+    max_member_bytes: int = 64 * 1024 * 1024  # each member read (experiment.json, messages.json, plots, lineage)
+
+    def check(self, archive: zipfile.ZipFile, where: str) -> None:
+        members = archive.infolist()
+        if len(members) > self.max_members:
+            raise CometArchiveTooLarge(f"{where} has {len(members):,} files, more than {self.max_members:,}: "
+                                       "upload the OfflineExperiment's archive as it wrote it, without extra files")
+        declared = sum(m.file_size for m in members)
+        if declared > self.max_uncompressed_bytes:
+            raise CometArchiveTooLarge(f"{where} inflates to {declared:,} bytes, more than {self.max_uncompressed_bytes:,}: "
+                                       "log large files elsewhere (log_remote_asset) and upload a smaller archive")
+
+    def read(self, archive: zipfile.ZipFile, name: str, where: str) -> bytes:
+        """One member, inflated no further than its declared size and max_member_bytes."""
+        info = archive.getinfo(name)
+        limit = min(info.file_size, self.max_member_bytes)
+        if info.file_size > self.max_member_bytes:
+            raise CometArchiveTooLarge(f"{name} in {where} inflates to {info.file_size:,} bytes, more than "
+                                       f"{self.max_member_bytes:,}: log less in the experiment, or split it")
+        try:
+            with archive.open(info) as member:
+                data = member.read(limit + 1)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
+            raise CometArchiveError(f"{name} in {where} cannot be read ({exc}); upload the archive unchanged") from exc
+        if len(data) > limit:
+            raise CometArchiveTooLarge(f"{name} in {where} inflates to more than it declares ({info.file_size:,} bytes)")
+        return data
+
+
 class CometFetchError(LookupError):
     """The experiment or registry model asked for is not in Comet, or has no usable model."""
 
@@ -152,8 +192,10 @@ def _pick_model(models: dict[str, Any], wanted: str | None, where: str) -> str:
 # ---------------------------------------------------------------- offline
 
 
-def parse_offline_archive(source: str | Path | bytes, model_name: str | None = None) -> CometRegistration:
-    """Read an OfflineExperiment zip (a path or its bytes) into a CometRegistration."""
+def parse_offline_archive(source: str | Path | bytes, model_name: str | None = None,
+                          limits: ArchiveLimits = ArchiveLimits()) -> CometRegistration:
+    """Read an OfflineExperiment zip (a path or its bytes) into a CometRegistration; an archive that would
+    inflate past `limits` raises CometArchiveTooLarge before anything is inflated."""
     where = "the archive" if isinstance(source, bytes) else f"archive {str(source)!r}"
     try:
         archive = zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source)
@@ -162,8 +204,9 @@ def parse_offline_archive(source: str | Path | bytes, model_name: str | None = N
             f"{where} is not a zip file ({exc}); upload the .zip that comet_ml.OfflineExperiment wrote"
         ) from exc
     with archive:
-        experiment, messages = _read_archive(archive, where)
-        facts = _OfflineFacts(archive, where)
+        limits.check(archive, where)
+        experiment, messages = _read_archive(archive, where, limits)
+        facts = _OfflineFacts(archive, where, limits)
         try:
             for message in messages:
                 facts.add(message)
@@ -172,7 +215,7 @@ def parse_offline_archive(source: str | Path | bytes, model_name: str | None = N
     return facts.registration(experiment, model_name)
 
 
-def _read_archive(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_archive(archive: zipfile.ZipFile, where: str, limits: ArchiveLimits) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     names = set(archive.namelist())
     for required in ("experiment.json", "messages.json"):
         if required not in names:
@@ -181,9 +224,11 @@ def _read_archive(archive: zipfile.ZipFile, where: str) -> tuple[dict[str, Any],
                 "(upload the .zip from the experiment's offline_directory, unchanged)"
             )
     try:
-        experiment = json.loads(archive.read("experiment.json"))
-        lines = archive.read("messages.json").decode().splitlines()
+        experiment = json.loads(limits.read(archive, "experiment.json", where))
+        lines = limits.read(archive, "messages.json", where).decode().splitlines()
         messages = [json.loads(line) for line in lines if line.strip()]
+    except CometArchiveError:
+        raise
     except (ValueError, RecursionError) as exc:
         raise CometArchiveError(f"{where} has malformed experiment.json or messages.json: {exc}") from exc
     if not isinstance(experiment, dict) or not all(isinstance(m, dict) for m in messages):
@@ -198,6 +243,7 @@ class _OfflineFacts:
 
     archive: zipfile.ZipFile
     where: str
+    limits: ArchiveLimits
     name: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -249,9 +295,9 @@ class _OfflineFacts:
         member = payload.get("file_path")
         if kind == "file_upload" and member in self.names:
             if file_name == LINEAGE_ASSET:
-                self.datasets = _datasets_from_json(self.archive.read(member), self.where)
+                self.datasets = _datasets_from_json(self.limits.read(self.archive, member, self.where), self.where)
             elif asset_type in PLOT_TYPES:
-                asset.data = _json_or_none(self.archive.read(member))
+                asset.data = _json_or_none(self.limits.read(self.archive, member, self.where))
         self.assets.append(asset)
 
     def registration(self, experiment: dict[str, Any], model_name: str | None) -> CometRegistration:

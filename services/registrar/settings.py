@@ -20,6 +20,10 @@ class RegistrarSettings(ServiceSettings):
         False, description="Development only: accept file:// URIs and local paths as artifacts."
     )
 
+    comet_archive_max_members: int = Field(10_000, ge=1, description="Files a Comet archive upload may hold (413 beyond).")
+    comet_archive_max_uncompressed_bytes: int = Field(512 * 1024 * 1024, ge=1, description="What a Comet archive may inflate to in all, as its zip directory declares (413 beyond, nothing inflated).")
+    comet_archive_max_member_bytes: int = Field(64 * 1024 * 1024, ge=1, description="What each file read from a Comet archive (experiment.json, messages.json, plots, lineage) may inflate to (413 beyond).")
+
     _lists = field_validator("artifact_buckets", mode="before")(name_list)
 
     @field_validator("artifact_buckets")

@@ -64,6 +64,8 @@ def expected_grants(service: str) -> dict[str, set[str]]:
         # the key shown to the approver when verifying a caller's credential (shared/secrets.py)
         "secretsmanager:GetSecretValue": {"ServiceKeySecret"},
         "ssm:GetParameter": {f"{PUBLIC_KEYS}/*"},  # every producer's public keys, to verify each event
+        # the body of a dead letter too large for the DLQ (claim check, shared/bus.py)
+        "s3:PutObject": {f"${{ArtifactBucket.Arn}}/dead-letters/${{Namespace}}-{service}/*"},
     }
     if EMITS[service]:  # its own signing key, and the one parameter listing its public keys
         grants["sns:Publish"] = {"EventsTopic"}
@@ -74,7 +76,7 @@ def expected_grants(service: str) -> dict[str, set[str]]:
         grants |= {
             "s3:GetObject": {ARTIFACT_OBJECTS},
             "s3:GetObjectVersion": {ARTIFACT_OBJECTS},  # the pinned version's digest (shared/pins.py)
-            "s3:PutObject": {ARTIFACT_OBJECTS},
+            "s3:PutObject": {ARTIFACT_OBJECTS, *grants["s3:PutObject"]},
             "s3:ListBucket": {"ArtifactBucket.Arn"},
         }
     if service == "approver":

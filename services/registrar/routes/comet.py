@@ -18,7 +18,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from services.registrar import access
 from services.registrar.catalog import GROUP_NAME, Registration, Tags, UnknownGroup, register
 from services.registrar.comet import (
+    ArchiveLimits,
     CometArchiveError,
+    CometArchiveTooLarge,
     CometFetchError,
     CometRegistration,
     fetch_online_async,
@@ -27,6 +29,7 @@ from services.registrar.comet import (
 )
 from services.registrar.deps import ReadableErrors, Registrar, RegistrarDep
 from services.registrar.schemas import VersionOut
+from services.registrar.settings import RegistrarSettings
 from services.registrar.writebacks import link_comet_import
 from shared.http import CurrentPrincipal
 from shared.identity import Principal
@@ -34,6 +37,9 @@ from shared.limits import LIMITS, JsonMap, Name, Text, too_large
 
 log = structlog.get_logger()
 
+def archive_limits(settings: RegistrarSettings) -> ArchiveLimits:
+    return ArchiveLimits(settings.comet_archive_max_members, settings.comet_archive_max_uncompressed_bytes,
+                         settings.comet_archive_max_member_bytes)
 GroupName = Annotated[str, Path(pattern=GROUP_NAME, examples=["fraud-detector"])]
 
 
@@ -179,7 +185,9 @@ async def register_comet_archive(
         raise HTTPException(413, too_large("max_upload_bytes"))
     card, tag_map = _json_object(model_card, "model_card"), _json_object(tags, "tags")
     try:
-        reg = await asyncio.to_thread(parse_offline_archive, content, model_name)
+        reg = await asyncio.to_thread(parse_offline_archive, content, model_name, archive_limits(registrar.settings))
+    except CometArchiveTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
     except CometArchiveError as exc:
         raise HTTPException(422, str(exc)) from None
     log.info("comet_archive_read", group=group, experiment_key=reg.experiment_key, model=reg.model.name)
