@@ -49,8 +49,9 @@ class Stack:
         """Replica k of a service listens 100 * (k - 1) above the service's port, unless `ports` names it."""
         if instance in self.ports:
             return self.ports[instance]
-        service, _, k = instance.rpartition("-")
-        return self.ports[service] + 100 * (int(k) - 1)
+        service = service_of(instance)
+        replica = int(instance[len(service) + 1:] or 1)
+        return self.ports.get(service, topology.DEFAULT_PORTS[service]) + 100 * (replica - 1)
 
     def pidfile(self, service: str) -> Path:
         return self.run_dir / "run" / f"{self.namespace}-{service}.pid"
@@ -111,8 +112,11 @@ def postgres_databases(stack: Stack, server: str = "postgresql+asyncpg://postgre
         finally:
             await connection.close()
 
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
-        asyncio.run(make())
+        with ThreadPoolExecutor(1) as pool:  # its own event loop, whether or not the caller runs one
+            pool.submit(asyncio.run, make()).result()
     except (OSError, asyncpg.PostgresError) as exc:
         raise StackError(f"replicas share a PostgreSQL database per service, and {plain} did not answer ({exc}); "
                          "start PostgreSQL or pass --replicas 1") from None
@@ -155,7 +159,7 @@ def start_service(stack: Stack, service: str) -> int:
         return pid
     with stack.logfile(service).open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, *service_command(service)[1:]],
+            [sys.executable, *service_command(service_of(service))[1:]],
             cwd=REPO_ROOT,
             env=stack.env(service),
             stdout=log,

@@ -37,7 +37,8 @@ async def register_many(client: httpx.AsyncClient, stack, group: str, artifact: 
     await asyncio.gather(*(one() for _ in range(count)))
 
 
-async def settled(client: httpx.AsyncClient, stack, group: str, stage: str, versions: set[int]) -> dict[int, dict]:
+async def settled(client: httpx.AsyncClient, stack, group: str, stage: str, versions: set[int],
+                  timeout: float = 60) -> dict[int, dict]:
     """Waits until every one of `versions` is in an end state for `stage` and the pointer names the one Deployed;
     at no moment do two versions read Deployed there. Returns version -> its stage details."""
 
@@ -50,7 +51,7 @@ async def settled(client: httpx.AsyncClient, stack, group: str, stage: str, vers
             return None
         return details if deployed and deployed == [pointer(stack, group, stage)] else None
 
-    return await eventually(check, timeout=60, interval=0.5)
+    return await eventually(check, timeout=timeout, interval=0.5)
 
 
 def only_deployed(details: dict[int, dict]) -> int:

@@ -125,12 +125,11 @@ async def test_a_multipart_uploads_composite_checksum_is_not_taken_for_a_digest(
 
 
 async def test_the_cli_upload_asks_s3_for_a_sha256_checksum(localstack_endpoint, bucket, namespace, tmp_path, monkeypatch):
-    from modelgate.commands.catalog import upload
+    from modelgate import AsyncClient
 
-    monkeypatch.setenv("MODELGATE_NAMESPACE", namespace)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", localstack_endpoint)
     (tmp_path / "model.skops").write_bytes(model_bytes())
-    uri = upload(tmp_path / "model.skops", "fraud")
+    async with AsyncClient(namespace=namespace, aws_endpoint=localstack_endpoint) as mg:  # the CLI uploads through it
+        uri = await mg.upload(tmp_path / "model.skops", "fraud")
     key = uri.removeprefix(f"s3://{bucket}/")
     head = boto_client("s3", localstack_endpoint).head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
     assert digest_of_checksum(head) == sha256(model_bytes())

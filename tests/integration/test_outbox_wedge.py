@@ -51,11 +51,12 @@ def many_metrics(n: int = 12_000) -> dict[str, float]:
 
 
 async def test_a_registration_whose_event_is_too_large_for_the_bus_is_refused_with_422_and_writes_nothing(api):
-    response = await api.post("/v1/groups/fraud/versions", json={
-        "artifact_uri": "s3://modelgate-artifacts/fraud/model.bin", "metrics": many_metrics()})
-    assert response.status_code == 422, response.text
+    datasets = [{"name": f"d{i:03d}", "version": "1", "uri": "s3://b/" + "x" * 3000} for i in range(95)]
+    response = await api.post("/v1/groups/fraud/versions", json={  # each part within the input limits, ~290 KB
+        "artifact_uri": "s3://modelgate-artifacts/fraud/model.bin", "lineage": {"datasets": datasets}})
+    assert response.status_code == 422, response.text[:300]
     detail = response.json()["detail"]
-    assert "too large for the bus" in detail and "metrics" in detail and "shrink" in detail
+    assert "too large for the bus" in detail and "lineage" in detail and "shrink" in detail
     async with api.runtime.sessionmaker() as session:
         assert (await session.scalars(select(OutboxRow))).all() == []
         assert (await session.scalars(select(ModelVersion))).all() == []

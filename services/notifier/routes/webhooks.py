@@ -173,7 +173,7 @@ async def deliveries(subscription_id: SubscriptionId, session: SessionDep, _: Ad
 
 
 @router.post("/v1/webhooks/deliveries/{delivery_id}/redeliver", status_code=202, response_model=SubscriptionDeliveryOut)
-async def redeliver(delivery_id: int, uow: UowDep, notifier: NotifierDep, _: AdminDep) -> SubscriptionDeliveryOut:
+async def redeliver(delivery_id: Annotated[int, Path(ge=1, le=2**31 - 1)], uow: UowDep, notifier: NotifierDep, _: AdminDep) -> SubscriptionDeliveryOut:
     """Sends a delivery again (same webhook-id, so a receiver that has it already can drop it)."""
     row = await uow.session.get(Delivery, delivery_id)
     if row is None or row.channel != "subscription":
