@@ -249,6 +249,14 @@ class Client:
     def _run(self, work: Any) -> Any:
         return self._runner.run(work)
 
+    def _each(self, items: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of the client's, walked one item (a page fetched when needed) at a time."""
+        while True:
+            try:
+                yield self._run(_next(items))
+            except StopAsyncIteration:
+                return
+
     def register(self, group: str, **options: Any) -> Version:
         return self._run(self._async.register(group, **options))
 
@@ -263,12 +271,7 @@ class Client:
 
     def versions(self, group: str | None = None, **filters: Any) -> Iterator[Version]:
         """Every matching version, fetched a page at a time as you iterate."""
-        pages = self._async.versions(group, **filters)
-        while True:
-            try:
-                yield self._run(_next(pages))
-            except StopAsyncIteration:
-                return
+        return self._each(self._async.versions(group, **filters))
 
     def history(self, group: str, version: int) -> list[HistoryEntry]:
         return self._run(self._async.history(group, version))
@@ -283,12 +286,7 @@ class Client:
         return self._run(self._async.live(group, stage, at))
 
     def timeline(self, group: str, stage: str, *, page_size: int = 100) -> Iterator[Period]:
-        periods = self._async.timeline(group, stage, page_size=page_size)
-        while True:
-            try:
-                yield self._run(_next(periods))
-            except StopAsyncIteration:
-                return
+        return self._each(self._async.timeline(group, stage, page_size=page_size))
 
     def wait(self, group: str, version: int, stage: str, until: str = "Deployed", timeout: float = 300.0,
              progress: Callable[[str], None] | None = None) -> Version:
