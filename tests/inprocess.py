@@ -43,6 +43,11 @@ class FakeSsm:
             raise ClientError({"Error": {"Code": "ParameterNotFound", "Message": Name}}, "GetParameter")
         return {"Parameter": {"Name": Name, "Value": self.parameters[Name]}}
 
+    async def get_parameters(self, Names: list[str], **_: Any) -> dict:
+        assert len(Names) <= 10, "GetParameters takes at most 10 names"
+        return {"Parameters": [{"Name": n, "Value": self.parameters[n]} for n in Names if n in self.parameters],
+                "InvalidParameters": [n for n in Names if n not in self.parameters]}
+
 
 class FakeSecretsManager:
     """Secrets Manager's three calls the approver makes, with its exception classes."""

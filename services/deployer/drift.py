@@ -63,16 +63,31 @@ def compare(group: str, stage: str, views: list[DriftView], deploying: bool = Fa
                          drifted=bool(disagreements) and not deploying)
 
 
-async def pointer_view(ssm: Any, group: str, stage: str) -> DriftView:
-    name = parameter_name(group, stage)
-    try:
-        value = (await ssm.get_parameter(Name=name))["Parameter"]["Value"]
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-            return DriftView(source="pointer", model_version_id=None, detail=f"{name} does not exist")
-        return DriftView(source="pointer", model_version_id=None, detail=name, error=str(exc))
-    except BotoCoreError as exc:
-        return DriftView(source="pointer", model_version_id=None, detail=name, error=str(exc))
+POINTERS_PER_CALL = 10  # GetParameters takes at most 10 names
+
+
+async def pointer_views(ssm: Any, stages: list[tuple[str, str]]) -> dict[tuple[str, str], DriftView]:
+    """The pointer view of each (group, stage), read ten names per GetParameters call."""
+    views: dict[tuple[str, str], DriftView] = {}
+    for start in range(0, len(stages), POINTERS_PER_CALL):
+        chunk = {parameter_name(g, s): (g, s) for g, s in stages[start:start + POINTERS_PER_CALL]}
+        try:
+            answer = await ssm.get_parameters(Names=list(chunk))
+        except (ClientError, BotoCoreError) as exc:
+            views.update({key: DriftView(source="pointer", model_version_id=None, detail=name, error=str(exc))
+                          for name, key in chunk.items()})
+            continue
+        for parameter in answer.get("Parameters", []):
+            views[chunk[parameter["Name"]]] = _pointed(parameter["Name"], parameter["Value"])
+        for name in answer.get("InvalidParameters", []):
+            views[chunk[name]] = DriftView(source="pointer", model_version_id=None, detail=f"{name} does not exist")
+        for name, key in chunk.items():
+            views.setdefault(key, DriftView(source="pointer", model_version_id=None, detail=name,
+                                            error="Parameter Store returned neither the parameter nor an error for it"))
+    return views
+
+
+def _pointed(name: str, value: str) -> DriftView:
     try:
         pointed = json.loads(value)
         return DriftView(source="pointer", model_version_id=pointed["model_version_id"],
@@ -94,12 +109,12 @@ async def target_view(target: Target, live: Deployment) -> DriftView | None:
                      detail=f"{target.name}: {serving.detail}" if serving.detail else target.name)
 
 
-async def check_stage(stage: Stage, live: Deployment | None, deploying: bool, ssm: Any,
+async def check_stage(stage: Stage, live: Deployment | None, deploying: bool, pointer: DriftView,
                       targets: Mapping[str, Target]) -> StageDriftOut:
     views = [DriftView(source="live", model_version_id=live.model_version_id if live else None,
                        deployment_id=live.id if live else None,
                        detail=f"deployed {live.deployed_at.isoformat()}" if live and live.deployed_at else "nothing live")]
-    views.append(await pointer_view(ssm, stage.group_name, stage.stage))
+    views.append(pointer)
     if live is not None and (found := await target_view(target_for(targets, stage.stage), live)) is not None:
         views.append(found)
     return compare(stage.group_name, stage.stage, views, deploying)
@@ -117,7 +132,9 @@ async def check_stages(session: AsyncSession, ssm: Any, targets: Mapping[str, Ta
     rows = (await session.execute(query)).all()
     busy = {(g, s) for g, s in (await session.execute(
         select(Deployment.group_name, Deployment.stage).where(Deployment.status.in_(OPEN)).distinct())).all()}
-    return [await check_stage(s, d, (s.group_name, s.stage) in busy, ssm, targets) for s, d in rows]
+    pointers = await pointer_views(ssm, [(s.group_name, s.stage) for s, _ in rows])
+    return [await check_stage(s, d, (s.group_name, s.stage) in busy, pointers[(s.group_name, s.stage)], targets)
+            for s, d in rows]
 
 
 def report(checked: StageDriftOut) -> None:
