@@ -85,9 +85,9 @@ class SageMakerWriteback:
     def __init__(self, client: Any):
         self.client = client
 
-    async def apply(self, package_arn: str, version: ModelVersion) -> list[str]:
-        """Bring the package to the version's state; returns what changed (nothing when it already was)."""
-        update = package_update(version)
+    async def apply(self, package_arn: str, update: dict[str, Any] | None) -> list[str]:
+        """Bring the package to `update` (package_update of the version); returns what changed (nothing when
+        it already was)."""
         if update is None:
             return []
         try:

@@ -41,7 +41,12 @@ from services.registrar.models import (
     WritebackStatus,
     WritebackTarget,
 )
-from services.registrar.sagemaker_writeback import SageMakerWriteback, SageMakerWritebackError, SageMakerWritebackRefused
+from services.registrar.sagemaker_writeback import (
+    SageMakerWriteback,
+    package_update,
+    SageMakerWritebackError,
+    SageMakerWritebackRefused,
+)
 from shared.db import UnitOfWork
 from shared.events import utcnow
 
@@ -202,9 +207,10 @@ class CometWritebackWorker:
         assert self.sagemaker is not None  # only claimed when there is a writer
         async with self.uow_factory() as uow:
             version = await uow.session.get(ModelVersion, job["model_version_id"])
-        if version is None:
-            raise SageMakerWritebackRefused(f"{job['model_version_id']} is not in the catalog")
-        return await self.sagemaker.apply(job["model"], version)
+            if version is None:
+                raise SageMakerWritebackRefused(f"{job['model_version_id']} is not in the catalog")
+            update = package_update(version)
+        return await self.sagemaker.apply(job["model"], update)
 
     async def _failed(self, row_id: int, attempts: int, exc: Exception) -> None:
         if attempts >= self.max_attempts:
