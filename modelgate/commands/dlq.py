@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import ClientError
 from rich.progress import Progress
 from rich.table import Table
 
@@ -178,7 +179,7 @@ def list_(
 def _exists(sqs: Any, name: str) -> bool:
     try:
         sqs.get_queue_url(QueueName=name)
-    except Exception:
+    except ClientError:  # no such queue
         return False
     return True
 

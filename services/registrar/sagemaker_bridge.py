@@ -79,7 +79,7 @@ class SageMakerBridge:
                 self.last_poll_ok = True
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (AWS unreachable: back off, stay alive, report not-ready)
                 self.last_poll_ok = False
                 log.warning("sagemaker_bridge_poll_failed", error=str(exc))
                 await asyncio.wait([asyncio.create_task(stop.wait())], timeout=2)
@@ -128,7 +128,7 @@ class SageMakerBridge:
         try:
             await self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"],
                                                      VisibilityTimeout=min(2 ** (receives - 1), 60))
-        except Exception as exc:  # not fatal: the message reappears after the queue's own timeout
+        except Exception as exc:  # noqa: BLE001 (not fatal: the message reappears after the queue's own timeout)
             log.warning("change_visibility_failed", error=str(exc))
 
     async def _dead_letter(self, message: dict[str, Any], reason: str) -> None:

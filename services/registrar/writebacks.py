@@ -43,9 +43,9 @@ from services.registrar.models import (
 )
 from services.registrar.sagemaker_writeback import (
     SageMakerWriteback,
-    package_update,
     SageMakerWritebackError,
     SageMakerWritebackRefused,
+    package_update,
 )
 from shared.db import UnitOfWork
 from shared.events import utcnow

@@ -640,8 +640,9 @@ def test_service_settings_load_from_the_task_definition(
         assert settings.oidc_audience == options.get("OidcAudience", "modelgate")
         assert settings.oidc_issuer == options.get("OidcIssuer", "")
         assert settings.oidc_jwks_url == options.get("OidcJwksUrl", "")
-    if service == "registrar":
+    if service in ("registrar", "approver"):
         assert settings.sagemaker_bridge is bool(options)
+    if service == "registrar":
         assert settings.sagemaker_groups == (["fraud-detector", "credit"] if options else [])
     if service == "notifier":
         assert settings.deployer_url == "http://lb.example:8083"
