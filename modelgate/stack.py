@@ -148,7 +148,7 @@ def stop_localstack(stack: Stack) -> None:
 
 
 def provision(stack: Stack) -> infra.Provisioned:
-    bridge, groups = infra.bridge_from_env(stack.extra_env)  # the SageMaker bridge, when the stack asks for it
+    bridge, groups = infra.bridge_from_env({**os.environ, **stack.extra_env})  # the SageMaker bridge, when asked for
     return infra.provision(stack.namespace, endpoint_url=stack.endpoint, sagemaker_bridge=bridge, sagemaker_groups=groups)
 
 
