@@ -172,6 +172,12 @@ async def test_a_sagemaker_package_is_registered_once_approved_deployed_and_writ
         assert all(len(records) == 1 for records in registered.values()), "one version per package, however often"
         version = registered[good["ModelPackageArn"]][0]
         assert version["registered_by"] == "sagemaker-bridge" and version["source"] == "sagemaker"
+        principals = (await client.get(f"{system.url('approver')}/v1/principals")).json()
+        bridge = next(p for p in principals if p["name"] == "sagemaker-bridge")  # ensured by the approver
+        assert bridge["kind"] == "service" and bridge["roles"] == []
+        history = (await client.get(f"{registrar}/v1/groups/{GROUP}/versions/{version['version']}/history")).json()
+        registered_event = next(e for e in history if e["event_type"] == "ModelRegistered")
+        assert registered_event["payload"]["registered_by"] == "sagemaker-bridge"
         assert version["metrics"] == {"auc": 0.95, "recall": 0.8}
         assert version["artifact_uri"] == good["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
         assert version["artifact_digest"].startswith("sha256:")  # pinned like any registration
