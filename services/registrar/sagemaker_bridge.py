@@ -41,7 +41,7 @@ from services.registrar.sagemaker_model import (
     parse_state_change,
     to_registration,
 )
-from shared import topology
+from shared import metrics, topology
 from shared.bus import dead_letter_attributes
 from shared.pins import s3_location
 
@@ -50,6 +50,7 @@ log = structlog.get_logger()
 #: DescribeModelPackage's answers that mean "no such package": the event is not confirmed.
 NOT_FOUND = ("ValidationException", "ResourceNotFound", "ResourceNotFoundException")
 IN_PROGRESS = {"Pending", "InProgress"}
+METRIC_EVENT = "SageMakerModelPackageStateChange"  # its event_type label in modelgate_events_handled_total
 
 
 class RetryLater(Exception):
@@ -71,31 +72,47 @@ class SageMakerBridge:
         self.last_poll_ok = True
 
     async def run(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await self._loop(stop, stopping)
+        finally:
+            stopping.cancel()
+
+    async def _loop(self, stop: asyncio.Event, stopping: asyncio.Task[bool]) -> None:
         while not stop.is_set():
             try:
                 if not self.queue_url:
                     await self._resolve()
-                await self.run_once()
+                receive = asyncio.create_task(self._receive())
+                await asyncio.wait({receive, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receive.done():  # stopping: what was not received stays in the queue
+                    receive.cancel()
+                    break
+                for message in receive.result():  # received: handled to the end, even when stopping
+                    await self._process(message)
                 self.last_poll_ok = True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 (AWS unreachable: back off, stay alive, report not-ready)
                 self.last_poll_ok = False
                 log.warning("sagemaker_bridge_poll_failed", error=str(exc))
-                await asyncio.wait([asyncio.create_task(stop.wait())], timeout=2)
+                await asyncio.wait({stopping}, timeout=2)
 
     async def _resolve(self) -> None:
         settings = self.registrar.settings
         self.queue_url = (await self.sqs.get_queue_url(QueueName=topology.sagemaker_queue_name(settings.namespace)))["QueueUrl"]
         self.dlq_url = (await self.sqs.get_queue_url(QueueName=topology.sagemaker_dlq_name(settings.namespace)))["QueueUrl"]
 
-    async def run_once(self) -> int:
-        """Receive one batch and handle each message; returns how many were received."""
+    async def _receive(self) -> list[dict[str, Any]]:
         response = await self.sqs.receive_message(
             QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=self.wait_seconds,
             MessageAttributeNames=["All"], MessageSystemAttributeNames=["ApproximateReceiveCount"],
         )
-        messages = response.get("Messages", [])
+        return response.get("Messages", [])
+
+    async def run_once(self) -> int:
+        """Receive one batch and handle each message; returns how many were received."""
+        messages = await self._receive()
         for message in messages:
             await self._process(message)
         return len(messages)
@@ -106,6 +123,7 @@ class SageMakerBridge:
             outcome = await self.handle(message["Body"])
         except BadBridgeEvent as exc:
             await self._dead_letter(message, str(exc))
+            metrics.EVENTS_HANDLED.labels(METRIC_EVENT, "dead_lettered").inc()
         except RetryLater as exc:
             if receives >= self.max_receive_count:
                 await self._dead_letter(message, f"not registered after {receives} tries: {exc}")
@@ -122,6 +140,7 @@ class SageMakerBridge:
                 return
         else:
             log.info("sagemaker_event_handled", outcome=outcome)
+            metrics.EVENTS_HANDLED.labels(METRIC_EVENT, "skipped" if outcome.startswith("not") else outcome.split()[0]).inc()
         await self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
 
     async def _retry_later(self, message: dict[str, Any], receives: int) -> None:
