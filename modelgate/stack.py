@@ -148,7 +148,8 @@ def stop_localstack(stack: Stack) -> None:
 
 
 def provision(stack: Stack) -> infra.Provisioned:
-    return infra.provision(stack.namespace, endpoint_url=stack.endpoint)
+    bridge, groups = infra.bridge_from_env({**os.environ, **stack.extra_env})  # the SageMaker bridge, when asked for
+    return infra.provision(stack.namespace, endpoint_url=stack.endpoint, sagemaker_bridge=bridge, sagemaker_groups=groups)
 
 
 def start_service(stack: Stack, service: str) -> int:

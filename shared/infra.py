@@ -4,6 +4,12 @@ The artifact bucket has versioning enabled: an overwritten artifact keeps the ve
 pinned, so the deployer can still serve exactly the approved bytes (shared/pins.py).
 
     python -m shared.infra            # provision the namespace in $MODELGATE_NAMESPACE (default modelgate)
+
+With MODELGATE_SAGEMAKER_BRIDGE=true it also provisions the SageMaker Model Registry bridge: an EventBridge
+rule on the default bus matching "SageMaker Model Package State Change" events (of the groups in
+MODELGATE_SAGEMAKER_GROUPS, when set) with the registrar's bridge queue (and its DLQ) as target; the queue's
+policy lets only events.amazonaws.com send, and only for that rule (docs/sagemaker.md). Off by default:
+nothing changes for existing set-ups.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class Provisioned:
     bucket: str = ""
     notifications_topic_arn: str = ""
     created: list[str] = field(default_factory=list)
+    sagemaker_queue_url: str = ""  # the bridge's, when provisioned
+    sagemaker_dlq_url: str = ""
+    sagemaker_rule_arn: str = ""
 
 
 def boto_client(service: str, endpoint_url: str | None = None, region: str | None = None) -> Any:
@@ -51,6 +60,8 @@ def provision(
     endpoint_url: str | None = None,
     max_receive_count: int = 5,
     services: tuple[str, ...] = topology.SERVICES,
+    sagemaker_bridge: bool = False,
+    sagemaker_groups: tuple[str, ...] = (),
 ) -> Provisioned:
     sns, sqs, s3 = (boto_client(name, endpoint_url) for name in ("sns", "sqs", "s3"))
     topic_arn = sns.create_topic(Name=topology.topic_name(namespace))["TopicArn"]
@@ -74,7 +85,75 @@ def provision(
         result.queue_urls[service] = queue_url
         result.dlq_urls[service] = dlq_url
     result.bucket = _bucket(s3, topology.bucket_name(namespace), result)
+    if sagemaker_bridge:
+        _sagemaker_bridge(sqs, boto_client("events", endpoint_url), namespace, max_receive_count, sagemaker_groups, result)
     return result
+
+
+def _sagemaker_bridge(
+    sqs: Any, events: Any, namespace: str, max_receive_count: int, groups: tuple[str, ...], result: Provisioned
+) -> None:
+    """The EventBridge rule sending SageMaker's model package events to the registrar's bridge queue."""
+    rule_name = topology.sagemaker_rule_name(namespace)
+    pattern = json.dumps(topology.sagemaker_event_pattern(groups))
+    try:
+        current = events.describe_rule(Name=rule_name)
+    except ClientError as exc:
+        if "ResourceNotFound" not in str(exc):
+            raise
+        current = None
+    if current is None or not _same(current.get("EventPattern"), pattern) or current.get("State") != "ENABLED":
+        rule_arn = events.put_rule(Name=rule_name, EventPattern=pattern, State="ENABLED",
+                                   Description="SageMaker model package state changes, for modelgate's registrar")["RuleArn"]
+        result.created.append(f"{'updated ' if current else ''}rule {rule_name}")
+    else:
+        rule_arn = current["Arn"]
+    dlq_url, dlq_arn = _queue(
+        sqs, topology.sagemaker_dlq_name(namespace), lambda arn: {"MessageRetentionPeriod": str(DLQ_RETENTION)}, result
+    )
+    queue_url, queue_arn = _queue(
+        sqs,
+        topology.sagemaker_queue_name(namespace),
+        lambda arn: {
+            "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+            "Policy": allow_rule(arn, rule_arn),
+        },
+        result,
+    )
+    targets = events.list_targets_by_rule(Rule=rule_name).get("Targets", [])
+    if not any(t.get("Arn") == queue_arn for t in targets):
+        events.put_targets(Rule=rule_name, Targets=[{"Id": "registrar-sagemaker", "Arn": queue_arn}])
+        result.created.append(f"target {queue_arn} of rule {rule_name}")
+    result.sagemaker_queue_url, result.sagemaker_dlq_url, result.sagemaker_rule_arn = queue_url, dlq_url, rule_arn
+
+
+def allow_rule(queue_arn: str, rule_arn: str) -> str:
+    """The bridge queue's policy: EventBridge may send to it, for this rule's events only."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "events.amazonaws.com"},
+                    "Action": "sqs:SendMessage",
+                    "Resource": queue_arn,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+                }
+            ],
+        }
+    )
+
+
+def bridge_from_env(env: Any = None) -> tuple[bool, tuple[str, ...]]:
+    """MODELGATE_SAGEMAKER_BRIDGE (true/false) and MODELGATE_SAGEMAKER_GROUPS (a,b or a JSON list) from `env`."""
+    from shared.settings import name_list
+
+    env = os.environ if env is None else env
+    on = str(env.get("MODELGATE_SAGEMAKER_BRIDGE", "")).strip().lower() in {"1", "true", "yes", "on"}
+    groups = name_list(env.get("MODELGATE_SAGEMAKER_GROUPS", "") or "")
+    return on, tuple(groups if isinstance(groups, list) else [])
 
 
 def _queue(
@@ -175,7 +254,9 @@ def _bucket(s3: Any, name: str, result: Provisioned) -> str:
 
 def main() -> None:
     namespace = os.environ.get("MODELGATE_NAMESPACE", "modelgate")
-    result = provision(namespace, max_receive_count=int(os.environ.get("MODELGATE_MAX_RECEIVE_COUNT", "5")))
+    bridge, groups = bridge_from_env()
+    result = provision(namespace, max_receive_count=int(os.environ.get("MODELGATE_MAX_RECEIVE_COUNT", "5")),
+                       sagemaker_bridge=bridge, sagemaker_groups=groups)
     print(json.dumps({"topic_arn": result.topic_arn, "queues": result.queue_urls, "created": result.created}, indent=2))
 
 

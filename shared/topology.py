@@ -61,3 +61,34 @@ def signing_keys_parameter(namespace: str, service: str) -> str:
     """The Parameter Store parameter listing a producer's public keys by key id (readable by every consumer).
     Outside `/modelgate/`, which holds the stage pointers the deployer may write."""
     return f"/modelgate-signing/{namespace}/{service}"
+
+
+# ---- the SageMaker Model Registry bridge (optional: MODELGATE_SAGEMAKER_BRIDGE, docs/sagemaker.md) ----------
+#: The EventBridge event the bridge ingests, exactly as SageMaker names it.
+SAGEMAKER_SOURCE = "aws.sagemaker"
+SAGEMAKER_DETAIL_TYPE = "SageMaker Model Package State Change"
+#: The service that consumes the bridge queue and the principal its registrations are made under.
+SAGEMAKER_BRIDGE_SERVICE = "registrar"
+SAGEMAKER_BRIDGE_PRINCIPAL = "sagemaker-bridge"
+
+
+def sagemaker_queue_name(namespace: str) -> str:
+    """The queue EventBridge sends SageMaker's model package events to (not the events topic's: these are
+    AWS's events, unsigned, and only hints; services/registrar/sagemaker_bridge.py)."""
+    return f"{namespace}-registrar-sagemaker"
+
+
+def sagemaker_dlq_name(namespace: str) -> str:
+    return f"{namespace}-registrar-sagemaker-dlq"
+
+
+def sagemaker_rule_name(namespace: str) -> str:
+    return f"{namespace}-sagemaker-model-packages"
+
+
+def sagemaker_event_pattern(groups: list[str] | tuple[str, ...] = ()) -> dict[str, object]:
+    """The EventBridge rule's pattern: SageMaker's model package state changes, of `groups` when given."""
+    pattern: dict[str, object] = {"source": [SAGEMAKER_SOURCE], "detail-type": [SAGEMAKER_DETAIL_TYPE]}
+    if groups:
+        pattern["detail"] = {"ModelPackageGroupName": list(groups)}
+    return pattern

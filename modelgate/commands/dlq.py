@@ -3,6 +3,8 @@
 A dead letter whose body was too large for the DLQ carries a claim check (shared.bus): both commands read the
 body back from S3 (redrive sends the original body and then deletes the S3 copy). `dlq list` also shows each
 service's outbox rows the bus refused for good (set aside, shared.outbox), asked of the running services.
+With the SageMaker bridge on, `sagemaker` names its queue too (SageMaker events the registrar refused, with
+the reason: docs/sagemaker.md).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from botocore.exceptions import ClientError
 from rich.progress import Progress
 from rich.table import Table
 
@@ -28,7 +31,7 @@ from modelgate.commands.common import (
 )
 from shared.bus import CLAIM_CHECK_SIZE, is_claim_check
 from shared.client import ServiceError
-from shared.topology import EMITS, SERVICES, dlq_name, queue_name
+from shared.topology import EMITS, SERVICES, dlq_name, queue_name, sagemaker_dlq_name, sagemaker_queue_name
 
 app = typer.Typer(help="Look into and redrive the dead-letter queues.", no_args_is_help=True)
 
@@ -44,10 +47,22 @@ def body_of(message: dict[str, Any], s3: Any = None) -> str:
     return s3.get_object(Bucket=where["bucket"], Key=where["key"])["Body"].read().decode()
 
 
+BRIDGE = "sagemaker"  # the SageMaker bridge's queue (the registrar consumes it), when provisioned
+QUEUES = (*SERVICES, BRIDGE)
+
+
 def _check(service: str) -> str:
-    if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(SERVICES)}")
+    if service not in QUEUES:
+        raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(QUEUES)}")
     return service
+
+
+def _dlq(service: str) -> str:
+    return sagemaker_dlq_name(namespace()) if service == BRIDGE else dlq_name(namespace(), service)
+
+
+def _queue(service: str) -> str:
+    return sagemaker_queue_name(namespace()) if service == BRIDGE else queue_name(namespace(), service)
 
 
 def receive_all(sqs: Any, queue_url: str, limit: int, hide_for: int = 30) -> list[dict[str, Any]]:
@@ -81,11 +96,13 @@ def describe(service: str, message: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         body = {}
     sent = message.get("Attributes", {}).get("SentTimestamp")
+    body = body if isinstance(body, dict) else {}
+    detail = body.get("detail") if isinstance(body.get("detail"), dict) else {}  # an EventBridge event (sagemaker)
     return {
         "service": service,
         "message_id": message["MessageId"],
-        "event_type": attributes.get("event_type") or (body.get("event_type") if isinstance(body, dict) else None),
-        "correlation_id": body.get("correlation_id") if isinstance(body, dict) else None,
+        "event_type": attributes.get("event_type") or body.get("event_type") or body.get("detail-type"),
+        "correlation_id": body.get("correlation_id") or detail.get("ModelPackageArn"),
         "event_id": body.get("event_id") if isinstance(body, dict) else None,
         "sent_at": datetime.fromtimestamp(int(sent) / 1000, UTC).isoformat() if sent else None,
         "reason": attributes.get("dlq_reason") or "moved by SQS after too many receives (no reason recorded)",
@@ -102,7 +119,7 @@ def set_aside(services: list[str]) -> list[dict[str, Any]]:
     async def ask() -> None:
         async with clients() as all_clients:
             for name in services:
-                if not EMITS[name]:
+                if not EMITS.get(name):
                     continue
                 try:
                     rows = await getattr(all_clients, name).set_aside()
@@ -120,7 +137,7 @@ def set_aside(services: list[str]) -> list[dict[str, Any]]:
 
 @app.command("list")
 def list_(
-    service: Annotated[list[str], typer.Option("--service", "-s", help="Only this service (repeatable).")] = [],  # noqa: B006
+    service: Annotated[list[str], typer.Option("--service", "-s", help=f"Only this service (repeatable): {', '.join(QUEUES)} (sagemaker: the SageMaker bridge's queue).")] = [],  # noqa: B006
     limit: Annotated[int, typer.Option(help="At most this many messages per queue.")] = 100,
     json_out: JsonOption = False,
 ) -> None:
@@ -130,16 +147,18 @@ def list_(
       modelgate dlq list
       modelgate dlq list --service deployer --json | jq -r '.[].reason'
     """
-    services = [_check(s) for s in service] or list(SERVICES)
+    services = [_check(s) for s in service] or list(QUEUES)
     found: list[dict[str, Any]] = []
     sqs = aws("sqs")
     with explained():
         for name in services:
-            url = sqs.get_queue_url(QueueName=dlq_name(namespace(), name))["QueueUrl"]
+            if name == BRIDGE and not service and not _exists(sqs, _dlq(name)):
+                continue  # the SageMaker bridge is off
+            url = sqs.get_queue_url(QueueName=_dlq(name))["QueueUrl"]
             messages = receive_all(sqs, url, limit)
             release(sqs, url, messages)
             found.extend(describe(name, m) for m in messages)
-    found.extend(set_aside(services))
+    found.extend(set_aside([s for s in services if s in SERVICES]))
     if json_out:
         print_json(found)
         return
@@ -157,9 +176,17 @@ def list_(
     console.print("put them back with: modelgate dlq redrive <service>")
 
 
+def _exists(sqs: Any, name: str) -> bool:
+    try:
+        sqs.get_queue_url(QueueName=name)
+    except ClientError:  # no such queue
+        return False
+    return True
+
+
 @app.command()
 def redrive(
-    service: Annotated[str, typer.Argument(help=f"Whose DLQ: {', '.join(SERVICES)}.")],
+    service: Annotated[str, typer.Argument(help=f"Whose DLQ: {', '.join(QUEUES)} (sagemaker: the SageMaker bridge's).")],
     message_id: Annotated[list[str], typer.Option("--id", help="Only these message ids (repeatable).")] = [],  # noqa: B006
     json_out: JsonOption = False,
 ) -> None:
@@ -176,8 +203,8 @@ def redrive(
     sqs, s3 = aws("sqs"), aws("s3")
     moved: list[str] = []
     with explained():
-        dlq_url = sqs.get_queue_url(QueueName=dlq_name(namespace(), service))["QueueUrl"]
-        queue_url = sqs.get_queue_url(QueueName=queue_name(namespace(), service))["QueueUrl"]
+        dlq_url = sqs.get_queue_url(QueueName=_dlq(service))["QueueUrl"]
+        queue_url = sqs.get_queue_url(QueueName=_queue(service))["QueueUrl"]
         messages = receive_all(sqs, dlq_url, limit=10_000, hide_for=120)
         chosen = [m for m in messages if not message_id or m["MessageId"] in message_id]
         release(sqs, dlq_url, [m for m in messages if m not in chosen])
@@ -199,8 +226,7 @@ def redrive(
     if json_out:
         print_json({"service": service, "moved": moved, "not_found": missing})
         return
-    console.print(f"moved {len(moved)} message(s) from {dlq_name(namespace(), service)} back to "
-                  f"{queue_name(namespace(), service)}")
+    console.print(f"moved {len(moved)} message(s) from {_dlq(service)} back to {_queue(service)}")
     if missing:
         console.print(f"[yellow]not in the DLQ:[/] {', '.join(missing)}")
 

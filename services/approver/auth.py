@@ -256,6 +256,17 @@ async def ensure_admin(uow: UnitOfWork, pepper: bytes) -> str | None:
     return token
 
 
+async def ensure_service_principal(uow: UnitOfWork, name: str, why: str) -> bool:
+    """A service principal `name` with no roles and no credential (nobody can sign in as it), made once;
+    an existing principal of that name is left as it is. Returns whether it was made."""
+    if await uow.session.get(PrincipalRow, name) is not None:
+        return False
+    await add_principal(uow, b"", "first-start", name=name, kind=Kind.SERVICE, roles=[], teams=[], groups=[],
+                        oidc_subject=None, ttl=None, with_token=False)
+    log.info("service_principal_added", principal=name, why=why)
+    return True
+
+
 def write_token_file(path: Path, token: str) -> None:
     """Writes a token where only its owner can read it (mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from services.console import console_router
 from shared.oidc import OidcVerifier
 from shared.runtime import Runtime, Wiring
 from shared.secrets import service_key
+from shared.topology import SAGEMAKER_BRIDGE_PRINCIPAL
 from shared.wiring import inject
 
 log = structlog.get_logger()
@@ -44,6 +45,8 @@ async def bootstrap(runtime: Runtime[ApproverSettings]) -> Wiring:
     approver.signer = LinkSigner(await load_or_create_key(secrets, settings.hmac_secret_name))
     approver.pepper = await load_or_create_key(secrets, settings.token_pepper_secret_name, "Pepper of modelgate token digests")
     await first_admin(runtime, approver.pepper)
+    if runtime.settings.sagemaker_bridge:
+        await bridge_principal(runtime)
     authenticator = ApproverAuthenticator(runtime.sessionmaker, approver.pepper, settings, oidc_verifier(settings))
     return Wiring(
         handlers=inject(HANDLERS, policy=approver.policy, urls=approver.urls),
@@ -62,6 +65,16 @@ def oidc_verifier(settings: ApproverSettings) -> OidcVerifier | None:
     if not settings.oidc_issuer:
         return None
     return OidcVerifier(settings.oidc_issuer, settings.oidc_audience, settings.oidc_jwks_url)
+
+
+async def bridge_principal(runtime: Runtime[ApproverSettings]) -> None:
+    """The SageMaker bridge's service principal, whose name the registrar's bridged registrations carry
+    (registered_by): reserved for it, so no person can be `sagemaker-bridge` (docs/sagemaker.md)."""
+    async for attempt in AsyncRetrying(stop=stop_after_attempt(3), retry=retry_if_exception_type(IntegrityError), reraise=True):
+        with attempt:
+            async with runtime.uow() as uow:
+                if await auth.ensure_service_principal(uow, SAGEMAKER_BRIDGE_PRINCIPAL, "MODELGATE_SAGEMAKER_BRIDGE"):
+                    await uow.commit()
 
 
 async def first_admin(runtime: Runtime[ApproverSettings], pepper: bytes) -> None:

@@ -22,6 +22,9 @@ class ApproverSettings(ServiceSettings):
     token_pepper_secret_name: str = Field(
         "", description="Secrets Manager secret with the pepper of token digests; default <namespace>/approver/token-pepper."
     )
+    sagemaker_bridge: bool = Field(
+        False, description="The registrar's SageMaker bridge is on: ensure its service principal, sagemaker-bridge "
+        "(no roles, no token), so the name its registrations carry is a service's, never a person's.")
     token_ttl: timedelta = Field(timedelta(days=90), description="How long a new API token is valid: 30d, 12h (0: no expiry).")
     session_ttl: timedelta = Field(timedelta(hours=12), description="How long a console sign-in lasts.")
     oidc_issuer: str = Field("", description="The identity provider's issuer (iss); empty: OIDC JWTs are not accepted.")

@@ -5,4 +5,5 @@ from services.registrar.settings import RegistrarSettings
 from shared.service import serve
 
 settings = RegistrarSettings()
-asyncio.run(serve(settings, bootstrap, aws_services=("s3", "secretsmanager")))
+bridge = ("sagemaker",) if settings.sagemaker_bridge else ()  # the SageMaker Model Registry bridge (docs/sagemaker.md)
+asyncio.run(serve(settings, bootstrap, aws_services=("s3", "secretsmanager", *bridge)))

@@ -5,7 +5,9 @@ events in any order end in the same stages. Once the events of a (group, stage) 
 reads Deployed there: each Deployed retires what the stage served before (the event's previous version, and
 any other version still reading Deployed).
 
-Comet write-backs are only recorded here (services/registrar/writebacks.py); a worker calls Comet after commit.
+Comet and SageMaker write-backs are only recorded here (services/registrar/writebacks.py); a worker calls
+Comet or SageMaker after commit. SageMaker's are recorded for versions the bridge registered, on decisions,
+deployments (and the version a deployment retired) and failed deployments.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import select
 from services.registrar.catalog import record_history, set_stage
 from services.registrar.comet_writeback import CometWriteback
 from services.registrar.models import ModelGroup, ModelVersion, StageStatus, VersionStage, WritebackAction
-from services.registrar.writebacks import record_writeback
+from services.registrar.writebacks import record_sagemaker_writeback, record_writeback
 from shared.db import UnitOfWork
 from shared.events import (
     ApprovalDecided,
@@ -51,7 +53,8 @@ async def on_approval_requested(event: ApprovalRequested, uow: UnitOfWork) -> No
 
 
 async def on_approval_decided(
-    event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
+    event: ApprovalDecided, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None,
+    sagemaker_writeback: bool = False,
 ) -> None:
     version = await _version(uow, event)
     p = event.payload
@@ -62,6 +65,8 @@ async def on_approval_decided(
         await set_stage(uow.session, version, p.stage, StageStatus(p.decision), event, decided_by=p.decided_by, approval_id=p.approval_id)
     record_history(uow, event)
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.APPROVAL_DECIDED, p.decision)
+    await record_sagemaker_writeback(uow, version, sagemaker_writeback, wake, p.stage, WritebackAction.APPROVAL_DECIDED,
+                                     p.decision)
 
 
 async def on_deployment_started(event: DeploymentStarted, uow: UnitOfWork) -> None:
@@ -83,7 +88,8 @@ async def on_deployment_superseded(event: DeploymentSuperseded, uow: UnitOfWork)
 
 
 async def on_deployed(
-    event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None
+    event: Deployed, uow: UnitOfWork, comet: CometWriteback | None = None, wake: asyncio.Event | None = None,
+    sagemaker_writeback: bool = False,
 ) -> None:
     p = event.payload
     # One Deployed per group at a time: retiring what it replaced locks other versions, never in a cycle.
@@ -97,6 +103,11 @@ async def on_deployed(
         await _one_deployed(uow, version, p.stage, event)
     record_history(uow, event)
     await record_writeback(uow, version, comet, wake, p.stage, WritebackAction.DEPLOYED)
+    await record_sagemaker_writeback(uow, version, sagemaker_writeback, wake, p.stage, WritebackAction.DEPLOYED)
+    if sagemaker_writeback and p.previous_model_version_id and p.previous_model_version_id != p.model_version_id:
+        previous = await uow.session.get(ModelVersion, p.previous_model_version_id)
+        if previous is not None:  # now Retired or RolledBack there
+            await record_sagemaker_writeback(uow, previous, sagemaker_writeback, wake, p.stage, WritebackAction.DEPLOYED)
 
 
 async def _replace_previous(uow: UnitOfWork, event: Deployed) -> None:
@@ -136,9 +147,12 @@ async def _one_deployed(uow: UnitOfWork, version: ModelVersion, stage: str, even
                             replaced_by_guessed=True)
 
 
-async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None:
+async def on_deployment_failed(
+    event: DeploymentFailed, uow: UnitOfWork, wake: asyncio.Event | None = None, sagemaker_writeback: bool = False
+) -> None:
     version = await _version(uow, event)
     p = event.payload
     await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, deployment_id=p.deployment_id,
                     reason=p.reason)
     record_history(uow, event)
+    await record_sagemaker_writeback(uow, version, sagemaker_writeback, wake, p.stage, WritebackAction.DEPLOYED)

@@ -181,9 +181,32 @@ class CometLink(Base):
     version: Mapped[ModelVersion] = relationship(lazy="raise")  # so that it is written after the version
 
 
+class WritebackTarget(StrEnum):
+    """Where a recorded write-back goes (one table, one worker: services/registrar/writebacks.py)."""
+
+    COMET = "comet"  # the Comet registry model version the version was imported from
+    SAGEMAKER = "sagemaker"  # the SageMaker model package the bridge registered it from
+
+
+class SageMakerLink(Base):
+    """The SageMaker model package a version was registered from by the bridge, as DescribeModelPackage
+    showed it (services/registrar/sagemaker_bridge.py): one version per package ARN, however often its
+    events come, and the only packages write-backs may update."""
+
+    __tablename__ = "sagemaker_packages"
+    package_arn: Mapped[str] = mapped_column(String(256), primary_key=True)
+    model_version_id: Mapped[str] = mapped_column(ForeignKey("model_versions.id"), unique=True)
+    package_group: Mapped[str] = mapped_column(String(200))  # ModelPackageGroupName
+    package_version: Mapped[int] = mapped_column(Integer)  # ModelPackageVersion (modelgate numbers its own)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    version: Mapped[ModelVersion] = relationship(lazy="raise")  # so that it is written after the version
+
+
 class CometWritebackRow(Base):
-    """A change to reflect on Comet's registry model version, recorded with the event that caused it and
-    carried out by the CometWritebackWorker (a claim is a lease: `claimed_at` older than it is claimable)."""
+    """A change to reflect on Comet's registry model version or on a SageMaker model package (`target`),
+    recorded with the event that caused it and carried out by the WritebackWorker (a claim is a lease:
+    `claimed_at` older than it is claimable). For SageMaker, `model` is the package ARN and `version` its
+    ModelPackageVersion."""
 
     __tablename__ = "comet_writebacks"
     __table_args__ = (Index("ix_comet_writebacks_status_not_before", "status", "not_before"),)
@@ -201,3 +224,7 @@ class CometWritebackRow(Base):
     model_version_id: Mapped[str | None] = mapped_column(String(220), nullable=True)  # whose journey asked for it
     experiment_key: Mapped[str | None] = mapped_column(String(100), nullable=True)  # what the entry must come from
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    target: Mapped[str] = mapped_column(String(20), default=WritebackTarget.COMET, server_default=WritebackTarget.COMET)
+
+
+WritebackRow = CometWritebackRow  # the table holds every target's write-backs

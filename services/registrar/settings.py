@@ -24,7 +24,20 @@ class RegistrarSettings(ServiceSettings):
     comet_archive_max_uncompressed_bytes: int = Field(512 * 1024 * 1024, ge=1, description="What a Comet archive may inflate to in all, as its zip directory declares (413 beyond, nothing inflated).")
     comet_archive_max_member_bytes: int = Field(64 * 1024 * 1024, ge=1, description="What each file read from a Comet archive (experiment.json, messages.json, plots, lineage) may inflate to (413 beyond).")
 
-    _lists = field_validator("artifact_buckets", mode="before")(name_list)
+    sagemaker_bridge: bool = Field(
+        False, description="Ingest SageMaker Model Registry packages (EventBridge 'SageMaker Model Package State "
+        "Change' events on the <namespace>-registrar-sagemaker queue) and write decisions and deployments back "
+        "to them (docs/sagemaker.md). Off by default.")
+    sagemaker_groups: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Model package groups the SageMaker bridge may register (comma-separated "
+        "or a JSON list); default: any group. A package of another group is dead-lettered with the reason.")
+    sagemaker_writeback: bool = Field(
+        True, description="With the SageMaker bridge on: reflect approval decisions and deployments on the package "
+        "(UpdateModelPackage: ModelApprovalStatus, ModelLifeCycle, ApprovalDescription).")
+    sagemaker_report_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="The largest ModelMetrics report (S3 JSON) the bridge reads.")
+
+    _lists = field_validator("artifact_buckets", "sagemaker_groups", mode="before")(name_list)
 
     @field_validator("artifact_buckets")
     @classmethod

@@ -1,4 +1,7 @@
-"""Comet write-backs, out of the event handlers: recorded in the event's transaction, done by a worker.
+"""Write-backs (Comet, and SageMaker Model Registry), out of the event handlers: recorded in the event's
+transaction, done by one worker. Each row names its `target`; SageMaker's are recorded by
+`record_sagemaker_writeback` for versions the bridge registered (services/registrar/sagemaker_writeback.py
+says what is written), Comet's as below.
 
 Which Comet registry entry a version's write-backs may change is decided by the registrar alone: when it
 imports a version from a Comet registry model version (POST .../versions/comet with `registry_model`),
@@ -33,8 +36,16 @@ from services.registrar.models import (
     CometLink,
     CometWritebackRow,
     ModelVersion,
+    SageMakerLink,
     WritebackAction,
     WritebackStatus,
+    WritebackTarget,
+)
+from services.registrar.sagemaker_writeback import (
+    SageMakerWriteback,
+    SageMakerWritebackError,
+    SageMakerWritebackRefused,
+    package_update,
 )
 from shared.db import UnitOfWork
 from shared.events import utcnow
@@ -94,14 +105,36 @@ async def record_writeback(
                     stage=stage, reason=row.last_error)
 
 
+async def record_sagemaker_writeback(
+    uow: UnitOfWork, version: ModelVersion, enabled: bool, wake: asyncio.Event | None, stage: str,
+    action: WritebackAction, decision: str | None = None,
+) -> None:
+    """Add a SageMaker write-back row to the handler's transaction, for a version the bridge registered (its
+    package link); nothing otherwise, or when the SageMaker write-back is off."""
+    if not enabled:
+        return
+    link = await uow.session.scalar(select(SageMakerLink).where(SageMakerLink.model_version_id == version.id))
+    if link is None:
+        return
+    uow.session.add(CometWritebackRow(
+        target=WritebackTarget.SAGEMAKER, model=link.package_arn, version=str(link.package_version), stage=stage,
+        action=action, decision=decision, model_version_id=version.id, attempts=0, not_before=utcnow(),
+        status=WritebackStatus.PENDING))
+    if wake is not None:
+        uow.after_commit(wake.set)
+
+
 class CometWritebackWorker:
-    """Carries out recorded write-backs; `run(stop)` loops until stop is set (see the module docstring)."""
+    """Carries out recorded write-backs of every target it has a writer for (Comet when configured,
+    SageMaker when given); `run(stop)` loops until stop is set (see the module docstring)."""
 
     def __init__(
         self, uow_factory: Callable[[], UnitOfWork], comet: CometWriteback, wake: asyncio.Event,
         lease_seconds: float = 120, poll_seconds: float = 10, max_attempts: int = 8, backoff_seconds: float = 2,
+        sagemaker: SageMakerWriteback | None = None,
     ):
-        self.uow_factory, self.comet, self.wake = uow_factory, comet, wake
+        self.uow_factory, self.comet, self.wake, self.sagemaker = uow_factory, comet, wake, sagemaker
+        self.targets = [t for t, on in ((WritebackTarget.COMET, comet.enabled), (WritebackTarget.SAGEMAKER, sagemaker is not None)) if on]
         self.lease = timedelta(seconds=lease_seconds)
         self.poll_seconds, self.max_attempts, self.backoff_seconds = poll_seconds, max_attempts, backoff_seconds
 
@@ -130,9 +163,9 @@ class CometWritebackWorker:
         row_id, job = claimed
         try:
             changes = await self._apply(job)
-        except CometWritebackError as exc:  # anything else is logged by run(); the lease then runs out
+        except (CometWritebackError, SageMakerWritebackError) as exc:  # anything else is logged by run(); the lease then runs out
             await self._failed(row_id, job["attempts"], exc)
-        except CometWritebackRefused as exc:
+        except (CometWritebackRefused, SageMakerWritebackRefused) as exc:
             log.warning("comet_writeback_skipped", row=row_id, model=job["model"], version=job["version"], reason=str(exc))
             await self._finish(row_id, WritebackStatus.SKIPPED, str(exc))
         else:
@@ -146,7 +179,8 @@ class CometWritebackWorker:
             due = or_(CometWritebackRow.claimed_at.is_(None), CometWritebackRow.claimed_at < now - self.lease)
             row = await uow.session.scalar(
                 select(CometWritebackRow)
-                .where(CometWritebackRow.status == WritebackStatus.PENDING, CometWritebackRow.not_before <= now, due)
+                .where(CometWritebackRow.status == WritebackStatus.PENDING, CometWritebackRow.not_before <= now, due,
+                       CometWritebackRow.target.in_(self.targets))
                 .order_by(CometWritebackRow.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -154,16 +188,29 @@ class CometWritebackWorker:
             if row is None:
                 return None
             row.claimed_at, row.attempts = now, row.attempts + 1
-            job = {c: getattr(row, c) for c in ("model", "version", "stage", "action", "decision", "attempts", "experiment_key")}
+            job = {c: getattr(row, c) for c in ("model", "version", "stage", "action", "decision", "attempts", "experiment_key",
+                                                "target", "model_version_id")}
             await uow.commit()
             return row.id, job
 
     async def _apply(self, job: dict[str, Any]) -> list[str]:
+        if job["target"] == WritebackTarget.SAGEMAKER:
+            return await self._apply_sagemaker(job)
         source = job["experiment_key"]  # None for rows recorded before links: refused, so skipped
         if job["action"] == WritebackAction.APPROVAL_DECIDED:
             return await self.comet.on_approval_decided(job["model"], job["version"], job["stage"], job["decision"],
                                                         experiment_key=source)
         return await self.comet.on_deployed(job["model"], job["version"], job["stage"], experiment_key=source)
+
+    async def _apply_sagemaker(self, job: dict[str, Any]) -> list[str]:
+        """The version's state now (not the row's event): late, repeated or reordered rows end the same."""
+        assert self.sagemaker is not None  # only claimed when there is a writer
+        async with self.uow_factory() as uow:
+            version = await uow.session.get(ModelVersion, job["model_version_id"])
+            if version is None:
+                raise SageMakerWritebackRefused(f"{job['model_version_id']} is not in the catalog")
+            update = package_update(version)
+        return await self.sagemaker.apply(job["model"], update)
 
     async def _failed(self, row_id: int, attempts: int, exc: Exception) -> None:
         if attempts >= self.max_attempts:

@@ -44,6 +44,7 @@ SAGEMAKER = [
     f"arn:${{AWS::Partition}}:sagemaker:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/${{Namespace}}-*"
     for kind in ("model", "endpoint-config", "endpoint")
 ]
+MODEL_PACKAGES = "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:model-package/*"
 # The only actions allowed on Resource "*": AWS offers no resource-level permission for them.
 NO_RESOURCE_LEVEL = {"ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"}
 
@@ -73,11 +74,20 @@ def expected_grants(service: str) -> dict[str, set[str]]:
         grants["ssm:GetParameter"] = {f"{PUBLIC_KEYS}/*", f"{PUBLIC_KEYS}/{service}"}
         grants["ssm:PutParameter"] = {f"{PUBLIC_KEYS}/{service}"}
     if service == "registrar":
+        bridge, bridge_dlq = "RegistrarSageMakerQueue.Arn", "RegistrarSageMakerDeadLetterQueue.Arn"
         grants |= {
             "s3:GetObject": {ARTIFACT_OBJECTS},
             "s3:GetObjectVersion": {ARTIFACT_OBJECTS},  # the pinned version's digest (shared/pins.py)
             "s3:PutObject": {ARTIFACT_OBJECTS, *grants["s3:PutObject"]},
             "s3:ListBucket": {"ArtifactBucket.Arn"},
+            # the SageMaker bridge (SageMakerBridge=true): its own queue and DLQ, and the packages
+            "sqs:GetQueueUrl": {queue, dlq, bridge, bridge_dlq},
+            "sqs:ReceiveMessage": {queue, bridge},
+            "sqs:DeleteMessage": {queue, bridge},
+            "sqs:ChangeMessageVisibility": {queue, bridge},
+            "sqs:SendMessage": {dlq, bridge_dlq},
+            "sagemaker:DescribeModelPackage": {MODEL_PACKAGES},
+            "sagemaker:UpdateModelPackage": {MODEL_PACKAGES},
         }
     if service == "approver":
         grants |= {
@@ -344,6 +354,39 @@ def test_only_the_events_topic_may_send_to_a_queue(service: str) -> None:
         "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${Namespace}-operator*"}}
 
 
+def test_only_the_sagemaker_rule_may_send_to_the_bridge_queue() -> None:
+    """EventBridge (events.amazonaws.com), for the bridge's rule alone, as shared/infra.py provisions it."""
+    allow, deny = resources()["RegistrarSageMakerQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    rule = {"Fn::GetAtt": ["SageMakerModelPackageRule", "Arn"]}
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    assert allow["Resource"] == {"Fn::GetAtt": ["RegistrarSageMakerQueue", "Arn"]}
+    assert allow["Condition"] == {"ArnEquals": {"aws:SourceArn": rule}}
+    assert (deny["Effect"], deny["Principal"], deny["Action"]) == ("Deny", "*", "sqs:SendMessage")
+    assert deny["Condition"]["ArnNotEquals"] == {"aws:SourceArn": rule}
+    provisioned = json.loads(infra.allow_rule("arn:queue", "arn:rule"))["Statement"]
+    assert [(s["Principal"], s["Action"], s["Condition"]) for s in provisioned] == [
+        ({"Service": "events.amazonaws.com"}, "sqs:SendMessage", {"ArnEquals": {"aws:SourceArn": "arn:rule"}})]
+
+
+@pytest.mark.parametrize("groups", [[], ["fraud", "credit"]], ids=["any-group", "groups"])
+def test_the_sagemaker_rule_matches_what_topology_says(groups: list[str]) -> None:
+    from shared import topology
+
+    rule = resources()["SageMakerModelPackageRule"]
+    assert rule["Condition"] == "HasSageMakerBridge"
+    params = parameters(SageMakerBridge="true", SageMakerBridgeGroups=",".join(groups))
+    pattern = resolve(rule["Properties"]["EventPattern"], params)
+    assert pattern == topology.sagemaker_event_pattern(groups)
+    assert resolve(rule["Properties"]["Name"], params) == topology.sagemaker_rule_name(params["Namespace"])
+    (target,) = rule["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["RegistrarSageMakerQueue", "Arn"]}
+    queue = resources()["RegistrarSageMakerQueue"]["Properties"]
+    dlq = resources()["RegistrarSageMakerDeadLetterQueue"]["Properties"]
+    assert resolve(queue["QueueName"], params) == topology.sagemaker_queue_name(params["Namespace"])
+    assert resolve(dlq["QueueName"], params) == topology.sagemaker_dlq_name(params["Namespace"])
+    assert queue["VisibilityTimeout"] == infra.VISIBILITY_TIMEOUT and dlq["MessageRetentionPeriod"] == infra.DLQ_RETENTION
+
+
 @pytest.mark.parametrize("service", [s for s in SERVICES if EMITS[s]])
 def test_each_producer_alone_reads_its_signing_key(service: str) -> None:
     from shared.topology import signing_key_secret_name
@@ -529,7 +572,8 @@ def resolve(node: Any, params: dict[str, Any]) -> Any:
             return not resolve(arg[0], params)
         if key == "Fn::Join":
             return arg[0].join(resolve(arg[1], params))
-    return {k: resolve(v, params) for k, v in node.items()}
+    resolved = {k: resolve(v, params) for k, v in node.items()}
+    return {k: v for k, v in resolved.items() if v is not NO_VALUE}  # a property set to AWS::NoValue is absent
 
 
 def parameters(**overrides: str) -> dict[str, Any]:
@@ -568,6 +612,8 @@ ALL_OPTIONS = {
     "OidcIssuer": "https://login.example.com/realms/acme",
     "OidcAudience": "modelgate-prod",
     "OidcJwksUrl": "https://login.example.com/realms/acme/protocol/openid-connect/certs",
+    "SageMakerBridge": "true",
+    "SageMakerBridgeGroups": "fraud-detector,credit",
 }
 
 
@@ -594,6 +640,10 @@ def test_service_settings_load_from_the_task_definition(
         assert settings.oidc_audience == options.get("OidcAudience", "modelgate")
         assert settings.oidc_issuer == options.get("OidcIssuer", "")
         assert settings.oidc_jwks_url == options.get("OidcJwksUrl", "")
+    if service in ("registrar", "approver"):
+        assert settings.sagemaker_bridge is bool(options)
+    if service == "registrar":
+        assert settings.sagemaker_groups == (["fraud-detector", "credit"] if options else [])
     if service == "notifier":
         assert settings.deployer_url == "http://lb.example:8083"
         assert settings.email_sender == (options.get("NotificationEmailIdentity") or None)
