@@ -2,7 +2,8 @@
 
 For each (group, stage) the deployer has a row for, up to four views of what serves it:
 - `live`: the deployer's live record (Stage.live_deployment_id), the reference the others are compared to;
-- `pointer`: the Parameter Store pointer /modelgate/<group>/<stage>/current;
+- `pointer`: the Parameter Store pointer /modelgate/<group>/<stage>/current, read in the stage's account
+  (another one's, through the role it trusts, when MODELGATE_TARGETS says so: services/deployer/accounts.py);
 - `target`: the target itself (Target.serving: the inference server's /metadata, SageMaker's endpoint, its
   config and model, ECS's task definition); none for parameter-store, where the pointer is what serves;
 - `registrar`: the version(s) whose stage reads Deployed in the catalog; added by `modelgate verify`,
@@ -63,10 +64,10 @@ def compare(group: str, stage: str, views: list[DriftView], deploying: bool = Fa
                          drifted=bool(disagreements) and not deploying)
 
 
-async def pointer_view(ssm: Any, group: str, stage: str) -> DriftView:
-    name = parameter_name(group, stage)
+async def pointer_view(ssm: Any, group: str, stage: str, account: str | None = None) -> DriftView:
+    name = parameter_name(group, stage) + (f" in account {account}" if account else "")
     try:
-        value = (await ssm.get_parameter(Name=name))["Parameter"]["Value"]
+        value = (await ssm.get_parameter(Name=parameter_name(group, stage)))["Parameter"]["Value"]
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
             return DriftView(source="pointer", model_version_id=None, detail=f"{name} does not exist")
@@ -99,8 +100,9 @@ async def check_stage(stage: Stage, live: Deployment | None, deploying: bool, ss
     views = [DriftView(source="live", model_version_id=live.model_version_id if live else None,
                        deployment_id=live.id if live else None,
                        detail=f"deployed {live.deployed_at.isoformat()}" if live and live.deployed_at else "nothing live")]
-    views.append(await pointer_view(ssm, stage.group_name, stage.stage))
-    if live is not None and (found := await target_view(target_for(targets, stage.stage), live)) is not None:
+    target = target_for(targets, stage.stage)
+    views.append(await pointer_view(target.ssm or ssm, stage.group_name, stage.stage, target.account))
+    if live is not None and (found := await target_view(target, live)) is not None:
         views.append(found)
     return compare(stage.group_name, stage.stage, views, deploying)
 
