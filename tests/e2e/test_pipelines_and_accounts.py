@@ -26,6 +26,7 @@ from xgboost import XGBClassifier
 from shared.infra import boto_client
 from shared.topology import bucket_name, parameter_name
 from tests.helpers import eventually
+from tests.unit.test_deployer_inference import model_bytes
 
 PROD_ACCOUNT, REGISTRY_ACCOUNT = "222222222222", "000000000000"
 ROLE = f"modelgate-deployer-{uuid.uuid4().hex[:8]}"
@@ -113,7 +114,7 @@ async def test_a_scaler_then_model_pipeline_is_served_behind_one_invocations_end
 
 async def test_prod_in_another_account_gets_its_pointer_there_and_not_in_the_registry_account(system):
     group = f"fraud-acct-{uuid.uuid4().hex[:6]}"
-    artifact = upload(system, f"{group}/model.bin", b"model")
+    artifact = upload(system, f"{group}/model.skops", model_bytes())  # dev serves it on the local target first
     name = parameter_name(group, "prod")
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         registered = await client.post(f"{system.url('registrar')}/v1/groups/{group}/versions",
