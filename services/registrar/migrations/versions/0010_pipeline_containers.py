@@ -23,5 +23,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("model_versions") as batch:
-        batch.drop_column("containers")
+    op.drop_column("model_versions", "containers")  # not a batch: other tables' foreign keys name model_versions
