@@ -68,7 +68,7 @@ class AccountClients:
     async def open(self, stack: AsyncExitStack) -> AccountClients:
         """Creates the clients (no AWS call yet: the role is assumed on the first one); `stack` closes them."""
         session = get_session()
-        session._credentials = self.credentials  # noqa: SLF001 (aiobotocore's way to hand a session refreshable credentials)
+        session._credentials = self.credentials  # aiobotocore has no public way to hand a session refreshable credentials
         config = AioConfig(connect_timeout=5, read_timeout=30, retries={"max_attempts": 3, "mode": "standard"})
         for name in self.services:
             kwargs = {k: v for k, v in client_kwargs(self.settings, name).items() if not k.startswith("aws_")}

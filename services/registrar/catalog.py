@@ -30,7 +30,14 @@ from services.registrar.models import (
 )
 from services.registrar.search import words
 from shared.db import UnitOfWork
-from shared.events import Container, Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id, utcnow
+from shared.events import (
+    Container,
+    Envelope,
+    ModelRegistered,
+    ModelRegisteredPayload,
+    model_version_id,
+    utcnow,
+)
 from shared.limits import LIMITS, JsonMap, Name, TagValue, Text, counted, json_problem
 from shared.pins import Pin
 
@@ -186,7 +193,7 @@ class Registration(Strict):
         if isinstance(value, dict):
             for name, number in value.items():
                 if isinstance(number, bool) or not isinstance(number, int | float):
-                    raise ValueError(f"metric {name!r} must be a number, got {number!r}")  # noqa: TRY004 (pydantic wants ValueError)
+                    raise ValueError(f"metric {name!r} must be a number, got {number!r}")
                 if isinstance(number, int) and abs(number) > FLOAT_MAX:
                     raise ValueError(f"metric {name!r} is too large for a float (at most about 1.8e308)")
                 if not math.isfinite(number):

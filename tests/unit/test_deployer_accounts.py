@@ -11,7 +11,13 @@ from pydantic import ValidationError
 
 from services.deployer.accounts import AccountClients, WrongAccount, open_accounts
 from services.deployer.settings import DeployerSettings, StageTarget
-from services.deployer.targets import InAccount, LocalTarget, ParameterStoreTarget, SageMakerTarget, build_targets
+from services.deployer.targets import (
+    InAccount,
+    LocalTarget,
+    ParameterStoreTarget,
+    SageMakerTarget,
+    build_targets,
+)
 
 ROLE = "arn:aws:iam::222222222222:role/modelgate-deployer"
 PROD = {"target": "parameter-store", "account": "222222222222", "role_arn": ROLE, "external_id": "mg-ext"}

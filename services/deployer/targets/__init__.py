@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from collections.abc import Mapping
-
 from services.deployer.settings import DeployerSettings
-from services.deployer.targets.base import DeployError, DeploySpec, InAccount, ParameterStoreTarget, Serving, Target
+from services.deployer.targets.base import (
+    DeployError,
+    DeploySpec,
+    InAccount,
+    ParameterStoreTarget,
+    Serving,
+    Target,
+)
 from services.deployer.targets.ecs import EcsTarget
 from services.deployer.targets.local import LocalTarget
 from services.deployer.targets.sagemaker import SageMakerTarget
@@ -38,7 +44,7 @@ def _build(settings: DeployerSettings, aws: Any, kind: str, execution_role_arn: 
     if kind == "local":
         assert settings.local_run_dir is not None
         return LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
-                           settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,  # noqa: SIM401
+                           settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,
                            pickle_groups=frozenset(settings.pickle_groups),
                            allow_local_artifacts=settings.allow_local_artifacts)
     if kind == "sagemaker":
