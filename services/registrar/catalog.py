@@ -193,7 +193,7 @@ class Registration(Strict):
         if isinstance(value, dict):
             for name, number in value.items():
                 if isinstance(number, bool) or not isinstance(number, int | float):
-                    raise ValueError(f"metric {name!r} must be a number, got {number!r}")
+                    raise ValueError(f"metric {name!r} must be a number, got {number!r}")  # noqa: TRY004 (pydantic wants ValueError)
                 if isinstance(number, int) and abs(number) > FLOAT_MAX:
                     raise ValueError(f"metric {name!r} is too large for a float (at most about 1.8e308)")
                 if not math.isfinite(number):

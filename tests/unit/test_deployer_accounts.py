@@ -119,3 +119,13 @@ def test_a_registration_names_an_inference_pipeline_whose_last_step_is_the_model
     too_many = [{"name": f"s{n}", "artifact_uri": "s3://b/model.ubj"} for n in range(LIMITS.max_containers + 1)]
     with pytest.raises(ValidationError, match="MODELGATE_MAX_CONTAINERS"):
         Registration(artifact_uri="s3://b/model.ubj", containers=too_many)
+
+
+async def test_target_ecs_refuses_a_pipeline_rather_than_serve_its_model_without_the_steps_before_it():
+    from services.deployer.targets import DeployError, DeploySpec, EcsTarget
+    from shared.events import Container
+
+    steps = (Container(name="scaler", artifact_uri="s3://b/s.skops"), Container(name="model", artifact_uri="s3://b/m.ubj"))
+    spec = DeploySpec("d1", "fraud", "prod", 1, "fraud/1", "s3://b/m.ubj", containers=steps)
+    with pytest.raises(DeployError, match="inference pipeline of 2 steps.*target local or sagemaker"):
+        await EcsTarget(None, "serving", "{name}", "mg").deploy(spec)

@@ -44,7 +44,7 @@ def _build(settings: DeployerSettings, aws: Any, kind: str, execution_role_arn: 
     if kind == "local":
         assert settings.local_run_dir is not None
         return LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
-                           settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,
+                           settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,  # noqa: SIM401
                            pickle_groups=frozenset(settings.pickle_groups),
                            allow_local_artifacts=settings.allow_local_artifacts)
     if kind == "sagemaker":
