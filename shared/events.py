@@ -56,6 +56,18 @@ class MetricCheck(Model):
     passed: bool
 
 
+class Container(Model):
+    """One step of an inference pipeline (SageMaker's Containers=[...], run in order, Serial): its artifact
+    pinned like the version's (shared/pins.py), and optionally its own serving image and environment."""
+
+    name: str
+    artifact_uri: str
+    image: str | None = None  # None: the deployer's serving image
+    environment: dict[str, str] = {}
+    artifact_digest: str | None = None  # sha256:<hex> of the step's artifact at registration
+    artifact_version_id: str | None = None  # its S3 VersionId
+
+
 class ModelRegisteredPayload(VersionRef):
     artifact_uri: str
     registered_by: str
@@ -67,6 +79,7 @@ class ModelRegisteredPayload(VersionRef):
     model_card_summary: str | None = None
     artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
     artifact_version_id: str | None = None  # its S3 VersionId
+    containers: list[Container] = []  # an inference pipeline's steps, in order (the last one the model); [] one model
 
 
 class ApprovalRequestedPayload(VersionRef):
@@ -108,6 +121,7 @@ class ApprovalDecidedPayload(VersionRef):
     superseded_by: str | None = None  # rejected because this newer version was asked about the stage
     artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
     artifact_version_id: str | None = None  # its S3 VersionId
+    containers: list[Container] = []  # an inference pipeline's steps, in order (ModelRegistered.containers)
 
 
 class DeployedPayload(VersionRef):
@@ -123,6 +137,8 @@ class DeployedPayload(VersionRef):
     deployed_at: AwareDatetime
     artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
     artifact_version_id: str | None = None  # its S3 VersionId
+    containers: list[Container] = []  # the inference pipeline's steps it serves, in order
+    account: str | None = None  # the AWS account of the stage's pointer and target; None: the deployer's own
 
 
 class DeploymentFailedPayload(VersionRef):
@@ -131,6 +147,7 @@ class DeploymentFailedPayload(VersionRef):
     target: str
     reason: str
     attempts: int
+    account: str | None = None  # the AWS account of the stage's pointer and target; None: the deployer's own
 
 
 class DeploymentStartedPayload(VersionRef):
@@ -143,6 +160,7 @@ class DeploymentStartedPayload(VersionRef):
     approval_id: str | None = None  # None for a rollback
     rollback: bool = False
     started_at: AwareDatetime
+    account: str | None = None  # the AWS account of the stage's pointer and target; None: the deployer's own
 
 
 class DeploymentSupersededPayload(VersionRef):

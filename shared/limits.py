@@ -46,6 +46,8 @@ class Limits(BaseSettings):
     max_tags: int = Field(100, ge=1, description="Tags of one version or group.")
     max_owners: int = Field(100, ge=1, description="Owners of one group.")
     max_datasets: int = Field(100, ge=1, description="Datasets in one version's lineage.")
+    max_containers: int = Field(15, ge=1, le=15, description="Steps of one version's inference pipeline (`containers`; SageMaker allows 15).")
+    max_container_environment: int = Field(100, ge=1, le=100, description="Environment variables of one pipeline step (SageMaker allows 100).")
     max_search_terms: int = Field(50, ge=1, description="Words of `q` plus `tag` and `metric` filters in one search.")
     max_query_length: int = Field(1000, ge=1, description="Characters of `q`, and of each `tag` or `metric` filter.")
     max_page_size: int = Field(1000, ge=1, description="`limit` of every list.")

@@ -28,6 +28,7 @@ async def on_model_registered(event: ModelRegistered, uow: UnitOfWork, policy: P
             artifact_uri=p.artifact_uri,
             artifact_digest=p.artifact_digest,
             artifact_version_id=p.artifact_version_id,
+            containers=[c.model_dump(mode="json") for c in p.containers],
             metrics=p.metrics,
             lineage=p.lineage,
             model_card_summary=p.model_card_summary,

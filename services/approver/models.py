@@ -32,6 +32,8 @@ class KnownVersion(Base):
     artifact_uri: Mapped[str] = mapped_column(Text)
     artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
     artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
+    # An inference pipeline's steps as registered (ModelRegistered.containers), carried to ApprovalDecided.
+    containers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_card_summary: Mapped[str | None] = mapped_column(Text)

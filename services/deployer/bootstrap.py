@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 from services.deployer import deploy
+from services.deployer.accounts import open_accounts
 from services.deployer.context import Deployer
 from services.deployer.drift import DriftWorker
 from services.deployer.routes import deployments, drift, rollback, timeline
@@ -25,7 +28,10 @@ async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authentic
     settings = runtime.settings
     authenticator = authenticator or introspecting(settings, await service_key(runtime))
     options = deploy.DeployOptions(settings.deploy_attempts, settings.deploy_retry_seconds, settings.lease_seconds)
-    deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws), options)
+    stack = AsyncExitStack()
+    accounts = await open_accounts(settings, runtime.aws["sts"], stack) if settings.other_accounts else {}
+    deployer = Deployer(runtime, runtime.aws["ssm"], build_targets(settings, runtime.aws, accounts), options,
+                        accounts=accounts, stack=stack)
     drift_check = [DriftWorker(runtime, deployer.ssm, deployer.targets, settings.drift_check_seconds)] \
         if settings.drift_check_seconds > 0 else []
     return Wiring(

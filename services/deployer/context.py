@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,10 @@ class Deployer:
     targets: dict[str, Target]
     options: DeployOptions
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # set when a deployment is recorded
+    accounts: dict[str, Any] = field(default_factory=dict)  # account -> AccountClients (services/deployer/accounts.py)
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)  # closes the other accounts' clients
 
     async def close(self) -> None:
-        for target in {id(t): t for t in self.targets.values()}.values():
+        for target in {id(t.unwrapped): t.unwrapped for t in self.targets.values()}.values():
             await target.close()
+        await self.stack.aclose()

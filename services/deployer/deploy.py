@@ -10,7 +10,10 @@ Every deployment, from an approval or a rollback, takes the same path:
    registration (shared/pins.py; a target that fetches the bytes itself, like `local`, checks the bytes it
    serves), the target deploys and verifies the version, then the Parameter Store pointer
    /modelgate/<group>/<stage>/current is written, so it only ever names a version that serves. An artifact
-   changed since approval fails the deployment at once (no retry), and the pointer stays as it was;
+   changed since approval fails the deployment at once (no retry), and the pointer stays as it was. An
+   inference pipeline has each of its steps' artifacts checked the same way. A stage in another AWS account
+   (services/deployer/accounts.py) has its pointer written, and its target run, in that account, through
+   the role it trusts; the deployment and its events name the account;
 4. live (or Failed) in one transaction with its Deployed (or DeploymentFailed) event; then what served
    before is retired.
 Every deployment marked Superseded (in step 1 or 2) is announced as DeploymentSuperseded, in the transaction
@@ -45,6 +48,7 @@ from shared.db import UnitOfWork
 from shared.errors import Refused
 from shared.events import (
     ApprovalDecided,
+    Container,
     Deployed,
     DeployedPayload,
     DeploymentFailed,
@@ -85,11 +89,12 @@ async def on_approval_decided(event: ApprovalDecided, uow: UnitOfWork, targets: 
     p = event.payload
     if p.decision != "Approved":
         raise Skip(f"{p.model_version_id} was {p.decision} for {p.stage}: nothing to deploy")
-    await record_approval(uow, event, target_for(targets, p.stage).name)
+    target = target_for(targets, p.stage)
+    await record_approval(uow, event, target.name, target.account)
     uow.after_commit(wake.set)
 
 
-async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) -> Deployment:
+async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str, account: str | None = None) -> Deployment:
     p = event.payload
     stage = await lock_stage(uow.session, p.group, p.stage)
     if await uow.session.scalar(select(Deployment.id).where(Deployment.approval_id == p.approval_id)):
@@ -103,7 +108,9 @@ async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str) 
         artifact_uri=p.artifact_uri,
         artifact_digest=p.artifact_digest,
         artifact_version_id=p.artifact_version_id,
+        containers=[c.model_dump(mode="json") for c in p.containers] or None,
         target=target,
+        account=account,
         status=PENDING,
         approval_id=p.approval_id,
         cause_event_id=event.event_id,
@@ -141,7 +148,9 @@ async def request_rollback(
         artifact_uri=restore.artifact_uri,
         artifact_digest=restore.artifact_digest,  # the pin recorded when it was approved: checked again
         artifact_version_id=restore.artifact_version_id,
+        containers=restore.containers,  # each step's pin, checked again
         target=target_for(targets, stage_name).name,
+        account=target_for(targets, stage_name).account,
         status=PENDING,
         requested_by=requested_by,
         rollback=True,
@@ -214,7 +223,7 @@ def _start(uow: UnitOfWork, d: Deployment, now: datetime) -> None:
             payload=DeploymentStartedPayload(
                 group=d.group_name, version=d.version, model_version_id=d.model_version_id, deployment_id=d.id,
                 stage=d.stage, target=d.target, artifact_uri=d.artifact_uri, approval_id=d.approval_id,
-                rollback=bool(d.rollback), started_at=d.started_at,
+                rollback=bool(d.rollback), started_at=d.started_at, account=d.account,
             ),
         )
     )
@@ -251,7 +260,7 @@ async def _run(
     """Checks the artifact, deploys, verifies and points to the version; True if the stage has more open
     deployments to run."""
     spec = spec_of(deployment)
-    target = _target_named(targets, deployment.target)
+    target = _target_named(targets, deployment.target, deployment.stage)
     tries = 0
 
     async def deploy_verify_point() -> tuple[str | None, datetime]:
@@ -264,11 +273,15 @@ async def _run(
                 tries += 1
                 if target is None:
                     raise RuntimeError(f"target {deployment.target} is not configured (MODELGATE_TARGETS)")
+                if target.account != deployment.account:
+                    raise RuntimeError(f"{deployment.stage} is now configured in account {target.account or 'of the deployer'}, "
+                                       f"not {deployment.account or 'the deployer'}'s where this deployment was recorded: "
+                                       "approve the version again (or roll back) to deploy it there")
                 await check_artifact(s3, spec, target)
                 endpoint_url = await target.deploy(spec)
                 await target.verify(spec, endpoint_url)
                 deployed_at = utcnow()
-                await write_pointer(ssm, deployment, endpoint_url, deployed_at)
+                await write_pointer(target.ssm or ssm, deployment, endpoint_url, deployed_at)
                 return endpoint_url, deployed_at
         raise AssertionError("unreachable")
 
@@ -288,7 +301,7 @@ async def _run(
             await _quietly(target.retire(spec), "retire_failed_deployment")
         return more
     previous, more = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
-    if previous is not None and (old_target := _target_named(targets, previous.target)) is not None:
+    if previous is not None and (old_target := _target_named(targets, previous.target, previous.stage)) is not None:
         await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
     return more
 
@@ -302,15 +315,16 @@ async def check_artifact(s3: Any, spec: DeploySpec, target: Target) -> None:
     """Raises ArtifactChanged unless the artifact (exactly its pinned S3 VersionId) has the digest pinned at
     registration. A target that fetches the pinned bytes itself checks those instead (`fetches_pinned_bytes`).
     A version registered before pinning has no digest: it deploys as before, with a warning."""
-    if spec.artifact_digest is None:
-        log.warning("artifact_not_pinned", model_version_id=spec.model_version_id, stage=spec.stage,
-                    artifact_uri=spec.artifact_uri, hint="registered before artifact pinning: its bytes are not checked")
-        return
-    if target.fetches_pinned_bytes:
-        return
-    if s3 is None:
-        raise RuntimeError("the deployer has no S3 client to check the pinned artifact with")
-    await check_pin(s3, spec.artifact_uri, spec.artifact_digest, spec.artifact_version_id)
+    for step in spec.steps:  # an inference pipeline: every step's artifact
+        if step.artifact_digest is None:
+            log.warning("artifact_not_pinned", model_version_id=spec.model_version_id, stage=spec.stage, step=step.name,
+                        artifact_uri=step.artifact_uri, hint="registered before artifact pinning, or not in S3: its bytes are not checked")
+            continue
+        if target.fetches_pinned_bytes:
+            continue
+        if s3 is None:
+            raise RuntimeError("the deployer has no S3 client to check the pinned artifact with")
+        await check_pin(s3, step.artifact_uri, step.artifact_digest, step.artifact_version_id)
 
 
 async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | None, deployed_at: datetime) -> None:
@@ -327,6 +341,10 @@ async def write_pointer(ssm: Any, deployment: Deployment, endpoint_url: str | No
         "artifact_digest": deployment.artifact_digest,
         "artifact_version_id": deployment.artifact_version_id,
     }
+    if deployment.containers:  # an inference pipeline: its steps, in order, each with its pin
+        value["containers"] = deployment.containers
+    if deployment.account:
+        value["account"] = deployment.account
     name = parameter_name(deployment.group_name, deployment.stage)
     await ssm.put_parameter(Name=name, Value=json.dumps(value), Type="String", Overwrite=True)
 
@@ -382,6 +400,8 @@ async def _go_live(
                 deployed_at=deployed_at,
                 artifact_digest=d.artifact_digest,
                 artifact_version_id=d.artifact_version_id,
+                containers=[Container.model_validate(c) for c in d.containers or []],
+                account=d.account,
             ),
         )
     )
@@ -416,6 +436,7 @@ async def _finish_failed(uow: UnitOfWork, deployment: Deployment, reason: str, t
                 target=d.target,
                 reason=d.reason,
                 attempts=d.attempts,
+                account=d.account,
             ),
         )
     )
@@ -435,11 +456,15 @@ async def _release_lease_if_done(uow: UnitOfWork, stage: Stage) -> bool:
 
 def spec_of(d: Deployment) -> DeploySpec:
     return DeploySpec(d.id, d.group_name, d.stage, d.version, d.model_version_id, d.artifact_uri, d.artifact_digest,
-                      d.artifact_version_id)
+                      d.artifact_version_id, tuple(Container.model_validate(c) for c in d.containers or []), d.account)
 
 
-def _target_named(targets: Mapping[str, Target], name: str) -> Target | None:
-    return {t.name: t for t in (DEFAULT_TARGET, *targets.values())}.get(name)
+def _target_named(targets: Mapping[str, Target], name: str, stage: str) -> Target | None:
+    """The stage's target when it is of that kind (it knows the stage's account), else one of that kind."""
+    own = target_for(targets, stage)
+    if own.name == name:
+        return own
+    return {t.name: t for t in (DEFAULT_TARGET, *targets.values()) if t.account is None}.get(name)
 
 
 async def _quietly(step: Any, what: str) -> None:

@@ -2,7 +2,8 @@
 
 For each (group, stage) the deployer has a row for, up to four views of what serves it:
 - `live`: the deployer's live record (Stage.live_deployment_id), the reference the others are compared to;
-- `pointer`: the Parameter Store pointer /modelgate/<group>/<stage>/current;
+- `pointer`: the Parameter Store pointer /modelgate/<group>/<stage>/current, read in the stage's account
+  (another one's, through the role it trusts, when MODELGATE_TARGETS says so: services/deployer/accounts.py);
 - `target`: the target itself (Target.serving: the inference server's /metadata, SageMaker's endpoint, its
   config and model, ECS's task definition); none for parameter-store, where the pointer is what serves;
 - `registrar`: the version(s) whose stage reads Deployed in the catalog; added by `modelgate verify`,
@@ -66,23 +67,26 @@ def compare(group: str, stage: str, views: list[DriftView], deploying: bool = Fa
 POINTERS_PER_CALL = 10  # GetParameters takes at most 10 names
 
 
-async def pointer_views(ssm: Any, stages: list[tuple[str, str]]) -> dict[tuple[str, str], DriftView]:
-    """The pointer view of each (group, stage), read ten names per GetParameters call."""
+async def pointer_views(ssm: Any, stages: list[tuple[str, str]], account: str | None = None,
+                        ) -> dict[tuple[str, str], DriftView]:
+    """The pointer view of each (group, stage), read ten names per GetParameters call (in `account`, when the
+    stages' target lives in another AWS account: `ssm` is then that account's client)."""
     views: dict[tuple[str, str], DriftView] = {}
+    where = f" in account {account}" if account else ""
     for start in range(0, len(stages), POINTERS_PER_CALL):
         chunk = {parameter_name(g, s): (g, s) for g, s in stages[start:start + POINTERS_PER_CALL]}
         try:
             answer = await ssm.get_parameters(Names=list(chunk))
         except (ClientError, BotoCoreError) as exc:
-            views.update({key: DriftView(source="pointer", model_version_id=None, detail=name, error=str(exc))
+            views.update({key: DriftView(source="pointer", model_version_id=None, detail=name + where, error=str(exc))
                           for name, key in chunk.items()})
             continue
         for parameter in answer.get("Parameters", []):
-            views[chunk[parameter["Name"]]] = _pointed(parameter["Name"], parameter["Value"])
+            views[chunk[parameter["Name"]]] = _pointed(parameter["Name"] + where, parameter["Value"])
         for name in answer.get("InvalidParameters", []):
-            views[chunk[name]] = DriftView(source="pointer", model_version_id=None, detail=f"{name} does not exist")
+            views[chunk[name]] = DriftView(source="pointer", model_version_id=None, detail=f"{name}{where} does not exist")
         for name, key in chunk.items():
-            views.setdefault(key, DriftView(source="pointer", model_version_id=None, detail=name,
+            views.setdefault(key, DriftView(source="pointer", model_version_id=None, detail=name + where,
                                             error="Parameter Store returned neither the parameter nor an error for it"))
     return views
 
@@ -132,7 +136,11 @@ async def check_stages(session: AsyncSession, ssm: Any, targets: Mapping[str, Ta
     rows = (await session.execute(query)).all()
     busy = {(g, s) for g, s in (await session.execute(
         select(Deployment.group_name, Deployment.stage).where(Deployment.status.in_(OPEN)).distinct())).all()}
-    pointers = await pointer_views(ssm, [(s.group_name, s.stage) for s, _ in rows])
+    pointers: dict[tuple[str, str], DriftView] = {}
+    for stage_name in sorted({s.stage for s, _ in rows}):
+        target = target_for(targets, stage_name)
+        keys = [(s.group_name, s.stage) for s, _ in rows if s.stage == stage_name]
+        pointers.update(await pointer_views(target.ssm or ssm, keys, target.account))
     return [await check_stage(s, d, (s.group_name, s.stage) in busy, pointers[(s.group_name, s.stage)], targets)
             for s, d in rows]
 

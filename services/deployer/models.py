@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Boolean, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -39,7 +40,10 @@ class Deployment(Base):
     artifact_uri: Mapped[str] = mapped_column(Text)
     artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
     artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
+    # An inference pipeline's steps in order, each with its pin (shared.events.Container); NULL: one model.
+    containers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     target: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str | None] = mapped_column(String(12))  # the stage's AWS account, when not the deployer's own
     status: Mapped[str] = mapped_column(String(40), index=True)
     approval_id: Mapped[str | None] = mapped_column(String(36), unique=True)
     cause_event_id: Mapped[str | None] = mapped_column(String(36))

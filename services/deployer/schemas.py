@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,7 +21,9 @@ class DeploymentOut(BaseModel):
     artifact_uri: str
     artifact_digest: str | None = Field(description="sha256:<hex> the artifact must have (pinned at registration); null: not pinned")
     artifact_version_id: str | None = Field(description="The S3 VersionId served; null: the object's latest")
+    containers: list[dict[str, Any]] = Field(default_factory=list, description="An inference pipeline's steps in order, each with its pin; empty: one model")
     target: str
+    account: str | None = Field(None, description="The AWS account of the stage's pointer and target; null: the deployer's own")
     status: Status
     live: bool = Field(description="What the stage serves now.")
     rollback: bool
@@ -46,7 +48,9 @@ class DeploymentOut(BaseModel):
             artifact_uri=d.artifact_uri,
             artifact_digest=d.artifact_digest,
             artifact_version_id=d.artifact_version_id,
+            containers=d.containers or [],
             target=d.target,
+            account=d.account,
             status=d.status,  # type: ignore[arg-type]
             live=d.id in live_ids,
             rollback=d.rollback,

@@ -1,20 +1,49 @@
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from shared.settings import REPO_ROOT, ServiceSettings, name_list
 
 TargetName = Literal["parameter-store", "local", "sagemaker", "ecs"]
+ACCOUNT_ID = r"^\d{12}$"
+ROLE_ARN = r"^arn:aws[a-z-]*:iam::(\d{12}):role/[A-Za-z0-9_+=,.@/-]+$"
+
+
+class StageTarget(BaseModel):
+    """A stage's target, and the AWS account it lives in: the deployer's own (no `account`), or another one,
+    reached through `role_arn`, a role that account trusts the deployer to assume (with `external_id`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    target: TargetName = "parameter-store"
+    account: str | None = Field(None, pattern=ACCOUNT_ID, description="The 12-digit account of the stage's pointer and target.")
+    role_arn: str | None = Field(None, pattern=ROLE_ARN, description="The role in `account` the deployer assumes (STS AssumeRole).")
+    external_id: str | None = Field(None, min_length=2, max_length=1224, description="The ExternalId the role's trust policy requires.")
+    execution_role_arn: str | None = Field(None, pattern=ROLE_ARN, description="Target sagemaker in another account: the "
+                                           "models' execution role there (default MODELGATE_SAGEMAKER_ROLE_ARN).")
+
+    @model_validator(mode="after")
+    def _role_in_its_account(self) -> "StageTarget":
+        if bool(self.account) != bool(self.role_arn):
+            raise ValueError("a stage in another account needs both `account` and `role_arn` (the role that account trusts)")
+        if self.role_arn and self.role_arn.split(":")[4] != self.account:
+            raise ValueError(f"role_arn {self.role_arn} is not in account {self.account}: name a role of the stage's account")
+        if self.external_id and not self.role_arn:
+            raise ValueError("external_id is for the role of another account: give `account` and `role_arn` too")
+        return self
 
 
 class DeployerSettings(ServiceSettings):
     service: str = "deployer"
-    targets: dict[str, TargetName] = Field(
+    targets: dict[str, TargetName | StageTarget] = Field(
         default_factory=dict,
-        description='JSON {"<stage>": "parameter-store" | "local" | "sagemaker" | "ecs"}; unlisted stages: parameter-store.',
+        description='JSON {"<stage>": "parameter-store" | "local" | "sagemaker" | "ecs"}, or for a stage in another AWS '
+        'account {"<stage>": {"target": ..., "account": "222222222222", "role_arn": "arn:aws:iam::222222222222:role/..", '
+        '"external_id": ".."}}; unlisted stages: parameter-store, in the deployer\'s own account.',
     )
+    assume_role_seconds: int = Field(3600, ge=900, le=43200, description="Lifetime asked for the credentials of a stage's "
+                                     "role in another account; they are assumed again shortly (10-15 min) before they expire.")
     deploy_attempts: int = Field(3, ge=1, description="Tries of a deployment before it is DeploymentFailed.")
     deploy_retry_seconds: float = Field(1.0, ge=0, description="Wait before the second try; doubles after each.")
     lease_seconds: float = Field(15.0, gt=0, description="How long a stage stays claimed by a deployer that stopped answering.")
@@ -57,9 +86,33 @@ class DeployerSettings(ServiceSettings):
         if self.local_run_dir is None:
             self.local_run_dir = REPO_ROOT / "var" / "inference" / self.namespace
 
+    def stage_target(self, stage: str) -> StageTarget:
+        """Where `stage` deploys: its target kind and account (its plain-string form: the deployer's own account)."""
+        found = self.targets.get(stage, "parameter-store")
+        return found if isinstance(found, StageTarget) else StageTarget(target=found)
+
+    @property
+    def target_kinds(self) -> set[str]:
+        return {self.stage_target(stage).target for stage in self.targets}
+
+    @property
+    def other_accounts(self) -> dict[str, StageTarget]:
+        """account -> how it is reached; one role per account (two stages naming different roles of one
+        account are refused)."""
+        found: dict[str, StageTarget] = {}
+        for stage in self.targets:
+            t = self.stage_target(stage)
+            if t.account is None:
+                continue
+            seen = found.setdefault(t.account, t)
+            if (seen.role_arn, seen.external_id) != (t.role_arn, t.external_id):
+                raise ValueError(f"account {t.account} is reached through two roles ({seen.role_arn}, {t.role_arn}): use one per account")
+        return found
+
     @model_validator(mode="after")
     def _target_settings(self) -> "DeployerSettings":
-        used = set(self.targets.values())
+        used = self.target_kinds
+        self.other_accounts  # noqa: B018 (validates: one role per account)
         if "sagemaker" in used and not (self.sagemaker_role_arn and self.sagemaker_image_uri):
             raise ValueError("target sagemaker needs MODELGATE_SAGEMAKER_ROLE_ARN and MODELGATE_SAGEMAKER_IMAGE_URI")
         if "ecs" in used and not self.ecs_cluster:
@@ -68,5 +121,6 @@ class DeployerSettings(ServiceSettings):
 
     @property
     def aws_services(self) -> tuple[str, ...]:
-        used = set(self.targets.values())
-        return ("ssm", "secretsmanager", "s3") + tuple(s for s in ("sagemaker", "ecs") if s in used)
+        used = self.target_kinds
+        sts = ("sts",) if self.other_accounts else ()  # to assume the roles of stages in other accounts
+        return ("ssm", "secretsmanager", "s3") + tuple(s for s in ("sagemaker", "ecs") if s in used) + sts

@@ -83,7 +83,7 @@ class DeploymentWorker:
             async with self.runtime.uow() as uow:
                 live = await live_deployments(uow)
                 unfinished = await open_deployment_ids(uow)
-            for target in {id(t): t for t in self.targets.values()}.values():
+            for target in {id(t.unwrapped): t.unwrapped for t in self.targets.values()}.values():
                 await target.reconcile([(spec_of(d), d.endpoint_url) for d in live if d.target == target.name], unfinished)
         except asyncio.CancelledError:
             raise

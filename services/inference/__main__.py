@@ -9,6 +9,7 @@ MODELGATE_HTTP_PORT, 8080 by default), where it fetches MODELGATE_MODEL_URI itse
 MODELGATE_MODEL_S3_VERSION_ID, when set). Either way a file whose digest is not MODELGATE_MODEL_DIGEST is
 refused before it is loaded: the server exits with status 2 and says why.
 """
+import json
 import sys
 import tempfile
 from functools import partial
@@ -18,7 +19,15 @@ import structlog
 import uvicorn
 
 from services.inference.api import build_api
-from services.inference.model import BadArtifact, check_digest, fetch_artifact, load_model
+from services.inference.model import (
+    BadArtifact,
+    LoadedModel,
+    PipelineModel,
+    check_digest,
+    fetch_artifact,
+    load_model,
+    load_pipeline,
+)
 from services.inference.settings import InferenceSettings
 from shared.infra import boto_client
 from shared.logging import configure_logging
@@ -27,12 +36,15 @@ settings = InferenceSettings()
 configure_logging("inference", settings.log_level, settings.log_format)
 log = structlog.get_logger()
 try:
-    with tempfile.TemporaryDirectory() as folder:
-        s3 = partial(boto_client, "s3", settings.aws_endpoint_url, settings.aws_region)
-        path = Path(settings.model_file) if settings.model_file else fetch_artifact(
-            settings.model_uri, Path(folder), s3, settings.model_s3_version_id, settings.allow_local_artifacts)
-        check_digest(path, settings.model_digest)
-        model = load_model(path, allow_pickle=settings.allow_pickle)
+    if settings.pipeline:  # an inference pipeline: the deployer fetched (and checked) every step's file
+        model: LoadedModel | PipelineModel = load_pipeline(json.loads(settings.pipeline), allow_pickle=settings.allow_pickle)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            s3 = partial(boto_client, "s3", settings.aws_endpoint_url, settings.aws_region)
+            path = Path(settings.model_file) if settings.model_file else fetch_artifact(
+                settings.model_uri, Path(folder), s3, settings.model_s3_version_id, settings.allow_local_artifacts)
+            check_digest(path, settings.model_digest)
+            model = load_model(path, allow_pickle=settings.allow_pickle)
 except BadArtifact as exc:
     log.error("model_not_loaded", model_uri=settings.model_uri, reason=str(exc))
     print(f"cannot serve {settings.model_uri}: {exc}", file=sys.stderr)

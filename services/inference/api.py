@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from services.inference.model import BadInput, LoadedModel, rows_from_csv, rows_from_json
+from services.inference.model import BadInput, LoadedModel, PipelineModel, rows_from_csv, rows_from_json
 from services.inference.settings import InferenceSettings
 
 
-def build_api(model: LoadedModel, settings: InferenceSettings) -> FastAPI:
+def build_api(model: LoadedModel | PipelineModel, settings: InferenceSettings) -> FastAPI:
     app = FastAPI(title="modelgate inference", version="0.1.0", description=f"Serves {settings.model_version_id}.")
     identity = {
         "model_version_id": settings.model_version_id,

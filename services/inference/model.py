@@ -12,6 +12,10 @@ Pickles (`.joblib`, `.pkl`, `.pickle`, or a file of any other name, read with `j
 the file when they are loaded: they are served only with `allow_pickle` (the deployer sets it for the model
 groups in MODELGATE_PICKLE_GROUPS); without it they are refused, saying how to save the model safely or opt in.
 
+An inference pipeline (`load_pipeline`) is several such artifacts run in order: each step but the last
+transforms the rows (a scikit-learn transformer such as a StandardScaler, saved with skops: its `transform`
+output is the next step's input), the last one predicts; each file is checked against its digest first.
+
 `fetch_artifact` takes `s3://` URIs only, unless local paths are allowed (MODELGATE_ALLOW_LOCAL_ARTIFACTS,
 development only).
 """
@@ -112,6 +116,70 @@ class LoadedModel:
         return {"predictions": raw.argmax(axis=1).tolist(), "probabilities": raw.tolist()}
 
 
+    def transform(self, rows: np.ndarray) -> np.ndarray:
+        """The rows transformed, for the next step of a pipeline."""
+        try:
+            return np.asarray(self.estimator.transform(rows), dtype=float)
+        except ValueError as exc:
+            raise BadInput(f"the {type(self.estimator).__name__} step refused these rows: {str(exc)[:300]}; send finite numbers") from None
+
+
+@dataclass
+class PipelineModel:
+    """An inference pipeline served as one model: the rows go through each step in order (every step but the
+    last transforms them), the last step predicts; what it answers is the last step's."""
+
+    steps: list[tuple[str, LoadedModel]]
+    kind: str = "pipeline"
+
+    @property
+    def estimator(self) -> Any:
+        return self.steps[-1][1].estimator
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        return self.steps[0][1].feature_names
+
+    @property
+    def n_features(self) -> int | None:
+        return self.steps[0][1].n_features
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.steps[-1][1].classes
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.steps[-1][1].describe(), "kind": self.kind, "n_features": self.n_features,
+                "feature_names": self.feature_names,
+                "steps": [{"name": name, "kind": step.kind, "estimator": type(step.estimator).__name__} for name, step in self.steps]}
+
+    def predict(self, rows: np.ndarray) -> dict[str, Any]:
+        expected = self.n_features
+        if expected is not None and rows.shape[1] != expected:
+            raise BadInput(f"each row needs {expected} values (the pipeline's first step's features), got {rows.shape[1]}")
+        for _name, step in self.steps[:-1]:
+            rows = step.transform(rows)
+        return self.steps[-1][1].predict(rows)
+
+
+def load_pipeline(steps: list[dict[str, str]], allow_pickle: bool = False) -> PipelineModel:
+    """Loads an inference pipeline's steps ({name, file, digest}, in order): each file checked against its
+    digest, then loaded (load_model); every step but the last must be able to transform rows."""
+    if not steps:
+        raise BadArtifact("the pipeline has no steps")
+    loaded = []
+    for n, step in enumerate(steps):
+        path = Path(step["file"])
+        check_digest(path, step.get("digest"))
+        before_the_model = n < len(steps) - 1
+        model = load_model(path, allow_pickle=allow_pickle, transformer=before_the_model)
+        if before_the_model and not hasattr(model.estimator, "transform"):
+            raise BadArtifact(f"pipeline step {step['name']} ({type(model.estimator).__name__}) cannot transform rows for "
+                              "the next step: every step but the last must be a transformer (e.g. a StandardScaler saved with skops)")
+        loaded.append((step["name"], model))
+    return PipelineModel(loaded)
+
+
 def _booster_objective(booster: Any) -> str:
     return str(json.loads(booster.save_config())["learner"]["objective"]["name"])
 
@@ -125,18 +193,19 @@ def _booster_classes(booster: Any) -> list[int] | None:
     return None
 
 
-def load_model(path: Path, allow_pickle: bool = False) -> LoadedModel:
-    """Loads a local artifact (see SUPPORTED_FORMATS); a pickle only with `allow_pickle`."""
+def load_model(path: Path, allow_pickle: bool = False, transformer: bool = False) -> LoadedModel:
+    """Loads a local artifact (see SUPPORTED_FORMATS); a pickle only with `allow_pickle`. With `transformer`
+    (a pipeline's step before the model), an estimator that transforms rows without predicting is accepted."""
     suffix = path.suffix.lower()
     if suffix in XGBOOST_SUFFIXES:
         return _load_xgboost(path)
     if suffix in SKOPS_SUFFIXES:
-        return _load_skops(path)
+        return _load_skops(path, transformer)
     if tarfile.is_tarfile(path):
-        return _load_from_tar(path, allow_pickle)
+        return _load_from_tar(path, allow_pickle, transformer)
     if not allow_pickle:
         raise BadArtifact(_pickle_refused(path.name))
-    return _load_pickle(path)
+    return _load_pickle(path, transformer)
 
 
 def _pickle_refused(name: str) -> str:
@@ -161,7 +230,7 @@ def _load_xgboost(path: Path) -> LoadedModel:
     return LoadedModel(booster, "xgboost-booster")
 
 
-def _load_skops(path: Path) -> LoadedModel:
+def _load_skops(path: Path, transformer: bool = False) -> LoadedModel:
     import skops.io
     from skops.io.exceptions import UntrustedTypesFoundException
 
@@ -175,20 +244,20 @@ def _load_skops(path: Path) -> LoadedModel:
         ) from None
     except Exception as exc:
         raise BadArtifact(f"{path.name} is not a skops file ({type(exc).__name__}: {exc}); supported: {SUPPORTED_FORMATS}") from exc
-    return _wrap(estimator, path.name)
+    return _wrap(estimator, path.name, transformer)
 
 
-def _load_pickle(path: Path) -> LoadedModel:
+def _load_pickle(path: Path, transformer: bool = False) -> LoadedModel:
     import joblib
 
     try:
         estimator = joblib.load(path)
     except Exception as exc:
         raise BadArtifact(f"{path.name} is not a joblib model ({exc}); supported: {SUPPORTED_FORMATS}") from exc
-    return _wrap(estimator, path.name)
+    return _wrap(estimator, path.name, transformer)
 
 
-def _load_from_tar(path: Path, allow_pickle: bool) -> LoadedModel:
+def _load_from_tar(path: Path, allow_pickle: bool, transformer: bool = False) -> LoadedModel:
     with tarfile.open(path) as archive, tempfile.TemporaryDirectory() as folder:
         members = [m for m in archive.getmembers() if m.isfile() and m.name.lower().endswith(MODEL_SUFFIXES)]
         if not members:
@@ -196,10 +265,10 @@ def _load_from_tar(path: Path, allow_pickle: bool) -> LoadedModel:
         safe = [m for m in members if not m.name.lower().endswith(PICKLE_SUFFIXES)]
         chosen = (safe or members)[0]
         archive.extract(chosen, folder, filter="data")
-        return load_model(Path(folder) / chosen.name, allow_pickle)
+        return load_model(Path(folder) / chosen.name, allow_pickle, transformer)
 
 
-def _wrap(estimator: Any, name: str) -> LoadedModel:
+def _wrap(estimator: Any, name: str, transformer: bool = False) -> LoadedModel:
     try:
         import xgboost
 
@@ -207,6 +276,8 @@ def _wrap(estimator: Any, name: str) -> LoadedModel:
             return LoadedModel(estimator, "xgboost-booster")
     except ImportError:  # pragma: no cover - xgboost is a dependency
         pass
+    if transformer and hasattr(estimator, "transform"):
+        return LoadedModel(estimator, "sklearn")
     if not hasattr(estimator, "predict"):
         raise BadArtifact(f"{name} holds a {type(estimator).__name__}, which cannot predict; supported: {SUPPORTED_FORMATS}")
     return LoadedModel(estimator, "sklearn")

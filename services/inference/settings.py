@@ -14,6 +14,8 @@ class InferenceSettings(BaseSettings):
     allow_pickle: bool = Field(False, description="Serve a pickle (joblib) artifact, which runs code when loaded; "
                                "the deployer sets it for the groups in MODELGATE_PICKLE_GROUPS.")
     model_file: str | None = Field(None, description="A local file to serve, already fetched (and checked) by the deployer; then no S3 is read.")
+    pipeline: str | None = Field(None, description="An inference pipeline, set by the deployer: JSON [{name, uri, file, digest}], "
+                                 "its steps in order (the last one the model, MODELGATE_MODEL_FILE); each file is checked, then loaded.")
     model_digest: str | None = Field(None, description="sha256:<hex> the artifact must have: anything else is refused, not loaded.")
     model_s3_version_id: str | None = Field(None, description="The S3 VersionId of MODELGATE_MODEL_URI to fetch (default: its latest).")
     max_body_bytes: int = Field(6 * 1024 * 1024, ge=1, description="Largest POST /invocations body (SageMaker caps payloads at 6 MB); larger is 413.")

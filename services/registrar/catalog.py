@@ -30,7 +30,14 @@ from services.registrar.models import (
 )
 from services.registrar.search import words
 from shared.db import UnitOfWork
-from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, model_version_id, utcnow
+from shared.events import (
+    Container,
+    Envelope,
+    ModelRegistered,
+    ModelRegisteredPayload,
+    model_version_id,
+    utcnow,
+)
 from shared.limits import LIMITS, JsonMap, Name, TagValue, Text, counted, json_problem
 from shared.pins import Pin
 
@@ -94,6 +101,22 @@ class ModelCard(BaseModel):
     ethical_considerations: Text | None = None
 
 
+#: SageMaker's rule for a container's hostname, which a step's name becomes.
+STEP_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+class ContainerStep(Strict):
+    """One step of an inference pipeline: run in order, each step's output the next one's input."""
+
+    name: str = Field(pattern=STEP_NAME, description="Letters, digits and hyphens, at most 63 (SageMaker's ContainerHostname).",
+                      examples=["scaler"])
+    artifact_uri: Text = Field(min_length=1, examples=["s3://modelgate-artifacts/fraud/scaler.skops"])
+    image: str | None = Field(None, min_length=1, max_length=255,
+                              description="Its serving image; default the deployer's (MODELGATE_SAGEMAKER_IMAGE_URI).")
+    environment: Annotated[dict[Annotated[str, Field(min_length=1, max_length=1024)], Annotated[str, Field(max_length=1024)]],
+                           counted("max_container_environment", "environment variables")] = Field(default_factory=dict)
+
+
 class Registration(Strict):
     """What a client sends to register a version."""
 
@@ -113,6 +136,13 @@ class Registration(Strict):
     metadata: JsonMap = Field(default_factory=dict, description="Free-form; stored as sent.")
     model_card: ModelCard = Field(default_factory=ModelCard)
     lineage: Lineage = Field(default_factory=Lineage)
+    containers: Annotated[list[ContainerStep], counted("max_containers", "containers")] = Field(
+        default_factory=list,
+        description="Optional: an inference pipeline, its steps in order (e.g. a scaler, then the model); the last "
+        "step is the model, its artifact_uri the version's. Every step's artifact is pinned like the version's.",
+        examples=[[{"name": "scaler", "artifact_uri": "s3://modelgate-artifacts/fraud/scaler.skops"},
+                   {"name": "model", "artifact_uri": "s3://modelgate-artifacts/fraud/model.ubj"}]],
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -145,6 +175,18 @@ class Registration(Strict):
         },
     )
 
+    @model_validator(mode="after")
+    def _pipeline_ends_with_the_model(self) -> Registration:
+        if not self.containers:
+            return self
+        names = [c.name for c in self.containers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"containers: each step needs its own name, got {names}")
+        if self.containers[-1].artifact_uri != self.artifact_uri:
+            raise ValueError(f"containers: the last step is the model: its artifact_uri "
+                             f"({self.containers[-1].artifact_uri}) must be the version's artifact_uri ({self.artifact_uri})")
+        return self
+
     @field_validator("metrics", mode="before")
     @classmethod
     def _metrics_are_numbers(cls, value: Any) -> Any:
@@ -172,7 +214,8 @@ class Registration(Strict):
 
     def fingerprint(self, group: str) -> str:
         """Identifies the request body, to tell a retry from a different request under the same key."""
-        body = json.dumps({"group": group, **self.model_dump(mode="json")}, sort_keys=True)
+        unset = {"containers"} if not self.containers else None  # a key used before pipelines existed still matches
+        body = json.dumps({"group": group, **self.model_dump(mode="json", exclude=unset)}, sort_keys=True)
         return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -251,9 +294,11 @@ async def register(
     idempotency_key: str | None = None,
     team: str | None = None,
     pin: Pin | None = None,
+    step_pins: list[Pin | None] | None = None,
 ) -> ModelVersion:
     """Adds the next version of `group` (a new group gets `team`) with its artifact's `pin` (digest and S3
     VersionId, taken by the caller), records it in its history and announces it; the caller commits.
+    An inference pipeline's steps (`reg.containers`) are recorded with `step_pins`, one per step, in order.
     `reg.registered_by` is the caller's principal (set by access.py), who owns the idempotency key: one it
     already used for the same body returns that version and changes nothing."""
     session = uow.session
@@ -269,6 +314,7 @@ async def register(
         artifact_uri=reg.artifact_uri,
         artifact_digest=pin.digest if pin else None,
         artifact_version_id=pin.version_id if pin else None,
+        containers=pinned_steps(reg.containers, step_pins),
         registered_by=reg.registered_by,
         source=reg.source,
         framework=reg.framework,
@@ -311,8 +357,19 @@ def _registered(version: ModelVersion, reg: Registration) -> ModelRegistered:
             model_card_summary=reg.model_card.summary or reg.model_card.intended_use,
             artifact_digest=version.artifact_digest,
             artifact_version_id=version.artifact_version_id,
+            containers=[Container.model_validate(c) for c in version.containers or []],
         ),
     )
+
+
+def pinned_steps(steps: list[ContainerStep], pins: list[Pin | None] | None) -> list[dict[str, Any]]:
+    """The pipeline's steps as recorded (and announced): each with its pin (digest and S3 VersionId)."""
+    pins = pins or [None] * len(steps)
+    return [
+        {**step.model_dump(exclude_none=True), "artifact_digest": pin.digest if pin else None,
+         "artifact_version_id": pin.version_id if pin else None}
+        for step, pin in zip(steps, pins, strict=True)
+    ]
 
 
 async def _replay(session: AsyncSession, principal: str | None, key: str, fingerprint: str) -> ModelVersion | None:

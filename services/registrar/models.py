@@ -73,6 +73,9 @@ class ModelVersion(Base):
     artifact_uri: Mapped[str] = mapped_column(Text)
     artifact_digest: Mapped[str | None] = mapped_column(String(80))  # sha256:<hex> (shared/pins.py)
     artifact_version_id: Mapped[str | None] = mapped_column(String(1024))  # its S3 VersionId
+    # An inference pipeline's steps in order, each {name, artifact_uri, image?, environment, artifact_digest,
+    # artifact_version_id}; [] (or NULL, before pipelines) for a single model.
+    containers: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=list)
     registered_by: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(40), default="manual")
     framework: Mapped[str | None] = mapped_column(String(80))

@@ -17,6 +17,9 @@ class VersionOut(BaseModel):
     artifact_uri: str
     artifact_digest: str | None = Field(None, description="sha256:<hex> of the artifact when registered; null if not pinned (registered before pinning, or not in S3)")
     artifact_version_id: str | None = Field(None, description="The S3 VersionId of the artifact when registered; null in a bucket without versioning")
+    containers: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "An inference pipeline's steps in order (the last one the model), each with name, artifact_uri, image, "
+        "environment and its pin (artifact_digest, artifact_version_id); empty for a single model"))
     registered_by: str
     source: str
     framework: str | None
@@ -47,6 +50,7 @@ class VersionOut(BaseModel):
             artifact_uri=v.artifact_uri,
             artifact_digest=v.artifact_digest,
             artifact_version_id=v.artifact_version_id,
+            containers=v.containers or [],
             registered_by=v.registered_by,
             source=v.source,
             framework=v.framework,

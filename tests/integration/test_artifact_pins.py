@@ -35,7 +35,7 @@ from services.deployer.settings import DeployerSettings
 from services.deployer.targets import LocalTarget, Target
 from shared.aws import AwsClients
 from shared.db import OutboxRow, UnitOfWork, create_tables, make_engine
-from shared.events import Envelope, ModelRegistered, ModelRegisteredPayload, parse_event
+from shared.events import Container, Envelope, ModelRegistered, ModelRegisteredPayload, parse_event
 from shared.infra import boto_client, provision
 from shared.pins import PREFIX, Pin, digest_of_checksum, pin_object
 from shared.settings import REPO_ROOT
@@ -168,9 +168,10 @@ class Deployer:
     targets: dict[str, Target]
     group: str
 
-    async def approve(self, version: int, uri: str, pin: Pin | None, stage: str = "prod") -> None:
+    async def approve(self, version: int, uri: str, pin: Pin | None, stage: str = "prod", containers: Any = ()) -> None:
         event = approval_decided(self.group, version, stage, approval_id=str(uuid.uuid4()), artifact_uri=uri,
-                                 artifact_digest=pin.digest if pin else None, artifact_version_id=pin.version_id if pin else None)
+                                 artifact_digest=pin.digest if pin else None, artifact_version_id=pin.version_id if pin else None,
+                                 **({"containers": list(containers)} if containers else {}))
         async with UnitOfWork(self.sessionmaker) as uow:
             await partial(on_approval_decided, targets=self.targets, wake=asyncio.Event())(event, uow)
             await uow.commit()
@@ -247,6 +248,31 @@ async def test_an_artifact_overwritten_after_approval_is_refused_and_the_pointer
     assert f"expected {sha256(b'approved 2')}" in refused.reason and sha256(b"not what was approved") in refused.reason
     [failed] = await deployer.events("DeploymentFailed")
     assert failed.payload.reason == refused.reason and failed.payload.model_version_id == f"{deployer.group}/2"
+    assert (await deployer.pointer())["version"] == 1
+
+
+async def test_every_step_of_a_pipeline_is_checked_and_a_changed_step_fails_the_deployment(localstack_endpoint, plain_bucket, deployer):
+    def steps(version: int, pins: list[Pin]) -> list[Container]:
+        return [Container(name=name, artifact_uri=f"s3://{plain_bucket}/p{version}/{name}.bin", artifact_digest=pin.digest,
+                          artifact_version_id=pin.version_id) for name, pin in zip(("scaler", "model"), pins, strict=True)]
+
+    for version in (1, 2):
+        for name in ("scaler", "model"):
+            put(localstack_endpoint, plain_bucket, f"p{version}/{name}.bin", b"%s %d" % (name.encode(), version))
+    first = [await pinned(deployer.aws, plain_bucket, f"p1/{n}.bin") for n in ("scaler", "model")]
+    second = [await pinned(deployer.aws, plain_bucket, f"p2/{n}.bin") for n in ("scaler", "model")]
+    await deployer.approve(1, f"s3://{plain_bucket}/p1/model.bin", first[1], containers=steps(1, first))
+    assert (await deployer.last()).status == "Deployed"
+    pointer = await deployer.pointer()
+    assert [(c["name"], c["artifact_digest"]) for c in pointer["containers"]] == [("scaler", first[0].digest), ("model", first[1].digest)]
+    [deployed] = await deployer.events("Deployed")
+    assert [c.name for c in deployed.payload.containers] == ["scaler", "model"]
+
+    put(localstack_endpoint, plain_bucket, "p2/scaler.bin", b"another scaler", checksum=False)  # the model is unchanged
+    await deployer.approve(2, f"s3://{plain_bucket}/p2/model.bin", second[1], containers=steps(2, second))
+    refused = await deployer.last()
+    assert refused.status == "Failed" and refused.attempts == 1 and refused.reason.startswith("artifact changed since approval")
+    assert "p2/scaler.bin" in refused.reason
     assert (await deployer.pointer())["version"] == 1
 
 

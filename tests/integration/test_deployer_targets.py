@@ -20,6 +20,7 @@ from moto.sagemaker.responses import SageMakerResponse
 from moto.server import ThreadedMotoServer
 
 from services.deployer.targets import DeployError, DeploySpec, EcsTarget, LocalTarget, SageMakerTarget
+from shared.events import Container
 from shared.infra import boto_client
 from tests.unit.test_deployer_inference import model_bytes, pickled_model_bytes
 
@@ -94,6 +95,35 @@ async def test_sagemaker_creates_the_stage_endpoint_then_updates_it_to_the_next_
     assert (await target.serving(spec(1, group="elsewhere"), None)).model_version_id is None
     with pytest.raises(DeployError, match="not InService on"):
         await SageMakerTarget(client, namespace, "us-east-1", "r", "i", wait_seconds=0, poll_seconds=0).verify(first, url)
+
+
+async def test_sagemaker_serves_an_inference_pipeline_as_one_model_of_serial_containers(moto_client):
+    client = await moto_client("sagemaker")
+    sent: list[dict] = []
+    client.meta.events.register("provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(params))
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/modelgate-inference:1"
+    target = SageMakerTarget(client, namespace, "us-east-1", "arn:aws:iam::123456789012:role/serving", image,
+                             poll_seconds=0.1, wait_seconds=10)
+    steps = (Container(name="scaler", artifact_uri="s3://models/fraud/scaler.tar.gz", artifact_digest="sha256:" + "a" * 64,
+                       image="123456789012.dkr.ecr.us-east-1.amazonaws.com/sklearn:1", environment={"SAGEMAKER_PROGRAM": "x"}),
+             Container(name="model", artifact_uri="s3://models/fraud/model.tar.gz"))
+    pipeline = DeploySpec(str(uuid.uuid4()), "fraud", "prod", 1, "fraud/1", steps[-1].artifact_uri, containers=steps)
+    await target.verify(pipeline, await target.deploy(pipeline))
+
+    assert len(sent) == 1 and "PrimaryContainer" not in sent[0]
+    assert sent[0]["InferenceExecutionConfig"] == {"Mode": "Serial"}
+    scaler, model = sent[0]["Containers"]
+    assert (scaler["ContainerHostname"], scaler["Image"], scaler["ModelDataUrl"]) == (
+        "scaler", steps[0].image, steps[0].artifact_uri)
+    assert scaler["Environment"] == {"SAGEMAKER_PROGRAM": "x", "MODELGATE_MODEL_VERSION_ID": "fraud/1", "MODELGATE_STEP": "scaler",
+                                     "MODELGATE_DEPLOYMENT_ID": pipeline.deployment_id, "MODELGATE_MODEL_DIGEST": steps[0].artifact_digest}
+    assert (model["ContainerHostname"], model["Image"], model["ModelDataUrl"]) == ("model", image, steps[1].artifact_uri)
+    described = await client.describe_model(ModelName=target.config_name(pipeline))
+    assert [c["ModelDataUrl"] for c in described["Containers"]] == [s.artifact_uri for s in steps]
+    served = await target.serving(pipeline, None)  # drift reads the pipeline's model back
+    assert (served.model_version_id, served.deployment_id) == ("fraud/1", pipeline.deployment_id)
+    assert "2 containers, serial" in served.detail
 
 
 async def test_sagemaker_gives_groups_that_look_alike_their_own_endpoints(moto_client):

@@ -188,3 +188,24 @@ def pickled_model_bytes() -> bytes:
     """The same model as a joblib pickle, served only for groups opted in to pickles."""
     x, y = training_data()
     return joblib_bytes(LogisticRegression().fit(x, y))
+
+
+def test_a_pipeline_runs_its_steps_in_order_and_refuses_a_step_that_cannot_transform_or_changed(tmp_path):
+    from services.inference.model import load_pipeline
+    from shared.pins import file_digest
+
+    x, y = training_data()
+    scaler = StandardScaler().fit(x * 1000)
+    model = LogisticRegression().fit(scaler.transform(x * 1000), y)
+    (tmp_path / "scaler.skops").write_bytes(skops.io.dumps(scaler))
+    (tmp_path / "model.skops").write_bytes(skops.io.dumps(model))
+    steps = [{"name": n, "file": str(tmp_path / f"{n}.skops"), "digest": file_digest(tmp_path / f"{n}.skops")}
+             for n in ("scaler", "model")]
+    pipeline = load_pipeline(steps)
+    rows = x[:5] * 1000
+    assert pipeline.predict(rows)["predictions"] == model.predict(scaler.transform(rows)).tolist()
+    assert [s["name"] for s in pipeline.describe()["steps"]] == ["scaler", "model"] and pipeline.classes == [0, 1]
+    with pytest.raises(BadArtifact, match="cannot transform rows"):
+        load_pipeline([steps[1], steps[1] | {"name": "again"}])
+    with pytest.raises(BadArtifact, match="artifact changed since approval"):
+        load_pipeline([steps[0] | {"digest": "sha256:" + "0" * 64}, steps[1]])

@@ -125,6 +125,8 @@ def expected_grants(service: str) -> dict[str, set[str]]:
                 "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:service/${ServingEcsClusterName}/*"
             },
             "iam:PassRole": {"SageMakerExecutionRoleArn", "ServingTaskRoleArns"},
+            # stages in other accounts: only the roles named (infra/target-account.yaml makes them)
+            "sts:AssumeRole": {"TargetAccountRoleArns"},
         }
     if service == "notifier":
         grants |= {
@@ -607,6 +609,7 @@ ALL_OPTIONS = {
     "ServingEcsContainerName": "model",
     "ServingEcsEndpointUrl": "https://{group}-{stage}.models.example.com",
     "ServingTaskRoleArns": "arn:aws:iam::123456789012:role/serve-task,arn:aws:iam::123456789012:role/serve-exec",
+    "TargetAccountRoleArns": "arn:aws:iam::222222222222:role/modelgate-deployer",
     "NotificationEmailIdentity": "modelgate@example.com",
     "NotifierWebhookSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:modelgate-webhook",
     "OidcIssuer": "https://login.example.com/realms/acme",

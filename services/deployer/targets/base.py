@@ -8,9 +8,12 @@ import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from shared.events import Container
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,16 @@ class DeploySpec:
     artifact_uri: str
     artifact_digest: str | None = None  # sha256:<hex> pinned at registration; None: not pinned
     artifact_version_id: str | None = None  # the S3 VersionId to serve; None: the object's latest
+    containers: tuple[Container, ...] = ()  # an inference pipeline's steps in order, the last one the model; () one model
+    account: str | None = None  # the AWS account of the stage's pointer and target; None: the deployer's own
+
+    @property
+    def steps(self) -> tuple[Container, ...]:
+        """What serves, in order: the pipeline's steps, or the one model."""
+        if self.containers:
+            return self.containers
+        return (Container(name="model", artifact_uri=self.artifact_uri, artifact_digest=self.artifact_digest,
+                          artifact_version_id=self.artifact_version_id),)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,15 @@ class Target:
     #: Whether the target downloads the pinned version and checks its digest itself (then the deployer does
     #: not check it beforehand): the bytes checked are then exactly the bytes served.
     fetches_pinned_bytes = False
+    #: The AWS account the stage's pointer and target live in (None: the deployer's own), and that account's
+    #: SSM client for the pointer (None: the deployer's own). Set by InAccount.
+    account: str | None = None
+    ssm: Any = None
+
+    @property
+    def unwrapped(self) -> Target:
+        """The target object itself (what InAccount wraps): the one to reconcile and close, once."""
+        return self
 
     async def deploy(self, spec: DeploySpec) -> str | None:
         """Makes the stage serve `spec`'s version; returns the endpoint URL, if the target has one."""
@@ -86,6 +108,37 @@ class Target:
 
     async def close(self) -> None:
         """At shutdown."""
+
+
+@dataclass(eq=False)
+class InAccount(Target):
+    """A target whose stage lives in another AWS account: its pointer is written with that account's SSM
+    client (`ssm`), and `inner` was built with that account's clients (for `local`, the one local target:
+    the server runs here, only the pointer is there)."""
+
+    inner: Target
+    account: str | None = None
+    ssm: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.name = self.inner.name
+        self.fetches_pinned_bytes = self.inner.fetches_pinned_bytes
+
+    @property
+    def unwrapped(self) -> Target:
+        return self.inner.unwrapped
+
+    async def deploy(self, spec: DeploySpec) -> str | None:
+        return await self.inner.deploy(spec)
+
+    async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
+        await self.inner.verify(spec, endpoint_url)
+
+    async def retire(self, spec: DeploySpec) -> None:
+        await self.inner.retire(spec)
+
+    async def serving(self, spec: DeploySpec, endpoint_url: str | None) -> Serving | None:
+        return await self.inner.serving(spec, endpoint_url)
 
 
 class ParameterStoreTarget(Target):

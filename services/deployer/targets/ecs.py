@@ -87,6 +87,11 @@ class EcsTarget(Target):
         return name
 
     async def deploy(self, spec: DeploySpec) -> str | None:
+        if len(spec.containers) > 1:  # serving the model alone would skip the steps before it
+            raise DeployError(
+                f"{spec.model_version_id} is an inference pipeline of {len(spec.containers)} steps, and target ecs pins "
+                "one model per task definition: deploy it to target local or sagemaker, or register the steps as one "
+                "scikit-learn Pipeline saved with skops")
         service = await self._service(spec)
         current = (await self.client.describe_task_definition(taskDefinition=service["taskDefinition"]))["taskDefinition"]
         if _pinned(current, spec.deployment_id) is None:  # not already done before a crash

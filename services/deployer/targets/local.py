@@ -12,6 +12,10 @@ What was approved is what is served: the deployer downloads exactly the pinned S
 and nothing starts), and hands the server that file and the digest; the server checks the file again before
 loading it. The server starts with a minimal environment (INHERITED, plus its own MODELGATE_* settings):
 no AWS credentials, no tokens, none of the deployer's secrets. It needs none: it reads no S3.
+
+An inference pipeline (a version with `containers`) runs in one server: every step's artifact is fetched and
+checked the same way (into `artifacts/<deployment>/<n>-<step>/`), and the server runs the steps in order
+behind its one POST /invocations (MODELGATE_PIPELINE: each step's name, file and digest; the last one the model).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from services.deployer.targets.base import DeployError, DeploySpec, Serving, Target
+from shared.events import Container
 from shared.pins import ArtifactChanged, changed, download_pinned, file_digest, s3_location
 from shared.settings import REPO_ROOT
 
@@ -44,9 +49,13 @@ INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTH
              "MODELGATE_LOG_LEVEL", "MODELGATE_LOG_FORMAT")
 
 
-def server_environment(spec: DeploySpec, model_file: Path, digest: str, host: str, port: int) -> dict[str, str]:
-    """The whole environment of an inference server: INHERITED, and its own settings (services/inference)."""
+def server_environment(spec: DeploySpec, model_file: Path, digest: str, host: str, port: int,
+                       pipeline: list[dict[str, str]] | None = None) -> dict[str, str]:
+    """The whole environment of an inference server: INHERITED, and its own settings (services/inference).
+    `pipeline`: an inference pipeline's steps in order ({name, uri, file, digest}); the model is the last."""
     env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    if pipeline:
+        env["MODELGATE_PIPELINE"] = json.dumps(pipeline)
     return env | {
         "MODELGATE_MODEL_URI": spec.artifact_uri,
         "MODELGATE_MODEL_FILE": str(model_file),
@@ -140,38 +149,50 @@ class LocalTarget(Target):
     async def fetch(self, spec: DeploySpec) -> tuple[Path, str]:
         """The artifact as a local file, and its digest: exactly the pinned VersionId, checked against the
         pinned digest (ArtifactChanged otherwise). Kept for restarts; fetched again unless it still matches."""
-        location = s3_location(spec.artifact_uri)
+        return await self.fetch_step(spec, spec.steps[-1], self.run_dir / "artifacts" / spec.deployment_id)
+
+    async def fetch_pipeline(self, spec: DeploySpec) -> list[dict[str, str]]:
+        """Every step of an inference pipeline fetched and checked like `fetch`, in order."""
+        steps = []
+        for n, step in enumerate(spec.containers, start=1):
+            path, digest = await self.fetch_step(spec, step, self.run_dir / "artifacts" / spec.deployment_id / f"{n}-{step.name}")
+            steps.append({"name": step.name, "uri": step.artifact_uri, "file": str(path), "digest": digest})
+        return steps
+
+    async def fetch_step(self, spec: DeploySpec, step: Container, folder: Path) -> tuple[Path, str]:
+        location = s3_location(step.artifact_uri)
         if location is None:  # a local path (no S3): served where it is
-            return await self._local_file(spec)
-        path = self.run_dir / "artifacts" / spec.deployment_id / (PurePosixPath(location[1]).name or "model")
-        if spec.artifact_digest and path.exists() and await asyncio.to_thread(file_digest, path) == spec.artifact_digest:
-            return path, spec.artifact_digest
+            return await self._local_file(step)
+        path = folder / (PurePosixPath(location[1]).name or "model")
+        if step.artifact_digest and path.exists() and await asyncio.to_thread(file_digest, path) == step.artifact_digest:
+            return path, step.artifact_digest
         if self.s3 is None:
             raise DeployError("target local has no S3 client to fetch the artifact with")
         try:
-            digest = await download_pinned(self.s3, spec.artifact_uri, spec.artifact_digest, spec.artifact_version_id, path)
+            digest = await download_pinned(self.s3, step.artifact_uri, step.artifact_digest, step.artifact_version_id, path)
         except (ClientError, BotoCoreError) as exc:
-            raise DeployError(f"cannot download {spec.artifact_uri}: {exc}") from exc
+            raise DeployError(f"cannot download {step.artifact_uri}: {exc}") from exc
         return path, digest
 
-    async def _local_file(self, spec: DeploySpec) -> tuple[Path, str]:
+    async def _local_file(self, step: Container) -> tuple[Path, str]:
         if not self.allow_local_artifacts:
-            raise DeployError(f"artifact URI {spec.artifact_uri} is a local path; serve artifacts from s3://bucket/key "
+            raise DeployError(f"artifact URI {step.artifact_uri} is a local path; serve artifacts from s3://bucket/key "
                               "(local paths only for development, with MODELGATE_ALLOW_LOCAL_ARTIFACTS=true on the deployer)")
-        path = Path(spec.artifact_uri.removeprefix("file://"))
+        path = Path(step.artifact_uri.removeprefix("file://"))
         try:
             digest = await asyncio.to_thread(file_digest, path)
         except OSError as exc:
-            raise DeployError(f"cannot read {spec.artifact_uri}: {exc}") from exc
-        if spec.artifact_digest and digest != spec.artifact_digest:
-            raise changed(spec.artifact_uri, None, spec.artifact_digest, digest)
+            raise DeployError(f"cannot read {step.artifact_uri}: {exc}") from exc
+        if step.artifact_digest and digest != step.artifact_digest:
+            raise changed(step.artifact_uri, None, step.artifact_digest, digest)
         return path, digest
 
     async def _start(self, spec: DeploySpec, port: int) -> str:
         url = f"http://{self.host}:{port}"
         logfile = self.run_dir / f"{spec.deployment_id}.log"
-        model_file, digest = await self.fetch(spec)
-        env = server_environment(spec, model_file, digest, self.host, port) | self._loading_policy(spec)
+        pipeline = await self.fetch_pipeline(spec) if spec.containers else None
+        model_file, digest = (Path(pipeline[-1]["file"]), pipeline[-1]["digest"]) if pipeline else await self.fetch(spec)
+        env = server_environment(spec, model_file, digest, self.host, port, pipeline) | self._loading_policy(spec)
         with logfile.open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.inference"],

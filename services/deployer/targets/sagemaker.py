@@ -9,6 +9,11 @@ Names (base.stage_name): `<namespace>-<slug of group and stage>-<hash of the exa
 for the model and endpoint config. Deterministic, at most 63 characters, always within SageMaker's rule,
 and distinct for groups that differ only in punctuation or case or share a long prefix. Endpoints made
 before these names (`<namespace>-<group>-<stage>`) are not reused: see docs/targets.md, "Upgrading".
+An inference pipeline (a version with `containers`) becomes one model with `Containers=[...]` in the steps
+order and `InferenceExecutionConfig={"Mode": "Serial"}` (a SageMaker Inference Pipeline: each container's
+answer is the next one's request); each container gets its step's image (default the serving image), its
+environment, and MODELGATE_MODEL_VERSION_ID / MODELGATE_DEPLOYMENT_ID / MODELGATE_STEP (and, when pinned,
+MODELGATE_MODEL_DIGEST, which modelgate's inference image checks before it loads the step).
 The artifact must be what the serving image expects (for modelgate's inference image: a model.tar.gz holding
 an XGBoost .ubj/.json or a skops file; a pickle only with MODELGATE_ALLOW_PICKLE=true in the image's
 environment, see services/inference/model.py).
@@ -88,17 +93,7 @@ class SageMakerTarget(Target):
         tags = [{"Key": "modelgate:model_version_id", "Value": spec.model_version_id},
                 {"Key": "modelgate:deployment_id", "Value": spec.deployment_id}]
         if not await self._exists(self.client.describe_model, ModelName=config):
-            await self.client.create_model(
-                ModelName=config,
-                PrimaryContainer={
-                    "Image": self.image_uri,
-                    "ModelDataUrl": spec.artifact_uri,
-                    "Environment": {"MODELGATE_MODEL_VERSION_ID": spec.model_version_id,
-                                    "MODELGATE_DEPLOYMENT_ID": spec.deployment_id},
-                },
-                ExecutionRoleArn=self.role_arn,
-                Tags=tags,
-            )
+            await self.client.create_model(ModelName=config, **self.model_of(spec), ExecutionRoleArn=self.role_arn, Tags=tags)
         if not await self._exists(self.client.describe_endpoint_config, EndpointConfigName=config):
             await self.client.create_endpoint_config(
                 EndpointConfigName=config,
@@ -118,6 +113,22 @@ class SageMakerTarget(Target):
         elif current["EndpointConfigName"] != config:
             await self.client.update_endpoint(EndpointName=endpoint, EndpointConfigName=config)
         return f"https://runtime.sagemaker.{self.region}.amazonaws.com/endpoints/{endpoint}/invocations"
+
+    def model_of(self, spec: DeploySpec) -> dict[str, Any]:
+        """CreateModel's containers: the PrimaryContainer of one model, or an inference pipeline's, run serially."""
+        ids = {"MODELGATE_MODEL_VERSION_ID": spec.model_version_id, "MODELGATE_DEPLOYMENT_ID": spec.deployment_id}
+        if not spec.containers:
+            return {"PrimaryContainer": {"Image": self.image_uri, "ModelDataUrl": spec.artifact_uri, "Environment": ids}}
+        containers = []
+        for step in spec.containers:
+            pinned = {"MODELGATE_MODEL_DIGEST": step.artifact_digest} if step.artifact_digest else {}
+            containers.append({
+                "ContainerHostname": step.name,
+                "Image": step.image or self.image_uri,
+                "ModelDataUrl": step.artifact_uri,
+                "Environment": {**step.environment, **ids, "MODELGATE_STEP": step.name, **pinned},
+            })
+        return {"Containers": containers, "InferenceExecutionConfig": {"Mode": "Serial"}}
 
     async def verify(self, spec: DeploySpec, endpoint_url: str | None) -> None:
         endpoint, config = self.endpoint_name(spec), self.config_name(spec)
@@ -142,10 +153,13 @@ class SageMakerTarget(Target):
             return Serving(None, detail=f"SageMaker endpoint {endpoint} does not exist")
         config = await self.client.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
         model_name = config["ProductionVariants"][0]["ModelName"]
-        container = (await self.client.describe_model(ModelName=model_name)).get("PrimaryContainer", {})
+        model = await self.client.describe_model(ModelName=model_name)
+        containers = model.get("Containers") or [model.get("PrimaryContainer", {})]  # a pipeline: its last step
+        container = containers[-1]
         env = container.get("Environment", {})
+        steps = f" ({len(containers)} containers, serial)" if len(containers) > 1 else ""
         return Serving(env.get("MODELGATE_MODEL_VERSION_ID"), env.get("MODELGATE_DEPLOYMENT_ID"),
-                       f"endpoint {endpoint} ({current['EndpointStatus']}) on model {model_name}, {container.get('ModelDataUrl')}")
+                       f"endpoint {endpoint} ({current['EndpointStatus']}) on model {model_name}{steps}, {container.get('ModelDataUrl')}")
 
     async def _warn_of_legacy_endpoint(self, spec: DeploySpec, endpoint: str) -> None:
         """An endpoint under the old name keeps running (and costing) untouched: say so, once per stage."""

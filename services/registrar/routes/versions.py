@@ -46,10 +46,12 @@ async def register_version(
     async with registrar.runtime.sessionmaker() as session:
         body, team = await access.authorise_registration(session, caller, group, body)
     pin = await registrar.check_artifact(body.artifact_uri)
+    step_pins = [pin if step.artifact_uri == body.artifact_uri else await registrar.check_artifact(step.artifact_uri)
+                 for step in body.containers]  # an inference pipeline: every step's artifact pinned too
     for attempt in (1, 2):
         async with registrar.runtime.uow() as uow:
             try:
-                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key, team, pin)
+                version = await register(uow, group, body, registrar.settings.auto_create_groups, idempotency_key, team, pin, step_pins)
                 await uow.commit()
                 return VersionOut.of(version)
             except UnknownGroup as exc:
