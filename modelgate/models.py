@@ -27,6 +27,8 @@ class Version(_Read):
     artifact_uri: str
     artifact_digest: str | None = None
     artifact_version_id: str | None = None
+    containers: list[dict[str, Any]] = Field(
+        default_factory=list, description="an inference pipeline's steps in order, the model last; empty: one model")
     registered_by: str = ""
     source: str = ""
     framework: str | None = None

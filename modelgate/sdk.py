@@ -101,16 +101,24 @@ class AsyncClient(Clients):
                        tags: dict[str, str] | None = None, framework: str | None = None, description: str = "",
                        model_card: dict[str, Any] | None = None, lineage: dict[str, Any] | None = None,
                        metadata: dict[str, Any] | None = None, idempotency_key: str | None = None,
+                       containers: list[dict[str, Any]] | None = None,
                        progress: Callable[[int], None] | None = None) -> Version:
         """Registers a new version of `group` from a local `file` (uploaded first, with its digest) or an
         artifact already in S3 (`uri`). Retrying with the same `idempotency_key` (e.g. the CI job id)
-        registers once; without one, a fresh key still makes this call's own retries safe."""
+        registers once; without one, a fresh key still makes this call's own retries safe.
+        `containers`: an inference pipeline's steps in order, `{"name", "artifact_uri", "image"?,
+        "environment"?}` each, the last one the model itself (its artifact_uri that of the version; with
+        `file=`, leave the last step's artifact_uri out and the uploaded file's is used); docs/targets.md."""
         if (file is None) == (uri is None):
             raise ValueError("pass exactly one of file= (a local model file) or uri= (s3://bucket/key)")
         artifact = uri if uri is not None else await self.upload(file, group, progress)  # type: ignore[arg-type]
         body = {"artifact_uri": artifact, "metrics": metrics or {}, "params": params or {}, "tags": tags or {},
                 "framework": framework, "description": description, "model_card": model_card or {},
                 "lineage": lineage or {}, "metadata": metadata or {}}
+        if containers:
+            steps = [dict(step) for step in containers]
+            steps[-1].setdefault("artifact_uri", artifact)
+            body["containers"] = steps
         key = idempotency_key or f"sdk-{uuid.uuid4()}"
         return Version.model_validate(await self.registrar.register(group, body, key))
 

@@ -81,6 +81,15 @@ async def test_register_sends_the_version_with_a_key_that_makes_retries_safe(fak
     assert str(fake.requests[-1].url) == "http://gateway/registrar/v1/groups/fraud/versions"
 
 
+async def test_register_sends_an_inference_pipelines_steps_the_model_last(fake):
+    async with client(fake) as mg:
+        await mg.register("fraud", uri="s3://bucket/model.ubj",
+                          containers=[{"name": "scaler", "artifact_uri": "s3://bucket/scaler.skops"}, {"name": "model"}])
+    sent = json.loads(fake.requests[-1].content)
+    assert sent["containers"] == [{"name": "scaler", "artifact_uri": "s3://bucket/scaler.skops"},
+                                  {"name": "model", "artifact_uri": "s3://bucket/model.ubj"}]
+
+
 async def test_register_needs_exactly_one_source(fake):
     async with client(fake) as mg:
         with pytest.raises(ValueError, match="exactly one of file="):
