@@ -36,6 +36,7 @@ from shared.settings import REPO_ROOT
 from shared.topology import SERVICES, bucket_name, dlq_name, queue_name, topic_name
 
 console = Console(width=110)
+POSTGRES_ADMIN = os.environ.get("MODELGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
 
 
@@ -48,6 +49,7 @@ class WebhookReceiver:
         self.posts: list[dict] = []
         self.keys: Counter[str] = Counter()
         self.subjects: dict[str, str] = {}  # Idempotency-Key -> the model_version_id it is about
+        self.arrivals: list[tuple[float, dict]] = []  # (epoch seconds it arrived, body), repeats included
         self.hang_seconds = hang_seconds
         receiver = self
 
@@ -57,6 +59,7 @@ class WebhookReceiver:
                 if receiver.hang_seconds:
                     time.sleep(receiver.hang_seconds)
                 receiver.posts.append(body)
+                receiver.arrivals.append((time.time(), body))
                 receiver.keys[self.headers.get("Idempotency-Key", "")] += 1
                 receiver.subjects[self.headers.get("Idempotency-Key", "")] = body.get("model_version_id") or ""
                 self.send_response(200)
@@ -137,6 +140,30 @@ def running_system(stack: Stack, keep_files: bool = False) -> Iterator[Stack]:
         deprovision(stack.namespace, stack.endpoint)
         if not keep_files:
             shutil.rmtree(stack.run_dir, ignore_errors=True)
+
+
+def postgres_namespace(stack: Stack, admin_url: str = POSTGRES_ADMIN) -> tuple[dict[str, str], list[str]]:
+    """One PostgreSQL database per service for this stack (`<namespace>_<service>`, as `modelgate up --replicas`
+    makes them): (URL per service, the databases' names, for drop_databases)."""
+    server = "postgresql+asyncpg://" + admin_url.split("://", 1)[1].rsplit("/", 1)[0]
+    urls = stack_mod.postgres_databases(stack, server)
+    return urls, [url.rsplit("/", 1)[1] for url in urls.values()]
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            for name in names:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    asyncio.run(drop())
 
 
 def admin_headers(stack: Stack) -> dict[str, str]:
