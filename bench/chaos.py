@@ -14,7 +14,8 @@ group, every version in an end state for dev and exactly one reading Deployed, t
 pointer /modelgate/<group>/dev/current names.
 With `--replicas N` every service runs N processes sharing one PostgreSQL database per service (made for
 the run on 127.0.0.1:5432, `MODELGATE_BENCH_POSTGRES` to change, and dropped at the end); a kill picks any
-replica, and registrations go to the registrar replicas in turn, the next one when one does not answer (a
+replica but the last one of its service still running (what replicas are for), and registrations go to the
+registrar replicas in turn, the next one when one does not answer (a
 load balancer's retry). `--pg-restart-at S` restarts the PostgreSQL server S seconds into the run, once
 (`pg_ctlcluster <version> <cluster> restart` of the cluster on the URL's port, or the command in
 `MODELGATE_BENCH_PG_RESTART`): it is the machine's server, so this is for this bench only, never the tests.
@@ -43,6 +44,7 @@ from bench.common import (
     POSTGRES_ADMIN,
     WebhookReceiver,
     add_principal,
+    cleanup_on_sigterm,
     console,
     drop_databases,
     every_row,
@@ -187,6 +189,8 @@ class Chaos:
         while not (self.registering_done.is_set() and sum(self.report.kills.values()) >= min_kills):
             await asyncio.sleep(every)
             up = [s for s in self.stack.all_instances() if s not in restarting or restarting[s].done()]
+            if self.stack.replicas > 1:  # with replicas, any one but the last of its service still running
+                up = [i for i in up if sum(stack_mod.service_of(j) == stack_mod.service_of(i) for j in up) > 1]
             if not up:  # every service is still starting again (a loaded machine): nothing to kill this round
                 continue
             service = rng.choice(up)
@@ -454,6 +458,7 @@ def main() -> None:
                         help="restart the PostgreSQL server this many seconds into the run (once; services on PostgreSQL)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
+    cleanup_on_sigterm()
     with private_localstack() as localstack:
         pause = (localstack.pid, 5.0, args.pause) if args.pause else None
         report = asyncio.run(run_chaos(

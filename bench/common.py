@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -78,6 +79,15 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def cleanup_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a CI job cancelled) unwinds like Ctrl-C, so the services, the private LocalStack
+    and the databases a bench made are stopped and removed, not left behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def free_port() -> int:

@@ -42,6 +42,7 @@ from bench.common import (
     POSTGRES_ADMIN,
     WebhookReceiver,
     add_principal,
+    cleanup_on_sigterm,
     conditions,
     console,
     drop_databases,
@@ -292,6 +293,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (default: 2x the run + 5 min)")
     parser.add_argument("--json", help="also write the samples and slopes to this file")
     args = parser.parse_args()
+    cleanup_on_sigterm()
     postgres = args.postgres or args.replicas > 1
     timeout = args.timeout or 2 * args.journeys / args.rate + 300
     retention = (f"ledger {args.ledger_seconds:g} s, published outbox rows {args.outbox_seconds:g} s, pruned every "
