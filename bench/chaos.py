@@ -35,8 +35,9 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -63,6 +64,7 @@ from shared.topology import SERVICES, parameter_name
 
 EVENTS_PER_JOURNEY = 3  # notified: ApprovalDecided(dev), Deployed(dev), ApprovalRequested(test)
 SURGE_GROUP = "surge"  # not "chaos-": its notifications are not a journey's
+T = TypeVar("T")
 END_STATUSES = {"Deployed", "Superseded", "Retired", "RolledBack", "DeploymentFailed", "Rejected"}
 
 
@@ -241,12 +243,12 @@ class Chaos:
 
     async def wait_for_end_states(self, client: httpx.AsyncClient, deadline: float) -> None:
         while time.monotonic() < deadline:
-            if await self._count_end_states(client) == self.journeys:
+            if await _or_none(self._count_end_states(client)) == self.journeys:
                 return
             await asyncio.sleep(2)
 
     async def wait_for_stage_truth(self, client: httpx.AsyncClient, deadline: float) -> None:
-        while time.monotonic() < deadline and await self.stage_truth(client):
+        while time.monotonic() < deadline and await _or_none(self.stage_truth(client)) != []:
             await asyncio.sleep(2)
 
     async def stage_truth(self, client: httpx.AsyncClient) -> list[str]:
@@ -290,7 +292,7 @@ class Chaos:
         """Waits for every notification: one received in the moment AWS stopped answering stays invisible on its
         queue until its visibility timeout (60 s) ends, and only then comes back to the notifier."""
         while time.monotonic() < deadline:
-            if await self._count_sent(client) >= EVENTS_PER_JOURNEY * self.journeys:
+            if (await _or_none(self._count_sent(client)) or 0) >= EVENTS_PER_JOURNEY * self.journeys:
                 return
             await asyncio.sleep(2)
 
@@ -334,6 +336,15 @@ class Chaos:
         keys = [k for k in self.webhook.keys if k and self.webhook.subjects.get(k, "").startswith("chaos-")]
         report.webhook_distinct = len(keys)
         report.webhook_repeats = sum(self.webhook.keys[k] - 1 for k in keys)
+
+
+async def _or_none(reading: Awaitable[T]) -> T | None:
+    """A reading of the services while they may still be recovering (a replica starting, the database back
+    a moment ago): None when one does not answer well, and the caller asks again."""
+    try:
+        return await reading
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
 
 
 def postgres_restart_command(admin_url: str) -> list[str]:

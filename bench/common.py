@@ -174,7 +174,10 @@ def drop_databases(admin_url: str, names: list[str]) -> None:
         finally:
             await connection.close()
 
-    asyncio.run(drop())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whether or not the caller runs one
+        pool.submit(asyncio.run, drop()).result()
 
 
 def admin_headers(stack: Stack) -> dict[str, str]:
