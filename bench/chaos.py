@@ -207,8 +207,15 @@ class Chaos:
         if pid is not None:
             _reap(pid)
         self.stack.pidfile(service).unlink(missing_ok=True)
-        stack_mod.start_service(self.stack, service)
-        stack_mod.wait_ready(self.stack, service, 60.0)
+        deadline = time.monotonic() + 600
+        while True:  # a busy machine can take minutes to start a service: wait, or start it again if it died
+            stack_mod.start_service(self.stack, service)
+            try:
+                stack_mod.wait_ready(self.stack, service, 120.0)
+                return
+            except stack_mod.StackError:
+                if time.monotonic() > deadline:
+                    raise
 
     async def pause_aws(self, localstack_pid: int, after: float, seconds: float) -> None:
         """SIGSTOP LocalStack `after` s into the run for `seconds`, watching every service's /readyz meanwhile."""
