@@ -8,7 +8,7 @@ The four services run as `modelgate up` starts them (SQLite files, or with `--po
 per service made for the run and dropped after it), against a private LocalStack. One journey is one version
 of a group of its own, registered every 1/rate s; it ends when the webhook receives its Deployed(dev)
 notification, and its latency is that arrival minus the POST. Every `--sample-every` seconds: each service's
-database size (SQLite file + WAL, or pg_database_size), the rows of its idempotency ledger and outbox, the RSS of
+database size (the SQLite file and its WAL apart, or pg_database_size), the rows of its idempotency ledger and outbox, the RSS of
 every service process, and p50/p99 of the journeys finished in that window.
 
 After the warm-up (`--warmup`, a fraction of the journeys) each series gets a least-squares line against
@@ -99,9 +99,14 @@ class Slope:
         return abs(self.per_thousand) <= 2 * self.stderr or drift <= FLAT_DRIFT * abs(self.level)
 
     @property
+    def bounded(self) -> bool:
+        """Flat, or for what retention prunes, falling (the pruner catching up is not a leak)."""
+        return self.flat or (self.name.startswith("rows ") and self.per_thousand < 0)
+
+    @property
     def kept_record(self) -> bool:
         """A database's size: it grows with what is kept by design; its growth per journey is the figure."""
-        return self.name.startswith("database ")
+        return self.name.startswith("database ") and not self.name.endswith("WAL (MB)")
 
 
 def fit(name: str, points: list[tuple[float, float]], journeys: int) -> Slope | None:
@@ -154,7 +159,9 @@ class Sampler:
                     await connection.close()
             else:
                 path = Path(url.split(":///", 1)[1])
-                sizes[service] = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+                sizes[service] = path.stat().st_size
+                wal = Path(f"{path}-wal")
+                sizes[f"{service} WAL"] = wal.stat().st_size if wal.exists() else 0
                 with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
                     for name in PRUNED_TABLES:
                         rows[f"{service} {name}"] = db.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
@@ -241,8 +248,22 @@ async def soak(stack: Stack, webhook: WebhookReceiver, journeys: int, rate: floa
     return run
 
 
+def steady(run: SoakRun, warmup: float) -> list[Sample]:
+    """The samples of the steady flow: after the warm-up, and while registrations still arrive at the rate
+    (once they stop, the pruned tables empty and the slopes would say nothing about a long run)."""
+    return [s for s in run.samples if s.finished >= warmup * run.journeys and s.at <= run.journeys / run.rate]
+
+
+def kept_up(run: SoakRun, warmup: float) -> float:
+    """Journeys finished per second over the steady samples (the offered rate when the system keeps up)."""
+    window = steady(run, warmup)
+    if len(window) < 2 or window[-1].at == window[0].at:
+        return float("nan")
+    return (window[-1].finished - window[0].finished) / (window[-1].at - window[0].at)
+
+
 def slopes(run: SoakRun, warmup: float) -> list[Slope]:
-    after = [s for s in run.samples if s.finished >= warmup * run.journeys]
+    after = steady(run, warmup)
     names = list(dict.fromkeys(name for s in after for name in s.series()))
     out = []
     for name in names:
@@ -256,24 +277,28 @@ def report(run: SoakRun, found: list[Slope], args: argparse.Namespace, retention
     rows = []
     for s in found:
         if s.kept_record:
-            judged = f"kept record: {s.per_thousand * 1024:.0f} KB / 1,000 journeys"
+            judged = f"kept: {s.per_thousand * 1.024:.1f} KB / journey"
         else:
-            judged = "flat" if s.flat else "[red]grows[/]" if s.per_thousand > 0 else "[yellow]falls[/]"
+            judged = "flat" if s.flat else "[red]grows[/]" if s.per_thousand > 0 else "falls" if s.bounded else "[yellow]falls[/]"
         rows.append((s.name, f"{s.level:.1f}", f"{s.per_thousand:+.2f}", f"{s.stderr:.2f}", judged))
     title = (f"soak: {run.finished:,} / {run.journeys:,} journeys finished at {run.rate:g}/s in {run.seconds:.0f} s, "
              f"{len(run.samples)} samples every {args.sample_every:g} s; slopes after the first "
              f"{args.warmup:.0%} of the journeys")
     console.print(table(title, ["series", "level", "slope / 1,000 journeys", "± stderr", ""], rows))
     console.print(f"[bold]retention shortened for the soak[/]: {retention}")
+    achieved = kept_up(run, args.warmup)
+    console.print(f"finished {achieved:.1f} journeys/s while {run.rate:g}/s were registered"
+                  + ("" if achieved >= 0.9 * run.rate else
+                     " [red]: the system did not keep up, so latency grows with the backlog (lower --rate)[/]"))
     flat = [s for s in found if not s.kept_record]
-    ok = run.finished == run.journeys and all(s.flat for s in flat)
+    ok = run.finished == run.journeys and all(s.bounded for s in flat) and achieved >= 0.9 * run.rate
     console.print(f"every journey finished, RSS, pruned tables and latency flat: {verdict(ok)}")
     console.print(f"[dim]{conditions()}; registrations retried {run.failed_posts} times[/]")
     return {
         "journeys": run.journeys, "finished": run.finished, "rate": run.rate, "seconds": run.seconds,
-        "retention": retention, "warmup": args.warmup, "ok": ok,
+        "retention": retention, "warmup": args.warmup, "ok": ok, "finished_per_second": achieved,
         "slopes": {s.name: {"level": s.level, "per_1000_journeys": s.per_thousand, "stderr": s.stderr,
-                            "flat": s.flat, "kept_record": s.kept_record} for s in found},
+                            "flat": s.flat, "bounded": s.bounded, "kept_record": s.kept_record} for s in found},
         "samples": [{"at": s.at, "finished": s.finished, **s.series()} for s in run.samples],
     }
 
