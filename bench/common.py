@@ -142,9 +142,10 @@ def new_stack(endpoint: str, prefix: str = "bench", extra_env: dict[str, str] | 
 
 @contextmanager
 def running_system(stack: Stack, keep_files: bool = False) -> Iterator[Stack]:
-    """The four services up (bus provisioned) for the duration; stopped and the namespace removed afterwards."""
-    stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
+    """The four services up (bus provisioned) for the duration; stopped and the namespace removed afterwards,
+    also when one of them does not start."""
     try:
+        stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
         yield stack
     finally:
         stack_mod.down(stack, with_localstack=False, progress=lambda message: None)
