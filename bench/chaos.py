@@ -33,6 +33,7 @@ import random
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable
@@ -142,6 +143,7 @@ class Chaos:
         self.versions: dict[int, tuple[str, int]] = {}  # journey -> (group, version)
         self.registering_done = asyncio.Event()
         self._turns = itertools.count()
+        self.over = threading.Event()  # the run is over (or interrupted): no more restarts
 
     async def register_all(self, client: httpx.AsyncClient, artifact: str, deadline: float) -> None:
         """Registers every journey at `rate`, each retried (same Idempotency-Key) until the registrar takes it."""
@@ -208,13 +210,13 @@ class Chaos:
             _reap(pid)
         self.stack.pidfile(service).unlink(missing_ok=True)
         deadline = time.monotonic() + 600
-        while True:  # a busy machine can take minutes to start a service: wait, or start it again if it died
+        while not self.over.is_set():  # a busy machine can take minutes to start one: wait, or start it again
             stack_mod.start_service(self.stack, service)
             try:
                 stack_mod.wait_ready(self.stack, service, 120.0)
                 return
             except stack_mod.StackError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or self.over.is_set():
                     raise
 
     async def pause_aws(self, localstack_pid: int, after: float, seconds: float) -> None:
@@ -433,24 +435,27 @@ async def run_chaos(
         with running_system(stack, keep_files=bool(os.environ.get("MODELGATE_BENCH_KEEP"))):
             chaos = Chaos(stack, webhook, journeys, rate, surge)
             chaos.report.replicas = replicas
-            artifact = upload_artifact(stack, "chaos/model.bin")
-            deadline = started + timeout
-            # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
-            token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
-            async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
-                work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
-                if kill_every:
-                    work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
-                if pause:
-                    work.append(asyncio.create_task(chaos.pause_aws(*pause)))
-                if pg_restart_at is not None:
-                    work.append(asyncio.create_task(chaos.restart_postgres(pg_restart_at, POSTGRES_ADMIN)))
-                await asyncio.gather(*work)
-                await chaos.wait_for_end_states(client, deadline)
-                await chaos.wait_for_stage_truth(client, deadline)
-                await chaos.wait_for_deliveries(client, deadline)
-                await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
-                await chaos.count(client)
+            try:
+                artifact = upload_artifact(stack, "chaos/model.bin")
+                deadline = started + timeout
+                # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
+                token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
+                async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+                    work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
+                    if kill_every:
+                        work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
+                    if pause:
+                        work.append(asyncio.create_task(chaos.pause_aws(*pause)))
+                    if pg_restart_at is not None:
+                        work.append(asyncio.create_task(chaos.restart_postgres(pg_restart_at, POSTGRES_ADMIN)))
+                    await asyncio.gather(*work)
+                    await chaos.wait_for_end_states(client, deadline)
+                    await chaos.wait_for_stage_truth(client, deadline)
+                    await chaos.wait_for_deliveries(client, deadline)
+                    await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
+                    await chaos.count(client)
+            finally:  # a restart still under way must not start a service after the system is stopped
+                chaos.over.set()
     finally:
         webhook.close()
         if databases:
