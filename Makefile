@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit schemas lint clean
+.PHONY: help install browser bench chaos soak localstack localstack-stop up down demo test test-unit schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -56,10 +56,16 @@ bench-registrar: $(STAMP)  ## the catalog at 100k versions on SQLite and Postgre
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.registrar --markdown
 
-chaos: $(STAMP)  ## 1,000 journeys under kill -9, then 300 with LocalStack stopped for 20 s; prints the counts
+chaos: $(STAMP)  ## kill -9 during 1,000 journeys (1 and 2 replicas), LocalStack stopped 20 s, PostgreSQL restarted
 	bash scripts/localstack.sh install
 	$(BIN)/python -m bench.chaos --journeys 1000 --kill-every 3
 	$(BIN)/python -m bench.chaos --journeys 300 --kill-every 0 --pause 20
+	$(BIN)/python -m bench.chaos --journeys 1000 --replicas 2 --kill-every 3
+	$(BIN)/python -m bench.chaos --journeys 300 --replicas 2 --kill-every 0 --pg-restart-at 10
+
+soak: $(STAMP)  ## 20,000 journeys at 25/s (~15 min): slopes of RSS, pruned tables, database sizes and latency
+	bash scripts/localstack.sh install
+	$(BIN)/python -m bench.soak --journeys 20000 --rate 25
 
 schemas: $(STAMP)  ## regenerate the committed JSON Schemas of the events
 	$(BIN)/python -m shared.schemas

@@ -2,6 +2,8 @@
 
     python -m bench.chaos --journeys 1000                # kill -9 a random service every 3 s, restart it
     python -m bench.chaos --journeys 300 --kill-every 0 --pause 20   # SIGSTOP LocalStack 20 s mid-run
+    python -m bench.chaos --journeys 1000 --replicas 2                # two of every service on PostgreSQL
+    python -m bench.chaos --journeys 300 --replicas 2 --kill-every 0 --pg-restart-at 15   # PostgreSQL restarts
 
 Each run has a private LocalStack (pausing the shared one would stop everyone's tests). A journey ends when
 its version is Deployed to dev and the test approval is requested. Meanwhile a surge of versions of one more
@@ -10,6 +12,13 @@ deployment per version, exactly one delivery per event and channel in the notifi
 receiver got (the same Idempotency-Key twice is a repeat a receiver drops), and the catalog's truth: per
 group, every version in an end state for dev and exactly one reading Deployed, the one the Parameter Store
 pointer /modelgate/<group>/dev/current names.
+With `--replicas N` every service runs N processes sharing one PostgreSQL database per service (made for
+the run on 127.0.0.1:5432, `MODELGATE_BENCH_POSTGRES` to change, and dropped at the end); a kill picks any
+replica but the last one of its service still running (what replicas are for), and registrations go to the
+registrar replicas in turn, the next one when one does not answer (a
+load balancer's retry). `--pg-restart-at S` restarts the PostgreSQL server S seconds into the run, once
+(`pg_ctlcluster <version> <cluster> restart` of the cluster on the URL's port, or the command in
+`MODELGATE_BENCH_PG_RESTART`): it is the machine's server, so this is for this bench only, never the tests.
 MODELGATE_BENCH_KEEP=1 keeps the services' logs and databases (in /tmp/modelgate-chaos-*).
 """
 
@@ -17,23 +26,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
+import shlex
 import signal
+import subprocess
+import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from bench.common import (
+    POSTGRES_ADMIN,
     WebhookReceiver,
     add_principal,
+    cleanup_on_sigterm,
     console,
+    drop_databases,
     every_row,
+    free_port,
     new_stack,
+    postgres_namespace,
     private_localstack,
     running_system,
     table,
@@ -46,6 +65,7 @@ from shared.topology import SERVICES, parameter_name
 
 EVENTS_PER_JOURNEY = 3  # notified: ApprovalDecided(dev), Deployed(dev), ApprovalRequested(test)
 SURGE_GROUP = "surge"  # not "chaos-": its notifications are not a journey's
+T = TypeVar("T")
 END_STATUSES = {"Deployed", "Superseded", "Retired", "RolledBack", "DeploymentFailed", "Rejected"}
 
 
@@ -67,6 +87,9 @@ class ChaosReport:
     stage_truth_violations: list[str] = field(default_factory=list)
     kills: Counter[str] = field(default_factory=Counter)
     not_ready_seen: dict[str, bool] = field(default_factory=dict)
+    replicas: int = 1
+    pg_restart: tuple[float, float] | None = None  # (seconds into the run, seconds it refused connections)
+    registration_retries: int = 0  # POSTs that got no 201 (a replica killed, the database away) and were sent again
     seconds: float = 0.0
 
     @property
@@ -99,8 +122,14 @@ class ChaosReport:
             ("  groups where the catalog disagrees", len(self.stage_truth_violations)),
         ]
         rows += [("    " + problem, "") for problem in self.stage_truth_violations[:5]]
+        if self.replicas > 1:
+            rows.append(("replicas of every service (PostgreSQL)", self.replicas))
         if self.kills:
             rows.append(("kill -9", ", ".join(f"{s} x{n}" for s, n in sorted(self.kills.items()))))
+        if self.pg_restart:
+            rows.append(("PostgreSQL restarted at (s into the run) / refused connections for (s)",
+                         f"{self.pg_restart[0]:.0f} / {self.pg_restart[1]:.1f}"))
+        rows.append(("registrations sent again (same Idempotency-Key)", self.registration_retries))
         for service, seen in sorted(self.not_ready_seen.items()):
             rows.append((f"/readyz of {service} reported the outage", "yes" if seen else "no"))
         rows.append(("seconds", f"{self.seconds:.0f}"))
@@ -113,6 +142,8 @@ class Chaos:
         self.report = ChaosReport(journeys, surge=surge)
         self.versions: dict[int, tuple[str, int]] = {}  # journey -> (group, version)
         self.registering_done = asyncio.Event()
+        self._turns = itertools.count()
+        self.over = threading.Event()  # the run is over (or interrupted): no more restarts
 
     async def register_all(self, client: httpx.AsyncClient, artifact: str, deadline: float) -> None:
         """Registers every journey at `rate`, each retried (same Idempotency-Key) until the registrar takes it."""
@@ -139,23 +170,31 @@ class Chaos:
     async def _register(self, client: httpx.AsyncClient, group: str, artifact: str, key: str, deadline: float) -> int | None:
         """Registers one version, retried (same Idempotency-Key) until the registrar takes it; its number."""
         body = {"artifact_uri": artifact, "metrics": {"auc": 0.93}}  # registered by the caller: chaos
+        registrars = self.stack.instances("registrar")
+        attempt = next(self._turns)  # the replicas in turn, as a load balancer would
         while time.monotonic() < deadline:
             try:
-                response = await client.post(f"{self.stack.url('registrar')}/v1/groups/{group}/versions",
-                                             json=body, headers={"Idempotency-Key": key})
+                url = self.stack.url(registrars[attempt % len(registrars)])
+                response = await client.post(f"{url}/v1/groups/{group}/versions", json=body, headers={"Idempotency-Key": key})
                 if response.status_code == 201:
                     return response.json()["version"]
             except httpx.HTTPError:
                 pass
-            await asyncio.sleep(0.5)
+            attempt += 1
+            self.report.registration_retries += 1
+            if attempt % len(registrars) == 0:  # every replica tried: wait a little before the next round
+                await asyncio.sleep(0.5)
         return None
 
     async def kill_now_and_then(self, every: float, rng: random.Random, min_kills: int = 0) -> None:
-        """kill -9 a random running service every `every` seconds and start it again, until registering is done."""
+        """kill -9 a random running service (any replica) every `every` seconds and start it again, until
+        registering is done."""
         restarting: dict[str, asyncio.Task[None]] = {}
         while not (self.registering_done.is_set() and sum(self.report.kills.values()) >= min_kills):
             await asyncio.sleep(every)
-            up = [s for s in SERVICES if s not in restarting or restarting[s].done()]
+            up = [s for s in self.stack.all_instances() if s not in restarting or restarting[s].done()]
+            if self.stack.replicas > 1:  # with replicas, any one but the last of its service still running
+                up = [i for i in up if sum(stack_mod.service_of(j) == stack_mod.service_of(i) for j in up) > 1]
             if not up:  # every service is still starting again (a loaded machine): nothing to kill this round
                 continue
             service = rng.choice(up)
@@ -170,8 +209,15 @@ class Chaos:
         if pid is not None:
             _reap(pid)
         self.stack.pidfile(service).unlink(missing_ok=True)
-        stack_mod.start_service(self.stack, service)
-        stack_mod.wait_ready(self.stack, service, 60.0)
+        deadline = time.monotonic() + 600
+        while not self.over.is_set():  # a busy machine can take minutes to start one: wait, or start it again
+            stack_mod.start_service(self.stack, service)
+            try:
+                stack_mod.wait_ready(self.stack, service, 120.0)
+                return
+            except stack_mod.StackError:
+                if time.monotonic() > deadline or self.over.is_set():
+                    raise
 
     async def pause_aws(self, localstack_pid: int, after: float, seconds: float) -> None:
         """SIGSTOP LocalStack `after` s into the run for `seconds`, watching every service's /readyz meanwhile."""
@@ -193,14 +239,25 @@ class Chaos:
             os.kill(localstack_pid, signal.SIGCONT)
         self.report.not_ready_seen = seen
 
+    async def restart_postgres(self, after: float, admin_url: str) -> None:
+        """Restarts the PostgreSQL server `after` s into the run, once; notes how long it refused connections."""
+        await asyncio.sleep(after)
+        begun = time.monotonic()
+        command = postgres_restart_command(admin_url)
+        done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{shlex.join(command)} failed: {done.stdout}{done.stderr}")
+        await wait_for_postgres(admin_url, 120.0)
+        self.report.pg_restart = (after, time.monotonic() - begun)
+
     async def wait_for_end_states(self, client: httpx.AsyncClient, deadline: float) -> None:
         while time.monotonic() < deadline:
-            if await self._count_end_states(client) == self.journeys:
+            if await _or_none(self._count_end_states(client)) == self.journeys:
                 return
             await asyncio.sleep(2)
 
     async def wait_for_stage_truth(self, client: httpx.AsyncClient, deadline: float) -> None:
-        while time.monotonic() < deadline and await self.stage_truth(client):
+        while time.monotonic() < deadline and await _or_none(self.stage_truth(client)) != []:
             await asyncio.sleep(2)
 
     async def stage_truth(self, client: httpx.AsyncClient) -> list[str]:
@@ -244,7 +301,7 @@ class Chaos:
         """Waits for every notification: one received in the moment AWS stopped answering stays invisible on its
         queue until its visibility timeout (60 s) ends, and only then comes back to the notifier."""
         while time.monotonic() < deadline:
-            if await self._count_sent(client) >= EVENTS_PER_JOURNEY * self.journeys:
+            if (await _or_none(self._count_sent(client)) or 0) >= EVENTS_PER_JOURNEY * self.journeys:
                 return
             await asyncio.sleep(2)
 
@@ -290,6 +347,48 @@ class Chaos:
         report.webhook_repeats = sum(self.webhook.keys[k] - 1 for k in keys)
 
 
+async def _or_none(reading: Awaitable[T]) -> T | None:
+    """A reading of the services while they may still be recovering (a replica starting, the database back
+    a moment ago): None when one does not answer well, and the caller asks again."""
+    try:
+        return await reading
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def postgres_restart_command(admin_url: str) -> list[str]:
+    """How to restart the PostgreSQL server of `admin_url`: MODELGATE_BENCH_PG_RESTART, else Debian's
+    `pg_ctlcluster <version> <cluster> restart` of the cluster listening on the URL's port."""
+    if os.environ.get("MODELGATE_BENCH_PG_RESTART"):
+        return shlex.split(os.environ["MODELGATE_BENCH_PG_RESTART"])
+    port = (admin_url.split("@", 1)[-1].split("/", 1)[0].split(":") + ["5432"])[1]
+    try:
+        listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise RuntimeError(f"cannot find the PostgreSQL cluster to restart ({exc}); set MODELGATE_BENCH_PG_RESTART "
+                           "to the command that restarts it") from None
+    for line in listed.splitlines():
+        version, cluster, cluster_port, *_ = line.split()
+        if cluster_port == port:
+            return ["pg_ctlcluster", version, cluster, "restart", "--", "-m", "fast"]
+    raise RuntimeError(f"no PostgreSQL cluster on port {port} in pg_lsclusters; set MODELGATE_BENCH_PG_RESTART")
+
+
+async def wait_for_postgres(admin_url: str, timeout: float) -> None:
+    import asyncpg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection = await asyncpg.connect(admin_url, timeout=2)
+            await connection.close()
+            return
+        except (OSError, asyncpg.PostgresError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
 def _reap(pid: int) -> None:
     """Waits until a killed service is gone (it is our child when we started it)."""
     deadline = time.monotonic() + 10
@@ -316,35 +415,51 @@ async def run_chaos(
     seed: int = 7,
     extra_env: dict[str, str] | None = None,
     surge: int = 20,
+    replicas: int = 1,
+    pg_restart_at: float | None = None,
 ) -> ChaosReport:
+    """One chaos run; with `replicas` > 1 the services share PostgreSQL databases made (and dropped) for it."""
     webhook = WebhookReceiver()
     stack = new_stack(endpoint, "chaos", {
         "MODELGATE_WEBHOOK_URL": webhook.url,
         "MODELGATE_POLL_WAIT_SECONDS": "5",
         **(extra_env or {}),
     })
+    databases: list[str] = []
+    if replicas > 1 or pg_restart_at is not None:
+        stack.replicas = replicas
+        stack.ports.update({i: free_port() for s in SERVICES for i in stack.instances(s)})
+        stack.database_urls, databases = postgres_namespace(stack, POSTGRES_ADMIN)
     started = time.monotonic()
     try:
         with running_system(stack, keep_files=bool(os.environ.get("MODELGATE_BENCH_KEEP"))):
             chaos = Chaos(stack, webhook, journeys, rate, surge)
-            artifact = upload_artifact(stack, "chaos/model.bin")
-            deadline = started + timeout
-            # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
-            token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
-            async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
-                work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
-                if kill_every:
-                    work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
-                if pause:
-                    work.append(asyncio.create_task(chaos.pause_aws(*pause)))
-                await asyncio.gather(*work)
-                await chaos.wait_for_end_states(client, deadline)
-                await chaos.wait_for_stage_truth(client, deadline)
-                await chaos.wait_for_deliveries(client, deadline)
-                await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
-                await chaos.count(client)
+            chaos.report.replicas = replicas
+            try:
+                artifact = upload_artifact(stack, "chaos/model.bin")
+                deadline = started + timeout
+                # the journeys' registrant, which also reads the delivery log (auditor) to count what was sent
+                token = add_principal(stack, "chaos", kind="service", roles=["registrant", "auditor"], teams=["chaos"])
+                async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {token}"}) as client:
+                    work = [asyncio.create_task(chaos.register_all(client, artifact, deadline))]
+                    if kill_every:
+                        work.append(asyncio.create_task(chaos.kill_now_and_then(kill_every, random.Random(seed), min_kills)))
+                    if pause:
+                        work.append(asyncio.create_task(chaos.pause_aws(*pause)))
+                    if pg_restart_at is not None:
+                        work.append(asyncio.create_task(chaos.restart_postgres(pg_restart_at, POSTGRES_ADMIN)))
+                    await asyncio.gather(*work)
+                    await chaos.wait_for_end_states(client, deadline)
+                    await chaos.wait_for_stage_truth(client, deadline)
+                    await chaos.wait_for_deliveries(client, deadline)
+                    await asyncio.sleep(3)  # anything still to arrive (a repeat) arrives now
+                    await chaos.count(client)
+            finally:  # a restart still under way must not start a service after the system is stopped
+                chaos.over.set()
     finally:
         webhook.close()
+        if databases:
+            drop_databases(POSTGRES_ADMIN, databases)
     chaos.report.seconds = time.monotonic() - started
     return chaos.report
 
@@ -361,19 +476,25 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=3.0, help="seconds between kills; 0: no kills")
     parser.add_argument("--pause", type=float, default=0.0, help="SIGSTOP LocalStack this many seconds (e.g. 20)")
     parser.add_argument("--surge", type=int, default=50, help=f"versions of the group '{SURGE_GROUP}' registered at once (default 50)")
+    parser.add_argument("--replicas", type=int, default=1, help="processes of every service, on PostgreSQL when > 1")
+    parser.add_argument("--pg-restart-at", type=float, default=None,
+                        help="restart the PostgreSQL server this many seconds into the run (once; services on PostgreSQL)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
+    cleanup_on_sigterm()
     with private_localstack() as localstack:
         pause = (localstack.pid, 5.0, args.pause) if args.pause else None
         report = asyncio.run(run_chaos(
             localstack.endpoint, args.journeys, rate=args.rate, kill_every=args.kill_every or None, pause=pause,
-            timeout=args.timeout, surge=args.surge,
+            timeout=args.timeout, surge=args.surge, replicas=args.replicas, pg_restart_at=args.pg_restart_at,
         ))
-    what = []
+    what = [f"{args.replicas} replicas of every service on PostgreSQL"] if args.replicas > 1 else []
     if args.kill_every:
         what.append(f"kill -9 every {args.kill_every:g} s")
     if args.pause:
         what.append(f"LocalStack stopped for {args.pause:g} s")
+    if args.pg_restart_at is not None:
+        what.append(f"PostgreSQL restarted at {args.pg_restart_at:g} s")
     print_report(report, f"chaos: {args.journeys} journeys, {', '.join(what)}")
     raise SystemExit(0 if report.ok else 1)
 

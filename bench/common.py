@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -36,6 +37,7 @@ from shared.settings import REPO_ROOT
 from shared.topology import SERVICES, bucket_name, dlq_name, queue_name, topic_name
 
 console = Console(width=110)
+POSTGRES_ADMIN = os.environ.get("MODELGATE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 LOCALSTACK_SCRIPT = REPO_ROOT / "scripts" / "localstack.sh"
 
 
@@ -48,6 +50,7 @@ class WebhookReceiver:
         self.posts: list[dict] = []
         self.keys: Counter[str] = Counter()
         self.subjects: dict[str, str] = {}  # Idempotency-Key -> the model_version_id it is about
+        self.arrivals: list[tuple[float, dict]] = []  # (epoch seconds it arrived, body), repeats included
         self.hang_seconds = hang_seconds
         receiver = self
 
@@ -57,11 +60,13 @@ class WebhookReceiver:
                 if receiver.hang_seconds:
                     time.sleep(receiver.hang_seconds)
                 receiver.posts.append(body)
+                receiver.arrivals.append((time.time(), body))
                 receiver.keys[self.headers.get("Idempotency-Key", "")] += 1
                 receiver.subjects[self.headers.get("Idempotency-Key", "")] = body.get("model_version_id") or ""
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
+                with suppress(BrokenPipeError, ConnectionResetError):  # the sender was killed meanwhile (chaos)
+                    self.send_response(200)
+                    self.end_headers()
+                    self.wfile.write(b"ok")
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -74,6 +79,15 @@ class WebhookReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def cleanup_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a CI job cancelled) unwinds like Ctrl-C, so the services, the private LocalStack
+    and the databases a bench made are stopped and removed, not left behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def free_port() -> int:
@@ -128,15 +142,43 @@ def new_stack(endpoint: str, prefix: str = "bench", extra_env: dict[str, str] | 
 
 @contextmanager
 def running_system(stack: Stack, keep_files: bool = False) -> Iterator[Stack]:
-    """The four services up (bus provisioned) for the duration; stopped and the namespace removed afterwards."""
-    stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
+    """The four services up (bus provisioned) for the duration; stopped and the namespace removed afterwards,
+    also when one of them does not start."""
     try:
+        stack_mod.up(stack, with_localstack=False, progress=lambda message: None)
         yield stack
     finally:
         stack_mod.down(stack, with_localstack=False, progress=lambda message: None)
         deprovision(stack.namespace, stack.endpoint)
         if not keep_files:
             shutil.rmtree(stack.run_dir, ignore_errors=True)
+
+
+def postgres_namespace(stack: Stack, admin_url: str = POSTGRES_ADMIN) -> tuple[dict[str, str], list[str]]:
+    """One PostgreSQL database per service for this stack (`<namespace>_<service>`, as `modelgate up --replicas`
+    makes them): (URL per service, the databases' names, for drop_databases)."""
+    server = "postgresql+asyncpg://" + admin_url.split("://", 1)[1].rsplit("/", 1)[0]
+    urls = stack_mod.postgres_databases(stack, server)
+    return urls, [url.rsplit("/", 1)[1] for url in urls.values()]
+
+
+def drop_databases(admin_url: str, names: list[str]) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(admin_url, timeout=10)
+        try:
+            for name in names:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:  # its own event loop, whether or not the caller runs one
+        pool.submit(asyncio.run, drop()).result()
 
 
 def admin_headers(stack: Stack) -> dict[str, str]:

@@ -48,9 +48,13 @@ class ServiceSettings(BaseSettings):
     drain_seconds: float = Field(25.0, description="How long SIGTERM waits for in-flight work.")
     outbox_poll_seconds: float = Field(1.0, description="Outbox relay's idle poll interval.")
     ledger_retention_days: float = Field(
-        21, ge=16, description="Days the idempotency ledger remembers a handled event (longer than any queue keeps "
-        "a message, 14, and than the replay limit, 15: shared/retention.py).")
-    outbox_retention_days: float = Field(7, ge=1, description="Days a published outbox row is kept before it is pruned.")
+        21, gt=0, description="Days the idempotency ledger remembers a handled event (at least 16: longer than any "
+        "queue keeps a message, 14, and than the replay limit, 15: shared/retention.py).")
+    outbox_retention_days: float = Field(7, gt=0, description="Days a published outbox row is kept before it is pruned (at least 1).")
+    short_retention_for_benchmarks: bool = Field(
+        False, description="Lets the two windows above be as short as a benchmark needs (bench/soak.py: minutes), "
+        "below the floors that make forgetting safe: a redelivered event older than the ledger's window would be "
+        "handled again. Never in production.")
     prune_interval_seconds: float = Field(3600, ge=1, description="How often the ledger and the outbox are pruned.")
     dlq_max_message_bytes: int = Field(262_144, ge=1024, le=1_048_576, description="The DLQ's MaximumMessageSize: a dead letter whose body and attributes are larger has its body put in S3 (claim check).")
     claim_check_bucket: str = Field("", description="Where dead letters too large for the DLQ keep their bodies (key dead-letters/<queue>/<event_id>); default: the namespace's bucket.")
@@ -63,6 +67,12 @@ class ServiceSettings(BaseSettings):
     trust_forwarded_headers: bool = Field(False, description="Behind a load balancer: take the source address and scheme from X-Forwarded-For / X-Forwarded-Proto.")
 
     def model_post_init(self, __context: object) -> None:
+        if not self.short_retention_for_benchmarks:
+            if self.ledger_retention_days < 16:
+                raise ValueError(f"ledger_retention_days={self.ledger_retention_days:g} is shorter than a handled event "
+                                 "can come back (14 days on a queue, 15 the replay limit): use 16 or more")
+            if self.outbox_retention_days < 1:
+                raise ValueError(f"outbox_retention_days={self.outbox_retention_days:g}: keep published rows a day or more")
         if not self.database_url:
             path = REPO_ROOT / "var" / f"{self.namespace}-{self.service}.db"
             path.parent.mkdir(parents=True, exist_ok=True)

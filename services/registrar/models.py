@@ -65,6 +65,7 @@ class ModelVersion(Base):
         UniqueConstraint("group_name", "version"),
         Index("ix_model_versions_created_at_id", "created_at", "id"),
         Index("ix_model_versions_status_created_at", "approval_status", "created_at", "id"),
+        Index("ix_model_versions_group_created_at", "group_name", "created_at", "id"),  # a group's newest first
         Index("ix_model_versions_registered_by", "registered_by"),
     )
     id: Mapped[str] = mapped_column(String(220), primary_key=True)  # "<group>/<version>"

@@ -26,7 +26,7 @@ async def test_migrations_build_exactly_the_schema_the_models_describe(database_
         )
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
     await engine.dispose()
-    assert drift == [] and version == "0011_pipeline_containers"
+    assert drift == [] and version == "0012_versions_by_group_newest"
 
 
 async def test_idempotency_keys_made_before_they_were_per_principal_go_to_their_registrant(database_url):

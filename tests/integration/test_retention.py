@@ -53,3 +53,11 @@ async def test_the_pruner_runs_until_stopped(tmp_path):
 def test_a_ledger_window_shorter_than_a_replay_can_arrive_is_refused():
     with pytest.raises(ValidationError, match="ledger_retention_days"):
         RegistrarSettings(ledger_retention_days=14)
+
+
+def test_a_benchmark_may_shorten_the_windows_to_minutes_only_when_it_says_so():
+    minutes = {"ledger_retention_days": 120 / 86400, "outbox_retention_days": 60 / 86400}
+    with pytest.raises(ValidationError, match="outbox_retention_days"):
+        RegistrarSettings(outbox_retention_days=0.5)
+    settings = RegistrarSettings(short_retention_for_benchmarks=True, **minutes)
+    assert settings.ledger_retention_days * 86400 == pytest.approx(120)
