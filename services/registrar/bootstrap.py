@@ -24,6 +24,8 @@ HANDLERS = {
     "DeploymentFailed": handlers.on_deployment_failed,
     "DeploymentStarted": handlers.on_deployment_started,
     "DeploymentSuperseded": handlers.on_deployment_superseded,
+    "RolloutStepped": handlers.on_rollout_stepped,
+    "RolloutRolledBack": handlers.on_rollout_rolled_back,
 }
 
 

@@ -28,6 +28,8 @@ from shared.events import (
     DeploymentStarted,
     DeploymentSuperseded,
     Envelope,
+    RolloutRolledBack,
+    RolloutStepped,
 )
 
 
@@ -141,4 +143,24 @@ async def on_deployment_failed(event: DeploymentFailed, uow: UnitOfWork) -> None
     p = event.payload
     await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYMENT_FAILED, event, deployment_id=p.deployment_id,
                     reason=p.reason)
+    record_history(uow, event)
+
+
+async def on_rollout_stepped(event: RolloutStepped, uow: UnitOfWork) -> None:
+    """The version is rolling out: it reads Deploying, with its share of the stage's traffic."""
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYING, event, deployment_id=p.deployment_id,
+                    target=p.target, rollout={"strategy": p.strategy, "status": p.status, "step": p.step, "steps": p.steps,
+                                              "share": p.share, "mirror": p.mirror, "live": p.live_model_version_id})
+    record_history(uow, event)
+
+
+async def on_rollout_rolled_back(event: RolloutRolledBack, uow: UnitOfWork) -> None:
+    """A guardrail (or an operator) stopped the version's rollout: it reads RolledBack; the live one kept serving."""
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.ROLLED_BACK, event, deployment_id=p.deployment_id,
+                    reason=p.reason, rollout={"strategy": p.strategy, "status": p.status, "step": p.step, "share": p.share,
+                                              "breached": p.breached, "live": p.live_model_version_id})
     record_history(uow, event)
