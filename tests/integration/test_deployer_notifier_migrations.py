@@ -12,7 +12,7 @@ from shared.db import make_engine
 from shared.migrations import prepare_database, service_metadata
 
 SERVICES = ("deployer", "notifier")
-HEADS = {"deployer": "0004_wedge_outbox_set_aside", "notifier": "0004_wedge_outbox_set_aside"}
+HEADS = {"deployer": "0006_rollouts", "notifier": "0004_wedge_outbox_set_aside"}
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -8,6 +8,7 @@ from services.deployer.settings import DeployerSettings
 from services.deployer.targets.base import DeployError, DeploySpec, ParameterStoreTarget, Serving, Target
 from services.deployer.targets.ecs import EcsTarget
 from services.deployer.targets.local import LocalTarget
+from services.deployer.targets.routing import RoutedLocalTarget
 from services.deployer.targets.sagemaker import SageMakerTarget
 
 __all__ = ["DeployError", "DeploySpec", "EcsTarget", "LocalTarget", "ParameterStoreTarget", "SageMakerTarget", "Serving", "Target", "build_targets"]
@@ -19,7 +20,7 @@ def build_targets(settings: DeployerSettings, aws: Any) -> dict[str, Target]:
     for kind in set(settings.targets.values()):
         if kind == "local":
             assert settings.local_run_dir is not None
-            made[kind] = LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
+            made[kind] = RoutedLocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
                                      settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,  # noqa: SIM401
                                      pickle_groups=frozenset(settings.pickle_groups),
                                      allow_local_artifacts=settings.allow_local_artifacts)

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -86,6 +87,11 @@ class Target:
 
     async def close(self) -> None:
         """At shutdown."""
+
+    def router(self) -> Any:
+        """What splits or mirrors a stage's traffic during a rollout (services/deployer/rollout.py), or None:
+        then a progressive rollout on this target goes live all at once, saying so."""
+        return None
 
 
 class ParameterStoreTarget(Target):
