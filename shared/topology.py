@@ -3,7 +3,7 @@
 CONSUMES: dict[str, tuple[str, ...]] = {
     "registrar": (
         "ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded",
-        "RolloutStepped", "RolloutRolledBack",
+        "RolloutStepped", "RolloutPromoted", "RolloutRolledBack",
     ),
     "approver": ("ModelRegistered", "Deployed", "DeploymentSuperseded"),
     "deployer": ("ApprovalDecided",),

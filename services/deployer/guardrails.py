@@ -20,7 +20,7 @@ from shared.events import GuardrailSpec
 from shared.thresholds import parse_rule
 
 LABEL_METRICS = ("auc", "recall", "precision", "accuracy")
-PSI_FLOOR = 1e-4  # an empty bin counts as this share, so one empty bin does not make the index infinite
+SMOOTHING = 0.5  # added to every bin's count, so an empty bin does not make the index infinite
 
 
 @dataclass(frozen=True)
@@ -38,13 +38,14 @@ class Evaluation:
 
 def psi(expected: list[int], actual: list[int]) -> float | None:
     """Population stability index of `actual` against `expected` (counts per bin): sum (a - e) ln(a / e)
-    over the bins' shares. 0 is the same distribution; above 0.25 is usually read as a large shift."""
-    total_e, total_a = sum(expected), sum(actual)
-    if not total_e or not total_a:
+    over the bins' shares, each count smoothed by SMOOTHING. 0 is the same distribution; above 0.25 is
+    usually read as a large shift. Small samples read higher: judge it over enough requests (min_requests)."""
+    if not sum(expected) or not sum(actual):
         return None
+    total_e, total_a = sum(expected) + SMOOTHING * len(expected), sum(actual) + SMOOTHING * len(actual)
     value = 0.0
     for e, a in zip(expected, actual, strict=True):
-        pe, pa = max(e / total_e, PSI_FLOOR), max(a / total_a, PSI_FLOOR)
+        pe, pa = (e + SMOOTHING) / total_e, (a + SMOOTHING) / total_a
         value += (pa - pe) * math.log(pa / pe)
     return value
 

@@ -178,6 +178,9 @@ async def _begin(r: Run) -> Rollout:
     row = Rollout(deployment_id=d.id, group_name=d.group_name, stage=d.stage, strategy=spec.strategy, steps=list(spec.steps),
                   step_index=0, share=spec.steps[0], status=BAKING, live_deployment_id=r.live.id,
                   live_model_version_id=r.live.model_version_id, started_at=utcnow(), step_started_at=utcnow())
+    row.router_url = await r.router.apply(d.id, r.routes(row))  # before it is announced: the event says where
+    await annotate_pointer(r.ssm, d, row, r.endpoint_url)
+    row.step_started_at = utcnow()
     r.uow.session.add(row)
     announce_step(r.uow, d, row)
     await r.uow.commit()

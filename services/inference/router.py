@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import math
 import os
 import random
 import time
@@ -40,8 +41,8 @@ from pydantic import BaseModel, Field
 
 from services.inference.settings import RouterSettings
 
-#: Edges of the score histogram: 20 equal bins over [0, 1] (scores are the positive class's probability).
-SCORE_EDGES = [i / 20 for i in range(21)]
+#: Edges of the score histogram: 10 equal bins over [0, 1] (scores are the positive class's probability).
+SCORE_EDGES = [i / 10 for i in range(11)]
 FORWARDED = ("content-type", "accept")
 
 
@@ -214,7 +215,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))  # nearest rank
     return ordered[rank]
 
 

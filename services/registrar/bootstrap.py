@@ -25,6 +25,7 @@ HANDLERS = {
     "DeploymentStarted": handlers.on_deployment_started,
     "DeploymentSuperseded": handlers.on_deployment_superseded,
     "RolloutStepped": handlers.on_rollout_stepped,
+    "RolloutPromoted": handlers.on_rollout_promoted,
     "RolloutRolledBack": handlers.on_rollout_rolled_back,
 }
 

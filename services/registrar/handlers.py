@@ -28,6 +28,7 @@ from shared.events import (
     DeploymentStarted,
     DeploymentSuperseded,
     Envelope,
+    RolloutPromoted,
     RolloutRolledBack,
     RolloutStepped,
 )
@@ -153,6 +154,12 @@ async def on_rollout_stepped(event: RolloutStepped, uow: UnitOfWork) -> None:
     await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYING, event, deployment_id=p.deployment_id,
                     target=p.target, rollout={"strategy": p.strategy, "status": p.status, "step": p.step, "steps": p.steps,
                                               "share": p.share, "mirror": p.mirror, "live": p.live_model_version_id})
+    record_history(uow, event)
+
+
+async def on_rollout_promoted(event: RolloutPromoted, uow: UnitOfWork) -> None:
+    """Kept in the version's history; its Deployed (same transaction at the deployer) moves the stage."""
+    await _version(uow, event)
     record_history(uow, event)
 
 
