@@ -178,6 +178,7 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
 
         assert rolled_back["status"] == "RolledBack" and set(rolled_back["breached"]) & {"psi", "disagreement"}
         detected_after = time.time() - breach_seen - (time.time() - _at(rolled_back))
+        print(f"breach to RolloutRolledBack: {detected_after:.2f}s (guardrail interval {INTERVAL:g}s)")
         assert detected_after <= INTERVAL + 1.0, f"rolled back {detected_after:.2f}s after the breach"
         version = (await client.get(f"{system.url('registrar')}/v1/groups/{group}/versions/3")).json()
         assert version["stages"]["dev"] == "RolledBack" and "test" not in version["stages"]  # never promoted further
@@ -247,9 +248,60 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was_with_no_ste
             stack_mod.wait_ready(system, "deployer")
             await eventually(lambda: serving(client, system, group, "dev", 2), timeout=90, interval=0.5)
 
+        assert "rollout_resumed" in system.logfile("deployer").read_text()  # the restarted deployer took it up
         events = await history(client, system, group, 2)
         stepped = of(events, "RolloutStepped", "dev")
         assert [(s["step"], s["share"]) for s in stepped] == [(1, 25.0), (2, 50.0), (3, 75.0)]  # each step once
         assert len(of(events, "RolloutPromoted", "dev")) == 1 and len(of(events, "Deployed", "dev")) == 1
         rows = (await client.get(f"{system.url('deployer')}/v1/deployments", params={"group": group})).json()
         assert [(d["version"], d["status"], d["live"]) for d in rows] == [(1, "Deployed", False), (2, "Deployed", True)]
+
+
+@policy(LINEAR)
+async def test_an_operator_pauses_resumes_and_aborts_a_rollout_from_the_command_line(system):
+    from tests.e2e.test_cli import modelgate
+
+    group = f"fraud-{uuid.uuid4().hex[:6]}"
+
+    def cli(*args: str) -> dict:
+        result = modelgate(system, *args, "--json", who="lee")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
+        await register(client, system, group, 1)
+        await eventually(lambda: serving(client, system, group, "dev", 1), timeout=120, interval=0.5)
+        with Traffic(system, group, ("dev",)):
+            await register(client, system, group, 2)
+            rollout_url = f"{system.url('deployer')}/v1/groups/{group}/stages/dev/rollout"
+
+            async def baking() -> dict | None:
+                response = await client.get(rollout_url)
+                return response.json() if response.status_code == 200 and response.json()["status"] == "Baking" else None
+
+            await eventually(baking, timeout=90, interval=0.2)
+            refused = await client.post(f"{rollout_url}/pause")  # ana registers; she does not operate
+            assert refused.status_code == 403 and "operator" in refused.json()["detail"]
+            paused = await asyncio.to_thread(cli, "rollout", "pause", group, "dev")
+            assert paused["status"] == "Paused"
+            await asyncio.sleep(6)  # longer than a step's bake: a paused rollout ends no step
+            status = await asyncio.to_thread(cli, "rollout", "status", group, "dev")
+            assert (status["status"], status["step"]) == ("Paused", paused["step"]) and status["evaluation"]
+            resumed = await asyncio.to_thread(cli, "rollout", "resume", group, "dev")
+            assert resumed["status"] == "Baking"
+            aborted = await asyncio.to_thread(cli, "rollout", "abort", group, "dev")
+            assert aborted["abort_requested_by"] == "lee"
+
+            async def over() -> dict | None:
+                found = of(await history(client, system, group, 2), "RolloutRolledBack", "dev")
+                return found[0] if found else None
+
+            stopped = await eventually(over, timeout=30, interval=0.2)
+        assert (stopped["status"], stopped["by"], stopped["reason"]) == ("Aborted", "lee", "aborted by lee")
+        reasons = [s["reason"] for s in of(await history(client, system, group, 2), "RolloutStepped", "dev")]
+        assert "paused by lee" in reasons and "resumed by lee" in reasons
+        assert (await live(client, system, group, "dev"))["version"] == 1
+        final = (await client.get(rollout_url)).json()
+        assert final["status"] == "Aborted" and final["share"] == 0
+        again = await client.post(f"{rollout_url}/abort", headers=system.headers("lee"))
+        assert again.status_code == 409 and "Aborted" in again.json()["detail"]
