@@ -11,6 +11,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from datetime import datetime
 
 import httpx
 import pytest
@@ -31,6 +32,10 @@ POLICY = {"stages": [
      "rollout": {"strategy": "canary", "share": 50, "bake": "5s", "guardrails": GUARDRAILS}},
     {"name": "test", "approval": "automatic", "thresholds": {"auc": ">= 0.8"},
      "rollout": {"strategy": "shadow", "mirror": 100, "bake": "5s", "guardrails": GUARDRAILS}},
+]}
+SLOW_CANARY = {"stages": [  # baked long enough for an operator (and a slow CLI) to step in
+    {"name": "dev", "approval": "automatic", "thresholds": {"auc": ">= 0.8"},
+     "rollout": {"strategy": "canary", "share": 50, "bake": "2m", "guardrails": GUARDRAILS}},
 ]}
 LINEAR = {"stages": [
     {"name": "dev", "approval": "automatic", "thresholds": {"auc": ">= 0.8"},
@@ -134,7 +139,7 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         await register(client, system, group, 1)  # nothing live yet: all at once, in dev then test
-        await eventually(lambda: serving(client, system, group, "test", 1), timeout=120, interval=0.5)
+        await eventually(lambda: serving(client, system, group, "test", 1), timeout=240, interval=0.5)
         with Traffic(system, group, ("dev", "test")) as traffic:
             await register(client, system, group, 2)
 
@@ -143,21 +148,21 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
                 entry = version["stage_details"].get("dev", {})
                 return entry if entry.get("status") == "Deploying" and entry.get("rollout") else None
 
-            entry = await eventually(rolling_out_in_dev, timeout=90, interval=0.2)
+            entry = await eventually(rolling_out_in_dev, timeout=240, interval=0.2)
             assert entry["rollout"]["share"] == 50 and entry["rollout"]["strategy"] == "canary"
             assert entry["rollout"]["live"] == f"{group}/1"
             pointer = traffic.pointer("dev")
             assert pointer["model_version_id"] == f"{group}/1"  # the pointer names the live version until promotion
             assert pointer["rollout"]["candidate_model_version_id"] == f"{group}/2" and pointer["rollout"]["router_url"]
             assert pointer["rollout"]["share"] == 50 and pointer["rollout"]["status"] == "Baking"
-            await eventually(lambda: serving(client, system, group, "dev", 2), timeout=60, interval=0.2)
+            await eventually(lambda: serving(client, system, group, "dev", 2), timeout=180, interval=0.2)
             dev = [a for a in traffic.answers["dev"] if a[2] == "router"]
             served = Counter(a[0] for a in dev)
             assert served[f"{group}/1"] > 0 and served[f"{group}/2"] > 0  # the canary took part of the traffic
             assert all(request_id for _, request_id, _ in dev)  # X-Request-Id on every answer
 
             # test rolls out as a shadow: every answer still comes from the live version
-            await eventually(lambda: serving(client, system, group, "test", 2), timeout=60, interval=0.2)
+            await eventually(lambda: serving(client, system, group, "test", 2), timeout=180, interval=0.2)
             shadowed = [a for a in traffic.answers["test"] if a[2] == "router"]
             assert len(shadowed) >= 10 and {a[0] for a in shadowed} == {f"{group}/1"}
 
@@ -172,7 +177,7 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
 
             # a version whose scores are shifted (trained the other way round) is caught in dev and rolled back
             await register(client, system, group, 3, flip=True)
-            router_url = (await eventually(lambda: _router_of(traffic, "dev", f"{group}/3"), timeout=90, interval=0.1))
+            router_url = (await eventually(lambda: _router_of(traffic, "dev", f"{group}/3"), timeout=240, interval=0.1))
             breach_seen = await _first_breach(router_url, f"{group}/3")
             rolled_back = await eventually(lambda: _rolled_back(client, system, group), timeout=30, interval=0.1)
 
@@ -201,7 +206,6 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
 
 
 def _at(payload: dict) -> float:
-    from datetime import datetime
     return datetime.fromisoformat(payload["at"]).timestamp()
 
 
@@ -234,19 +238,19 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was_with_no_ste
     group = f"fraud-{uuid.uuid4().hex[:6]}"
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         await register(client, system, group, 1)
-        await eventually(lambda: serving(client, system, group, "dev", 1), timeout=120, interval=0.5)
+        await eventually(lambda: serving(client, system, group, "dev", 1), timeout=240, interval=0.5)
         with Traffic(system, group, ("dev",)):
             await register(client, system, group, 2)
 
             async def at_step(n: int) -> bool:
                 return len(of(await history(client, system, group, 2), "RolloutStepped", "dev")) >= n
 
-            await eventually(lambda: at_step(2), timeout=90, interval=0.2)  # 50 %, baking
+            await eventually(lambda: at_step(2), timeout=240, interval=0.2)  # 50 %, baking
             stack_mod.stop_service(system, "deployer", sig=signal.SIGKILL)
             await asyncio.sleep(1)
             stack_mod.start_service(system, "deployer")
             stack_mod.wait_ready(system, "deployer")
-            await eventually(lambda: serving(client, system, group, "dev", 2), timeout=90, interval=0.5)
+            await eventually(lambda: serving(client, system, group, "dev", 2), timeout=240, interval=0.5)
 
         assert "rollout_resumed" in system.logfile("deployer").read_text()  # the restarted deployer took it up
         events = await history(client, system, group, 2)
@@ -257,7 +261,7 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was_with_no_ste
         assert [(d["version"], d["status"], d["live"]) for d in rows] == [(1, "Deployed", False), (2, "Deployed", True)]
 
 
-@policy(LINEAR)
+@policy(SLOW_CANARY)
 async def test_an_operator_pauses_resumes_and_aborts_a_rollout_from_the_command_line(system):
     from tests.e2e.test_cli import modelgate
 
@@ -270,7 +274,7 @@ async def test_an_operator_pauses_resumes_and_aborts_a_rollout_from_the_command_
 
     async with httpx.AsyncClient(timeout=30, headers=system.headers("ana")) as client:
         await register(client, system, group, 1)
-        await eventually(lambda: serving(client, system, group, "dev", 1), timeout=120, interval=0.5)
+        await eventually(lambda: serving(client, system, group, "dev", 1), timeout=240, interval=0.5)
         with Traffic(system, group, ("dev",)):
             await register(client, system, group, 2)
             rollout_url = f"{system.url('deployer')}/v1/groups/{group}/stages/dev/rollout"
@@ -279,16 +283,20 @@ async def test_an_operator_pauses_resumes_and_aborts_a_rollout_from_the_command_
                 response = await client.get(rollout_url)
                 return response.json() if response.status_code == 200 and response.json()["status"] == "Baking" else None
 
-            await eventually(baking, timeout=90, interval=0.2)
+            await eventually(baking, timeout=240, interval=0.2)
             refused = await client.post(f"{rollout_url}/pause")  # ana registers; she does not operate
             assert refused.status_code == 403 and "operator" in refused.json()["detail"]
             paused = await asyncio.to_thread(cli, "rollout", "pause", group, "dev")
             assert paused["status"] == "Paused"
-            await asyncio.sleep(6)  # longer than a step's bake: a paused rollout ends no step
+            await asyncio.sleep(3)
             status = await asyncio.to_thread(cli, "rollout", "status", group, "dev")
             assert (status["status"], status["step"]) == ("Paused", paused["step"]) and status["evaluation"]
             resumed = await asyncio.to_thread(cli, "rollout", "resume", group, "dev")
             assert resumed["status"] == "Baking"
+            paused_for = datetime.fromisoformat(resumed["step_started_at"]) - datetime.fromisoformat(paused["step_started_at"])
+            assert paused_for.total_seconds() >= 3  # the bake goes on where it was: the pause does not count
+            again = await client.post(f"{rollout_url}/pause", headers=system.headers("lee"))  # paused again, at once:
+            assert again.status_code == 200, again.text  # so the rollout cannot end before the slow CLI aborts it
             aborted = await asyncio.to_thread(cli, "rollout", "abort", group, "dev")
             assert aborted["abort_requested_by"] == "lee"
 
