@@ -166,7 +166,11 @@ async def test_a_good_version_goes_through_canary_and_shadow_to_100_and_a_bad_on
             shadowed = [a for a in traffic.answers["test"] if a[2] == "router"]
             assert len(shadowed) >= 10 and {a[0] for a in shadowed} == {f"{group}/1"}
 
-            events = await history(client, system, group, 2)
+            async def announced() -> list[dict]:
+                found = await history(client, system, group, 2)
+                return found if all(of(found, t, s) for t in ("RolloutPromoted", "Deployed") for s in ("dev", "test")) else []
+
+            events = await eventually(announced, timeout=60, interval=0.5)
             for stage, strategy in (("dev", "canary"), ("test", "shadow")):
                 stepped = of(events, "RolloutStepped", stage)
                 assert [(s["step"], s["status"], s["strategy"]) for s in stepped] == [(1, "Baking", strategy)]
@@ -253,7 +257,12 @@ async def test_a_deployer_killed_mid_rollout_resumes_it_where_it_was_with_no_ste
             await eventually(lambda: serving(client, system, group, "dev", 2), timeout=240, interval=0.5)
 
         assert "rollout_resumed" in system.logfile("deployer").read_text()  # the restarted deployer took it up
-        events = await history(client, system, group, 2)
+
+        async def promoted() -> list[dict]:
+            found = await history(client, system, group, 2)
+            return found if of(found, "Deployed", "dev") and of(found, "RolloutPromoted", "dev") else []
+
+        events = await eventually(promoted, timeout=60, interval=0.5)  # the registrar has them all
         stepped = of(events, "RolloutStepped", "dev")
         assert [(s["step"], s["share"]) for s in stepped] == [(1, 25.0), (2, 50.0), (3, 75.0)]  # each step once
         assert len(of(events, "RolloutPromoted", "dev")) == 1 and len(of(events, "Deployed", "dev")) == 1
