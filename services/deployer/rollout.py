@@ -133,7 +133,8 @@ async def run(r: Run) -> str:
         outcome = await _decide(r, row.deployment_id, evaluation, now)
         if outcome is not None:
             return outcome
-        await asyncio.sleep(max(0.05, min(spec.guardrails.interval_seconds, r.leases.seconds / 3)))
+        spent = (utcnow() - now).total_seconds()  # the loop's own work counts towards the next evaluation
+        await asyncio.sleep(max(0.05, min(spec.guardrails.interval_seconds, r.leases.seconds / 3) - spent))
 
 
 async def _decide(r: Run, deployment_id: str, evaluation: Evaluation | None, now: datetime) -> str | None:
