@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
-from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals, webhooks
+from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals, rollouts, webhooks
 from modelgate.stack import Stack, StackError
 
 app = typer.Typer(
@@ -92,6 +92,7 @@ app.add_typer(events.app, name="events")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(principals.app, name="principals")
 app.add_typer(webhooks.app, name="webhooks")
+app.add_typer(rollouts.app, name="rollout")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ class Deployment(_Read):
     artifact_uri: str = ""
     artifact_digest: str | None = None
     target: str = ""
-    status: str = Field(description="Pending, Deploying, Deployed, Failed or Superseded")
+    status: str = Field(description="Pending, Deploying, Deployed, Failed, Superseded or RolledBack (its rollout was stopped)")
     live: bool = False
     rollback: bool = False
     previous_model_version_id: str | None = None

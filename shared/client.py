@@ -312,6 +312,13 @@ class Deployer(ServiceClient):
         """Accepted at once (the rollback deployment, status Pending); follow it with deployment()."""
         return await self._call("POST", f"/v1/groups/{_part(group)}/stages/{_part(stage)}/rollback", json=body)
 
+    async def rollout(self, group: str, stage: str, action: str | None = None) -> dict[str, Any]:
+        """The stage's newest rollout; with `action` ("pause", "resume" or "abort"), after doing it."""
+        path = f"/v1/groups/{_part(group)}/stages/{_part(stage)}/rollout"
+        if action is None:
+            return await self._call("GET", path)
+        return await self._call("POST", f"{path}/{_part(action)}")
+
 
 class Notifier(ServiceClient):
     service = "notifier"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationInfo, model_validator
@@ -51,9 +52,37 @@ class VersionRef(Model):
 class MetricCheck(Model):
     metric: str
     op: Literal[">=", ">", "<=", "<", "=="]
-    threshold: float
+    threshold: float  # for a rule relative to the live version, the number it came to (shared/thresholds.py)
     value: float | None
     passed: bool
+    rule: str | None = None  # the rule as the policy says it, when it is relative to live: ">= live + 0.002"
+    live_value: float | None = None  # the live version's value it was relative to
+    live_model_version_id: str | None = None
+
+
+RolloutStrategy = Literal["all-at-once", "canary", "linear", "shadow"]
+
+
+class GuardrailSpec(Model):
+    """What a rollout watches during each bake (services/deployer/guardrails.py), every `interval_seconds`.
+
+    `rules`: guardrail -> threshold rule (shared/thresholds.py), absolute or relative to the live version:
+    error_rate, latency_p99_ms, psi, disagreement, and delayed-label metrics (auc, recall, precision,
+    accuracy) once `min_labels` outcomes were fed back."""
+
+    interval_seconds: float
+    rules: dict[str, str] = {}
+    min_requests: int = 20  # the new version's requests a step needs before it is judged and may end
+    min_labels: int = 20
+
+
+class RolloutSpec(Model):
+    """How a stage's new version goes live, from the stage's policy (carried on ApprovalDecided)."""
+
+    strategy: RolloutStrategy
+    steps: list[float] = []  # traffic share (%) of each step before 100 %; for shadow: the mirrored share
+    bake_seconds: float = 0  # how long each step bakes
+    guardrails: GuardrailSpec | None = None
 
 
 class Container(Model):
@@ -122,6 +151,7 @@ class ApprovalDecidedPayload(VersionRef):
     artifact_digest: str | None = None  # sha256:<hex> of the artifact at registration (shared/pins.py)
     artifact_version_id: str | None = None  # its S3 VersionId
     containers: list[Container] = []  # an inference pipeline's steps, in order (ModelRegistered.containers)
+    rollout: RolloutSpec | None = None  # how the stage takes the version (None: all at once), from the policy
 
 
 class DeployedPayload(VersionRef):
@@ -173,6 +203,64 @@ class DeploymentSupersededPayload(VersionRef):
     approval_id: str | None = None  # None for a rollback
     rollback: bool = False  # a rollback overtaken by a newer approval
     reason: str
+
+
+class RolloutStatus(StrEnum):
+    """Where a rollout stands (stored by the deployer, carried on the rollout events)."""
+
+    BAKING = "Baking"  # the new version takes its step's share (or mirror) while the guardrails watch
+    PAUSED = "Paused"  # an operator paused it: the share stays, no step ends, the guardrails still watch
+    PROMOTED = "Promoted"  # it serves 100 %: Deployed follows in the same transaction
+    ROLLED_BACK = "RolledBack"  # a guardrail broke: the live version serves 100 % again
+    ABORTED = "Aborted"  # an operator aborted it: the live version serves 100 % again
+
+
+class RolloutSteppedPayload(VersionRef):
+    """A rollout began a step, or was paused or resumed: the new version now takes `share` % of the traffic
+    (split) or gets a mirror of it (shadow, `mirror`), while `live_model_version_id` answers the rest."""
+
+    deployment_id: str
+    stage: str
+    target: str
+    strategy: RolloutStrategy
+    status: RolloutStatus
+    step: int  # 1-based
+    steps: int
+    share: float
+    mirror: bool = False
+    live_model_version_id: str | None = None
+    router_url: str | None = None
+    reason: str | None = None
+    at: AwareDatetime
+
+
+class RolloutPromotedPayload(VersionRef):
+    """Every step baked with its guardrails holding: the new version serves 100 % (Deployed follows)."""
+
+    deployment_id: str
+    stage: str
+    strategy: RolloutStrategy
+    live_model_version_id: str | None = None  # what it replaced
+    evaluation: dict[str, float | None] = {}  # the guardrails' last values
+    at: AwareDatetime
+
+
+class RolloutRolledBackPayload(VersionRef):
+    """A guardrail broke (RolledBack) or an operator aborted (Aborted): the live version serves 100 % again
+    and the new version's server is retired. The stage's pointer never moved."""
+
+    deployment_id: str
+    stage: str
+    strategy: RolloutStrategy
+    status: RolloutStatus
+    reason: str
+    breached: list[str] = []  # the guardrails that broke
+    evaluation: dict[str, float | None] = {}
+    share: float = 0  # the share the new version had
+    step: int = 0
+    live_model_version_id: str | None = None
+    by: str | None = None  # the operator, for an abort
+    at: AwareDatetime
 
 
 E = TypeVar("E", bound="Envelope")
@@ -240,9 +328,24 @@ class DeploymentSuperseded(Envelope):
     payload: DeploymentSupersededPayload
 
 
+class RolloutStepped(Envelope):
+    event_type: Literal["RolloutStepped"] = "RolloutStepped"
+    payload: RolloutSteppedPayload
+
+
+class RolloutPromoted(Envelope):
+    event_type: Literal["RolloutPromoted"] = "RolloutPromoted"
+    payload: RolloutPromotedPayload
+
+
+class RolloutRolledBack(Envelope):
+    event_type: Literal["RolloutRolledBack"] = "RolloutRolledBack"
+    payload: RolloutRolledBackPayload
+
+
 Event = Annotated[
     ModelRegistered | ApprovalRequested | ApprovalDecided | Deployed | DeploymentFailed | DeploymentStarted
-    | DeploymentSuperseded,
+    | DeploymentSuperseded | RolloutStepped | RolloutPromoted | RolloutRolledBack,
     Field(discriminator="event_type"),
 ]
 
@@ -250,7 +353,7 @@ EVENT_CLASSES: dict[str, type[Envelope]] = {
     cls.__name__: cls
     for cls in (
         ModelRegistered, ApprovalRequested, ApprovalDecided, Deployed, DeploymentFailed, DeploymentStarted,
-        DeploymentSuperseded,
+        DeploymentSuperseded, RolloutStepped, RolloutPromoted, RolloutRolledBack,
     )
 }
 _adapter: TypeAdapter[Event] = TypeAdapter(Event)

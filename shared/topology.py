@@ -3,17 +3,19 @@
 CONSUMES: dict[str, tuple[str, ...]] = {
     "registrar": (
         "ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded",
+        "RolloutStepped", "RolloutPromoted", "RolloutRolledBack",
     ),
     "approver": ("ModelRegistered", "Deployed", "DeploymentSuperseded"),
     "deployer": ("ApprovalDecided",),
     "notifier": ("ModelRegistered", "ApprovalRequested", "ApprovalDecided", "DeploymentStarted", "DeploymentSuperseded",
-                 "Deployed", "DeploymentFailed"),
+                 "Deployed", "DeploymentFailed", "RolloutStepped", "RolloutPromoted", "RolloutRolledBack"),
 }
 
 EMITS: dict[str, tuple[str, ...]] = {  # only the producer that owns an event type may emit it (signed, checked)
     "registrar": ("ModelRegistered",),
     "approver": ("ApprovalRequested", "ApprovalDecided"),
-    "deployer": ("Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded"),
+    "deployer": ("Deployed", "DeploymentFailed", "DeploymentStarted", "DeploymentSuperseded", "RolloutStepped",
+                 "RolloutPromoted", "RolloutRolledBack"),
     "notifier": (),
 }
 OWNER: dict[str, str] = {event_type: service for service, types in EMITS.items() for event_type in types}

@@ -26,6 +26,7 @@ from shared.events import (
     Decision,
     Envelope,
     MetricCheck,
+    RolloutSpec,
     utcnow,
 )
 
@@ -57,7 +58,8 @@ async def open_stage(
     )
     if existing is not None:
         return None
-    checks = stage.checks(version.metrics)
+    live = await _live_version(uow, version.group_name, stage.name)
+    checks = stage.checks(version.metrics, live.metrics if live else None, live.model_version_id if live else None)
     now = utcnow()
     request = ApprovalRequest(
         model_version_id=version.model_version_id,
@@ -83,7 +85,8 @@ async def open_stage(
     if stage.approval == "automatic" or failed:
         decision: Decision = "Rejected" if failed else "Approved"
         reason = _failed(failed) if failed else "every threshold holds: " + ", ".join(_check(c) for c in checks)
-        close(uow, request, version, decision, [audit.POLICY], automatic=True, comment=reason, causation_id=cause.event_id)
+        close(uow, request, version, decision, [audit.POLICY], automatic=True, comment=reason, causation_id=cause.event_id,
+              rollout=stage.rollout.spec())
         return request
     superseded_by: list[str] = []
     if stage.supersede:
@@ -131,8 +134,10 @@ async def decide(
     decision: Decision,
     comment: str | None,
     via: str = "token",
+    policy: Policy | None = None,
 ) -> ApprovalRequest:
-    """Records one approver's vote; decides the request when it is a rejection or the last approval needed."""
+    """Records one approver's vote; decides the request when it is a rejection or the last approval needed.
+    An approval carries the stage's rollout as `policy` says it now (None: all at once)."""
     request = await uow.session.get(ApprovalRequest, approval_id, with_for_update=True)
     if request is None:
         raise Refused(404, f"no approval request {approval_id}")
@@ -162,7 +167,8 @@ async def decide(
     if decision == "Rejected":
         close(uow, request, version, "Rejected", [approver], automatic=False, comment=comment)
     elif len(approvers) >= request.required_approvals:
-        close(uow, request, version, "Approved", approvers, automatic=False, comment=comment)
+        close(uow, request, version, "Approved", approvers, automatic=False, comment=comment,
+              rollout=_rollout_of(policy, request.stage))
     return request
 
 
@@ -204,6 +210,7 @@ def close(
     action: str = "decided",
     expired: bool = False,
     superseded_by: str | None = None,
+    rollout: RolloutSpec | None = None,
 ) -> None:
     request.status = decision
     request.decided_at = utcnow()
@@ -237,6 +244,7 @@ def close(
                 comment=comment,
                 expired=expired,
                 superseded_by=superseded_by,
+                rollout=rollout if decision == "Approved" else None,
             ),
         )
     )
@@ -304,11 +312,29 @@ async def _pending_in_stage(
     return list((await uow.session.scalars(query.with_for_update())).all())
 
 
+async def _live_version(uow: UnitOfWork, group: str, stage: str) -> KnownVersion | None:
+    """The version serving the stage now (from the Deployed events this approver consumed), with its metrics:
+    what thresholds relative to live (`>= live + 0.002`) compare with."""
+    live = await uow.session.get(LiveVersion, (group, stage))
+    return await uow.session.get(KnownVersion, live.model_version_id) if live else None
+
+
+def _rollout_of(policy: Policy | None, stage: str) -> RolloutSpec | None:
+    try:
+        return policy.stage(stage).rollout.spec() if policy else None
+    except KeyError:
+        return None
+
+
 def _check(check: MetricCheck) -> str:
     return f"{check.metric}={check.value} ({check.op} {check.threshold:g})"
 
 
 def _failed(failed: list[MetricCheck]) -> str:
     return "thresholds not met: " + ", ".join(
-        f"{c.metric}={'missing' if c.value is None else c.value} (needs {c.op} {c.threshold:g})" for c in failed
+        f"{c.metric}={'missing' if c.value is None else c.value} (needs {c.op} {c.threshold:g}{_relative(c)})" for c in failed
     )
+
+
+def _relative(check: MetricCheck) -> str:
+    return f": {check.rule} with {check.live_model_version_id} at {check.live_value:g}" if check.rule else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -11,14 +10,140 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.events import MetricCheck
+from shared.events import GuardrailSpec, MetricCheck, RolloutSpec
+from shared.thresholds import OPS, parse_rule
 
-OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "==": operator.eq}
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class PolicyError(ValueError):
     """A policy file that cannot be used; the message says what to fix."""
+
+
+#: The guardrails a rollout may watch: serving health and model behaviour, against the live version.
+SERVING_GUARDRAILS = ("error_rate", "latency_p99_ms", "psi", "disagreement")
+#: Delayed-label metrics, computed over the requests whose outcome was posted back (POST /feedback).
+LABEL_METRICS = ("auc", "recall", "precision", "accuracy")
+
+
+class GuardrailPolicy(BaseModel):
+    """`guardrails:` of a stage's rollout; a number is a maximum (`error_rate: 0.02` = `"<= 0.02"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: timedelta = timedelta(seconds=30)
+    min_requests: int = Field(20, ge=1, le=1_000_000)
+    min_labels: int = Field(20, ge=1, le=1_000_000)
+    error_rate: str | None = None
+    latency_p99_ms: str | None = None
+    psi: str | None = None
+    disagreement: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _parse_interval(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+    @field_validator("error_rate", "latency_p99_ms", "psi", "disagreement", mode="before")
+    @classmethod
+    def _maximum_or_rule(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if value < 0:
+                raise ValueError(f"a guardrail's maximum must be 0 or more, not {value}")
+            return f"<= {value}"
+        parse_rule(value)
+        return str(value).strip()
+
+    @field_validator("labels")
+    @classmethod
+    def _label_rules(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(value) - set(LABEL_METRICS))
+        if unknown:
+            raise ValueError(f"labels: {unknown} unknown; the delayed-label metrics are {', '.join(LABEL_METRICS)}")
+        for rule in value.values():
+            parse_rule(rule)
+        return value
+
+    def rules(self) -> dict[str, str]:
+        serving = {name: getattr(self, name) for name in SERVING_GUARDRAILS if getattr(self, name) is not None}
+        return serving | dict(self.labels)
+
+
+class RolloutPolicy(BaseModel):
+    """`rollout:` of a stage: how an approved version goes live (docs/policy.md, "Rollouts")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Literal["all-at-once", "canary", "linear", "shadow"] = "all-at-once"
+    share: float | None = Field(None, gt=0, lt=100)  # canary: the new version's share (%) while it bakes
+    step: float | None = Field(None, gt=0, lt=100)  # linear: each step adds this share (%)
+    mirror: float | None = Field(None, gt=0, le=100)  # shadow: the share (%) of requests mirrored to it
+    bake: timedelta | None = None  # canary/shadow: how long it bakes; linear: how long each step bakes
+    guardrails: GuardrailPolicy | None = None
+
+    @field_validator("bake", mode="before")
+    @classmethod
+    def _parse_bake(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutPolicy:
+        needs = {"all-at-once": set(), "canary": {"share", "bake"}, "linear": {"step", "bake"}, "shadow": {"mirror", "bake"}}
+        wanted = needs[self.strategy]
+        given = self.model_fields_set - {"strategy", "guardrails"}
+        missing = sorted(wanted - given)
+        extra = sorted(given - wanted)
+        takes = f"{self.strategy} takes " + (" and ".join(sorted(wanted)) if wanted else "no share, step, mirror or bake")
+        if missing:
+            example = {"share": "share: 10", "step": "step: 25", "mirror": "mirror: 100", "bake": "bake: 10m"}
+            raise ValueError(f"rollout {self.strategy}: give {' and '.join(missing)} ({', '.join(example[m] for m in missing)})")
+        if extra:
+            raise ValueError(f"rollout {self.strategy}: remove {extra} ({takes})")
+        if self.strategy == "all-at-once" and self.guardrails is not None:
+            raise ValueError("rollout all-at-once has nothing to bake: remove guardrails, or choose canary, linear or shadow")
+        if self.strategy != "all-at-once" and self.guardrails is None:
+            raise ValueError(f"rollout {self.strategy}: give guardrails (e.g. guardrails: {{error_rate: 0.02}}); "
+                             "a rollout no guardrail watches is all-at-once with a wait")
+        if self.guardrails is not None and not self.guardrails.rules():
+            raise ValueError("guardrails: name at least one of error_rate, latency_p99_ms, psi, disagreement or labels")
+        return self
+
+    def steps(self) -> list[float]:
+        """The new version's share (%) in each step before 100 % (for shadow, the mirrored share)."""
+        if self.strategy == "canary":
+            return [float(self.share or 0)]
+        if self.strategy == "shadow":
+            return [float(self.mirror or 0)]
+        if self.strategy == "linear":
+            step, shares = float(self.step or 0), []
+            while (len(shares) + 1) * step < 100 - 1e-9:
+                shares.append(round((len(shares) + 1) * step, 6))
+            return shares
+        return []
+
+    def spec(self) -> RolloutSpec | None:
+        """What ApprovalDecided carries to the deployer; None for all-at-once (today's behaviour)."""
+        if self.strategy == "all-at-once" or self.guardrails is None:
+            return None
+        g = self.guardrails
+        return RolloutSpec(
+            strategy=self.strategy, steps=self.steps(), bake_seconds=(self.bake or timedelta()).total_seconds(),
+            guardrails=GuardrailSpec(interval_seconds=g.interval.total_seconds(), rules=g.rules(),
+                                     min_requests=g.min_requests, min_labels=g.min_labels),
+        )
+
+    def describe(self) -> str:
+        if self.strategy == "all-at-once":
+            return "all at once"
+        bake = format_duration(self.bake) if self.bake else "0s"
+        share = self.steps()[0] if self.steps() else 0
+        what = {"canary": f"canary {share:g} % for {bake}", "linear": f"linear steps of {share:g} %, {bake} each",
+                "shadow": f"shadow {share:g} % mirrored for {bake}"}[self.strategy]
+        rules = ", ".join(f"{k} {v}" for k, v in (self.guardrails.rules() if self.guardrails else {}).items())
+        return f"{what}, then 100 %; rolled back when not {rules}"
 
 
 class StagePolicy(BaseModel):
@@ -33,12 +158,13 @@ class StagePolicy(BaseModel):
     on_expiry: Literal["escalate", "reject"] = "reject"
     escalate_to: str | None = None
     supersede: bool = False
+    rollout: RolloutPolicy = Field(default_factory=RolloutPolicy)
 
     @field_validator("thresholds")
     @classmethod
     def _parse_thresholds(cls, value: dict[str, str]) -> dict[str, str]:
         for rule in value.values():
-            split_rule(rule)
+            parse_rule(rule)
         return value
 
     @field_validator("expires_after", mode="before")
@@ -68,20 +194,36 @@ class StagePolicy(BaseModel):
             raise ValueError(f"stage '{self.name}' escalates to its own group '{self.group}': name a wider group")
         return self
 
-    def checks(self, metrics: dict[str, float]) -> list[MetricCheck]:
+    def checks(
+        self, metrics: dict[str, float], live_metrics: dict[str, float] | None = None, live_model_version_id: str | None = None
+    ) -> list[MetricCheck]:
+        """The thresholds against `metrics`. A rule relative to the live version (`>= live + 0.002`) is
+        checked against `live_metrics`, the metrics of the version serving the stage now; with nothing live,
+        or a live version without that metric, there is no champion to beat and the rule is left out."""
         result = []
-        for metric, rule in self.thresholds.items():
-            op, threshold = split_rule(rule)
+        for metric, text in self.thresholds.items():
+            rule = parse_rule(text)
             value = metrics.get(metric)
-            passed = value is not None and OPS[op](value, threshold)
-            result.append(MetricCheck(metric=metric, op=op, threshold=threshold, value=value, passed=passed))
+            if rule.relative is None:
+                passed = value is not None and OPS[rule.op](value, rule.number)
+                result.append(MetricCheck(metric=metric, op=rule.op, threshold=rule.number, value=value, passed=passed))
+                continue
+            live = (live_metrics or {}).get(metric)
+            threshold = rule.threshold(live)
+            if threshold is None:
+                continue
+            result.append(MetricCheck(
+                metric=metric, op=rule.op, threshold=threshold, value=value, passed=bool(rule.holds(value, live)),
+                rule=text.strip(), live_value=live, live_model_version_id=live_model_version_id,
+            ))
         return result
 
     def describe(self) -> str:
         """The rule in words, as recorded on every request, decision and audit entry."""
         when = " and ".join(f"{m} {r.strip()}" for m, r in self.thresholds.items())
         if self.approval == "automatic":
-            return f"{self.name}: automatic when {when}"
+            rollout = f"; rollout: {self.rollout.describe()}" if self.rollout.strategy != "all-at-once" else ""
+            return f"{self.name}: automatic when {when}{rollout}"
         parts = [f"{self.name}: {self.approvers} distinct approver(s) from {self.group}, registrant excluded"]
         if when:
             parts.append(f"when {when}")
@@ -90,6 +232,8 @@ class StagePolicy(BaseModel):
             parts.append(f"expires after {format_duration(self.expires_after)}, then {then}")
         if self.supersede:
             parts.append("a newer version supersedes a pending one")
+        if self.rollout.strategy != "all-at-once":
+            parts.append(f"rollout: {self.rollout.describe()}")
         return "; ".join(parts)
 
 
@@ -117,17 +261,6 @@ class Policy(BaseModel):
         names = [s.name for s in self.stages]
         index = names.index(name) + 1
         return self.stages[index] if index < len(names) else None
-
-
-def split_rule(rule: str) -> tuple[str, float]:
-    text = str(rule).strip()
-    for op in (">=", "<=", "==", ">", "<"):
-        if text.startswith(op):
-            try:
-                return op, float(text[len(op) :])
-            except ValueError:
-                break
-    raise ValueError(f"threshold {rule!r} must be an operator and a number, e.g. '>= 0.8' (operators: {', '.join(OPS)})")
 
 
 def parse_duration(value: Any) -> timedelta:

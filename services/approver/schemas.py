@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events import MetricCheck
+from shared.events import MetricCheck, RolloutSpec
 from shared.identity import Kind
 
 
@@ -128,3 +128,4 @@ class StageOut(BaseModel):
     on_expiry: str | None
     escalate_to: str | None
     supersede: bool
+    rollout: RolloutSpec | None = None  # how an approved version goes live (None: all at once)

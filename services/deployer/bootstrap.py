@@ -8,7 +8,7 @@ from services.deployer import deploy
 from services.deployer.accounts import open_accounts
 from services.deployer.context import Deployer
 from services.deployer.drift import DriftWorker
-from services.deployer.routes import deployments, drift, rollback, timeline
+from services.deployer.routes import deployments, drift, rollback, rollouts, timeline
 from services.deployer.settings import DeployerSettings
 from services.deployer.targets import build_targets
 from services.deployer.worker import DeploymentWorker
@@ -36,13 +36,13 @@ async def bootstrap(runtime: Runtime[DeployerSettings], authenticator: Authentic
         if settings.drift_check_seconds > 0 else []
     return Wiring(
         handlers=inject(HANDLERS, targets=deployer.targets, wake=deployer.wake),
-        routers=[deployments.router, rollback.router, timeline.router, drift.router],
+        routers=[deployments.router, rollback.router, rollouts.router, timeline.router, drift.router],
         workers=[DeploymentWorker(runtime, deployer.ssm, deployer.targets, options, deployer.wake, settings.resume_seconds,
                                   s3=runtime.aws["s3"] if "s3" in runtime.aws else None),  # noqa: SIM401 (AwsClients has no .get)
                  *drift_check],
         context=deployer,
         title="modelgate deployer",
-        description="Deployments per stage, and rollback.",
+        description="Deployments per stage, rollouts, and rollback.",
         authenticator=authenticator,
         on_stop=stop_all(deployer.close, closer(authenticator)),
     )

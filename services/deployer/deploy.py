@@ -41,7 +41,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Stage
+from services.deployer import rollout as rollouts
+from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Rollout, Stage
 from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
 from shared.bus import Skip
 from shared.db import UnitOfWork
@@ -116,6 +117,7 @@ async def record_approval(uow: UnitOfWork, event: ApprovalDecided, target: str, 
         cause_event_id=event.event_id,
         requested_by=", ".join(p.decided_by),
         rollback=p.rollback,
+        rollout=p.rollout.model_dump(mode="json") if p.rollout else None,
     )
     if not p.rollback and p.version < stage.newest_version:
         _supersede(uow, deployment, model_version_id(p.group, stage.newest_version), stage.newest_version)
@@ -257,14 +259,60 @@ async def _claim(uow: UnitOfWork, group: str, stage_name: str, options: DeployOp
 async def _run(
     uow: UnitOfWork, deployment: Deployment, ssm: Any, targets: Mapping[str, Target], options: DeployOptions, s3: Any = None
 ) -> bool:
-    """Checks the artifact, deploys, verifies and points to the version; True if the stage has more open
-    deployments to run."""
+    """Checks the artifact, deploys, verifies and points to the version (after its rollout, if it has one:
+    services/deployer/rollout.py); True if the stage has more open deployments to run."""
     spec = spec_of(deployment)
     target = _target_named(targets, deployment.target, deployment.stage)
-    tries = 0
+    live = await rollouts.live_of(uow, deployment.group_name, deployment.stage)
+    skipped = rollouts.why_not(deployment, target.router() if target else None, live)
+    progressive = skipped is None
+    work = asyncio.create_task(_deploy_with_retries(deployment, target, ssm, options, s3, write=not progressive))
+    try:
+        while not (await asyncio.wait({work}, timeout=options.lease_seconds / 3))[0]:
+            await _renew_lease(uow, deployment, options)
+    except asyncio.CancelledError:
+        work.cancel()
+        raise
+    try:
+        endpoint_url, deployed_at, tries = work.result()
+    except DeployFailure as failure:  # every try failed: announce it, keep what was live
+        exc, tries = failure.error, failure.tries
+        log.error("deployment_failed", model_version_id=deployment.model_version_id, stage=deployment.stage, tries=tries, error=str(exc))
+        failed, more = await _finish_failed(uow, deployment, str(exc) or type(exc).__name__, tries)
+        if failed and target:
+            await _quietly(target.retire(spec), "retire_failed_deployment")
+        return more
+    if progressive:
+        assert target is not None and live is not None
+        outcome = await _roll_out(uow, deployment, live, target, endpoint_url, target.ssm or ssm, options)
+        if outcome != rollouts.PROMOTE:
+            return outcome == rollouts.STOPPED and await _has_open(uow, deployment)
+        deployed_at = utcnow()
+        await write_pointer(target.ssm or ssm, deployment, endpoint_url, deployed_at)
+    elif skipped != "no rollout":
+        log.warning("rollout_skipped", model_version_id=deployment.model_version_id, stage=deployment.stage, reason=skipped)
+        deployment.reason = skipped
+    previous, more = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
+    if previous is not None and (old_target := _target_named(targets, previous.target, previous.stage)) is not None:
+        await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
+    if progressive and target is not None:
+        await _quietly(target.router().stop(deployment.id), "stop_rollout_router")
+    return more
 
-    async def deploy_verify_point() -> tuple[str | None, datetime]:
-        nonlocal tries
+
+class DeployFailure(Exception):
+    def __init__(self, error: Exception, tries: int):
+        super().__init__(str(error))
+        self.error, self.tries = error, tries
+
+
+async def _deploy_with_retries(
+    deployment: Deployment, target: Target | None, ssm: Any, options: DeployOptions, s3: Any, write: bool
+) -> tuple[str | None, datetime, int]:
+    """Deploys and verifies with bounded retries, and writes the pointer (unless `write` is False: a rollout
+    moves it when it promotes); the endpoint URL, when it went live, and the tries it took."""
+    spec, tries = spec_of(deployment), 0
+    try:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(options.attempts), wait=wait_exponential(multiplier=options.retry_seconds, max=60),
             retry=retry_if_exception(_worth_retrying), reraise=True,
@@ -281,28 +329,37 @@ async def _run(
                 endpoint_url = await target.deploy(spec)
                 await target.verify(spec, endpoint_url)
                 deployed_at = utcnow()
-                await write_pointer(target.ssm or ssm, deployment, endpoint_url, deployed_at)
-                return endpoint_url, deployed_at
-        raise AssertionError("unreachable")
+                if write:
+                    await write_pointer(target.ssm or ssm, deployment, endpoint_url, deployed_at)
+                return endpoint_url, deployed_at, tries
+    except Exception as exc:
+        raise DeployFailure(exc, tries) from exc
+    raise AssertionError("unreachable")
 
-    work = asyncio.create_task(deploy_verify_point())
-    try:
-        while not (await asyncio.wait({work}, timeout=options.lease_seconds / 3))[0]:
-            await _renew_lease(uow, deployment, options)
-    except asyncio.CancelledError:
-        work.cancel()
-        raise
-    try:
-        endpoint_url, deployed_at = work.result()
-    except Exception as exc:  # every try failed: announce it, keep what was live
-        log.error("deployment_failed", model_version_id=deployment.model_version_id, stage=deployment.stage, tries=tries, error=str(exc))
-        failed, more = await _finish_failed(uow, deployment, str(exc) or type(exc).__name__, tries)
-        if failed and target:
-            await _quietly(target.retire(spec), "retire_failed_deployment")
-        return more
-    previous, more = await _go_live(uow, deployment, endpoint_url, deployed_at, tries)
-    if previous is not None and (old_target := _target_named(targets, previous.target, previous.stage)) is not None:
-        await _quietly(old_target.retire(spec_of(previous)), "retire_previous_deployment")
+
+async def _roll_out(
+    uow: UnitOfWork, deployment: Deployment, live: Deployment, target: Target, endpoint_url: str | None, ssm: Any,
+    options: DeployOptions,
+) -> str:
+    """Runs the deployment's rollout; on PROMOTE the router already sends it 100 %. A stopped rollout's new
+    server and router are retired here."""
+    router = target.router()
+    leases = rollouts.Leases(OWNER, options.lease_seconds, lock_stage, _release_lease_if_done)
+    run = rollouts.Run(uow, deployment, live, endpoint_url or "", router, ssm, leases)
+    outcome = await rollouts.run(run)
+    if outcome == rollouts.PROMOTE:
+        row = await uow.session.get(Rollout, deployment.id)
+        assert row is not None
+        await router.apply(deployment.id, run.routes(row, share=100.0))
+    elif outcome == rollouts.STOPPED:
+        await _quietly(target.retire(spec_of(deployment)), "retire_rolled_back_deployment")
+        await _quietly(router.stop(deployment.id), "stop_rollout_router")
+    return outcome
+
+
+async def _has_open(uow: UnitOfWork, deployment: Deployment) -> bool:
+    more = await uow.session.scalar(_open_in(deployment.group_name, deployment.stage).limit(1)) is not None
+    await uow.commit()
     return more
 
 
@@ -379,6 +436,7 @@ async def _go_live(
     # What a later rollback restores: for a rollback, what the restored deployment would have restored.
     d.rollback_to_deployment_id = restored.rollback_to_deployment_id if restored else (previous.id if previous else None)
     stage.live_deployment_id = d.id
+    await rollouts.promoted(uow, d)  # a rollout's promotion, with the Deployed it leads to
     uow.publish(
         Deployed(
             producer="deployer",

@@ -1,4 +1,4 @@
-"""The deployer's tables: every deployment (the audit trail), and each stage's live deployment."""
+"""The deployer's tables: every deployment (the audit trail), each stage's live deployment, and rollouts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.db import Base, UTCDateTime
@@ -21,9 +23,10 @@ class DeploymentStatus(StrEnum):
     DEPLOYED = "Deployed"  # went live (it may have been replaced since: see Stage.live_deployment_id)
     FAILED = "Failed"  # the target could not be brought to this version; the stage kept what it had
     SUPERSEDED = "Superseded"  # never started: a newer version was approved for the stage
+    ROLLED_BACK = "RolledBack"  # its rollout was stopped (a guardrail broke, or an operator aborted): never live
 
 
-PENDING, DEPLOYING, DEPLOYED, FAILED, SUPERSEDED = DeploymentStatus
+PENDING, DEPLOYING, DEPLOYED, FAILED, SUPERSEDED, ROLLED_BACK = DeploymentStatus
 OPEN = (PENDING, DEPLOYING)
 
 
@@ -56,6 +59,7 @@ class Deployment(Base):
     endpoint_url: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)  # why it failed, was superseded, or was rolled back to
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the RolloutSpec of its approval; None: all at once
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     deployed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -76,3 +80,31 @@ class Stage(Base):
     newest_version: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Rollout(Base):
+    """A deployment going live gradually (services/deployer/rollout.py): its steps and where it stands.
+
+    The router's weights are written from this row, so applying them again after a crash changes nothing;
+    each step, and the outcome, is committed with the event that announces it."""
+
+    __tablename__ = "rollouts"
+    deployment_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    group_name: Mapped[str] = mapped_column(String(200))
+    stage: Mapped[str] = mapped_column(String(40))
+    strategy: Mapped[str] = mapped_column(String(20))
+    steps: Mapped[list[float]] = mapped_column(JSON)  # the new version's share (%) per step; shadow: mirrored
+    step_index: Mapped[int] = mapped_column(Integer, default=0)  # 0-based, into steps
+    share: Mapped[float] = mapped_column(Float, default=0.0)  # the new version's share now
+    status: Mapped[str] = mapped_column(String(20), index=True)  # shared.events.RolloutStatus
+    live_deployment_id: Mapped[str | None] = mapped_column(String(36))  # what serves the rest, and is restored
+    live_model_version_id: Mapped[str | None] = mapped_column(String(220))
+    router_url: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the guardrails' last values
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    step_started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    evaluated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    paused_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    abort_requested_by: Mapped[str | None] = mapped_column(String(200))  # an operator's abort, for the worker
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

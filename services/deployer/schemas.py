@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from services.deployer.models import Deployment
 
-Status = Literal["Pending", "Deploying", "Deployed", "Failed", "Superseded"]
+Status = Literal["Pending", "Deploying", "Deployed", "Failed", "Superseded", "RolledBack"]
 
 
 class DeploymentOut(BaseModel):
@@ -142,3 +142,27 @@ class DriftOut(BaseModel):
     drifted: int = Field(description="How many of the stages checked drift.")
     stages: list[StageDriftOut]
     next_offset: int | None = Field(None, description="Pass as `offset` for the next page; null on the last page.")
+
+
+class RolloutOut(BaseModel):
+    """A stage's newest rollout (services/deployer/rollout.py)."""
+
+    deployment_id: str
+    group: str
+    stage: str
+    model_version_id: str = Field(description="The version rolling out.")
+    live_model_version_id: str | None = Field(description="The version serving the rest, restored on a rollback.")
+    strategy: str
+    status: str = Field(description="Baking, Paused, Promoted, RolledBack or Aborted.")
+    step: int = Field(description="1-based.")
+    steps: int
+    shares: list[float] = Field(description="The new version's share (%) per step before 100 % (shadow: mirrored).")
+    share: float = Field(description="Its share now.")
+    router_url: str | None = Field(description="Where the split (or mirrored) traffic goes during the rollout.")
+    reason: str | None
+    evaluation: dict[str, Any] | None = Field(description="The guardrails' last values (and the new version's requests).")
+    abort_requested_by: str | None
+    started_at: datetime
+    step_started_at: datetime
+    evaluated_at: datetime | None
+    finished_at: datetime | None

@@ -80,11 +80,11 @@ class DeploymentWorker:
 
     async def _reconcile(self) -> None:
         try:
-            async with self.runtime.uow() as uow:
-                live = await live_deployments(uow)
+            async with self.runtime.uow() as uow:  # read inside: leaving the unit of work expires its rows
+                live = [(spec_of(d), d.endpoint_url, d.target) for d in await live_deployments(uow)]
                 unfinished = await open_deployment_ids(uow)
             for target in {id(t.unwrapped): t.unwrapped for t in self.targets.values()}.values():
-                await target.reconcile([(spec_of(d), d.endpoint_url) for d in live if d.target == target.name], unfinished)
+                await target.reconcile([(spec, url) for spec, url, name in live if name == target.name], unfinished)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

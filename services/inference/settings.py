@@ -25,3 +25,20 @@ class InferenceSettings(BaseSettings):
     log_format: str = "json"
     aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     aws_region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+
+
+class RouterSettings(BaseSettings):
+    """The rollout traffic router (python -m services.inference.router); env vars are `MODELGATE_ROUTER_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_ROUTER_", extra="ignore")
+
+    routes: str = Field("{}", description="The first routes, as JSON (the same body as PUT /routes); the deployer "
+                        "PUTs them again at every step, so a restarted router catches up.")
+    deployment_id: str = Field("", description="The rollout's deployment, reported by /healthz.")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8090
+    timeout_seconds: float = Field(10.0, gt=0, description="How long a backend may take to answer.")
+    remember_requests: int = Field(100_000, ge=1, description="How many answers are kept for POST /feedback.")
+    latency_window: int = Field(10_000, ge=10, description="How many latencies per version the percentiles cover.")
+    log_level: str = Field("INFO", validation_alias=AliasChoices("MODELGATE_LOG_LEVEL", "MODELGATE_ROUTER_LOG_LEVEL"))
+    log_format: str = Field("json", validation_alias=AliasChoices("MODELGATE_LOG_FORMAT", "MODELGATE_ROUTER_LOG_FORMAT"))

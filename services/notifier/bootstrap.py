@@ -27,7 +27,10 @@ HANDLERS = {
     "ApprovalDecided": handlers.notify,
     "Deployed": handlers.notify,
     "DeploymentFailed": handlers.notify,
-    # for webhook subscriptions alone: routing tells people of the four above
+    "RolloutStepped": handlers.notify,
+    "RolloutPromoted": handlers.notify,
+    "RolloutRolledBack": handlers.notify,
+    # for webhook subscriptions alone: routing tells people of the seven above
     "ModelRegistered": handlers.notify,
     "DeploymentStarted": handlers.notify,
     "DeploymentSuperseded": handlers.notify,

@@ -15,7 +15,16 @@ from typing import Any
 
 import yaml
 
-from shared.events import ApprovalDecided, ApprovalRequested, Deployed, DeploymentFailed, Envelope
+from shared.events import (
+    ApprovalDecided,
+    ApprovalRequested,
+    Deployed,
+    DeploymentFailed,
+    Envelope,
+    RolloutPromoted,
+    RolloutRolledBack,
+    RolloutStepped,
+)
 
 TEMPLATES = Path(__file__).with_name("templates.yaml")
 
@@ -105,6 +114,25 @@ def _context(event: Envelope, deployer_url: str) -> dict[str, Any]:
         }
     elif isinstance(event, DeploymentFailed):
         context |= {"stage": p.stage, "target": p.target, "attempts": p.attempts, "reason": p.reason}
+    elif isinstance(event, RolloutStepped | RolloutPromoted | RolloutRolledBack):
+        context |= _rollout_context(event)
+    return context
+
+
+def _rollout_context(event: RolloutStepped | RolloutPromoted | RolloutRolledBack) -> dict[str, Any]:
+    p = event.payload
+    context: dict[str, Any] = {}
+    context |= {"stage": p.stage, "strategy": p.strategy, "live": p.live_model_version_id or "nothing"}
+    if isinstance(event, RolloutStepped):
+        share = f"a {p.share:g} % mirror" if p.mirror else f"{p.share:g} %"
+        context |= {"status": p.status, "share": share, "step": p.step, "steps": p.steps,
+                    "reason": f"\n{p.reason}" if p.reason else ""}
+    else:
+        evaluation = ", ".join(f"{k}={'n/a' if v is None else f'{v:.4g}'}" for k, v in sorted(p.evaluation.items()))
+        context |= {"evaluation": evaluation or "none measured"}
+    if isinstance(event, RolloutRolledBack):
+        context |= {"status": "aborted" if p.status == "Aborted" else "rolled back", "reason": p.reason,
+                    "share": f"{p.share:g} %", "step": p.step}
     return context
 
 

@@ -13,7 +13,8 @@ from shared.events import Envelope
 
 Channel = Literal["log", "webhook", "email", "sns"]
 APPROVERS = "approvers"  # in routes: the stage's approver group
-EventType = Literal["ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed"]
+EventType = Literal["ApprovalRequested", "ApprovalDecided", "Deployed", "DeploymentFailed", "RolloutStepped", "RolloutPromoted",
+                    "RolloutRolledBack"]
 ROUTED = frozenset(get_args(EventType))  # what people are told of; webhook subscriptions may get more
 
 

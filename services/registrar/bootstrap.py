@@ -26,6 +26,9 @@ HANDLERS = {
     "DeploymentFailed": handlers.on_deployment_failed,
     "DeploymentStarted": handlers.on_deployment_started,
     "DeploymentSuperseded": handlers.on_deployment_superseded,
+    "RolloutStepped": handlers.on_rollout_stepped,
+    "RolloutPromoted": handlers.on_rollout_promoted,
+    "RolloutRolledBack": handlers.on_rollout_rolled_back,
 }
 
 

@@ -30,6 +30,9 @@ from shared.events import (
     DeploymentStarted,
     DeploymentSuperseded,
     Envelope,
+    RolloutPromoted,
+    RolloutRolledBack,
+    RolloutStepped,
 )
 
 
@@ -156,3 +159,29 @@ async def on_deployment_failed(
                     reason=p.reason)
     record_history(uow, event)
     await record_sagemaker_writeback(uow, version, sagemaker_writeback, wake, p.stage, WritebackAction.DEPLOYED)
+
+
+async def on_rollout_stepped(event: RolloutStepped, uow: UnitOfWork) -> None:
+    """The version is rolling out: it reads Deploying, with its share of the stage's traffic."""
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.DEPLOYING, event, deployment_id=p.deployment_id,
+                    target=p.target, rollout={"strategy": p.strategy, "status": p.status, "step": p.step, "steps": p.steps,
+                                              "share": p.share, "mirror": p.mirror, "live": p.live_model_version_id})
+    record_history(uow, event)
+
+
+async def on_rollout_promoted(event: RolloutPromoted, uow: UnitOfWork) -> None:
+    """Kept in the version's history; its Deployed (same transaction at the deployer) moves the stage."""
+    await _version(uow, event)
+    record_history(uow, event)
+
+
+async def on_rollout_rolled_back(event: RolloutRolledBack, uow: UnitOfWork) -> None:
+    """A guardrail (or an operator) stopped the version's rollout: it reads RolledBack; the live one kept serving."""
+    version = await _version(uow, event)
+    p = event.payload
+    await set_stage(uow.session, version, p.stage, StageStatus.ROLLED_BACK, event, deployment_id=p.deployment_id,
+                    reason=p.reason, rollout={"strategy": p.strategy, "status": p.status, "step": p.step, "share": p.share,
+                                              "breached": p.breached, "live": p.live_model_version_id})
+    record_history(uow, event)

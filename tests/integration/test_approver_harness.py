@@ -154,7 +154,8 @@ class Approver:
 
     async def vote(self, approval_id: str, who: str, decision: str = "Approved", comment: str | None = None) -> ApprovalRequest:
         async with self.uow() as uow:
-            request = await decide(uow, approval_id, who, GROUPS.get(who, []), decision, comment)  # type: ignore[arg-type]
+            request = await decide(uow, approval_id, who, GROUPS.get(who, []), decision, comment,  # type: ignore[arg-type]
+                                   policy=self.policy)
             await uow.commit()
         return request
 

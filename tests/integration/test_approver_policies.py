@@ -296,3 +296,38 @@ async def test_the_background_loop_expires_what_is_due_and_stops_when_told(appro
     stop.set()
     await asyncio.wait_for(loop, timeout=10)
     assert (await approver.published("ApprovalDecided"))[-1].payload.expired
+
+
+async def test_a_threshold_relative_to_live_compares_with_the_version_serving_the_stage(approver, tmp_path):
+    approver.policy = write_policy(tmp_path, [{"name": "dev", "approval": "automatic", "thresholds": {"auc": ">= live + 0.002", "recall": ">= 0.5"}}])
+    await approver.register("fraud", 1, {"auc": 0.9, "recall": 0.6})  # nothing live: only the absolute threshold
+    await approver.deployed("fraud", 1, "dev")
+    await approver.register("fraud", 2, {"auc": 0.901, "recall": 0.6})
+    await approver.register("fraud", 3, {"auc": 0.95, "recall": 0.6})
+    first, second, third = await approver.published("ApprovalDecided")
+    assert first.payload.decision == "Approved" and first.payload.comment == "every threshold holds: recall=0.6 (>= 0.5)"
+    assert second.payload.decision == "Rejected"
+    assert second.payload.comment == "thresholds not met: auc=0.901 (needs >= 0.902: >= live + 0.002 with fraud/1 at 0.9)"
+    assert third.payload.decision == "Approved"
+    assert await approver.published("ApprovalRequested") == []  # automatic: nobody is asked
+    request = await approver.request("fraud/3", "dev")
+    auc = next(c for c in request.checks if c["metric"] == "auc")
+    assert (auc["live_value"], auc["live_model_version_id"], auc["passed"]) == (0.9, "fraud/1", True)
+
+
+async def test_an_approval_carries_the_stages_rollout_to_the_deployer(approver, tmp_path):
+    canary = {"strategy": "canary", "share": 10, "bake": "10m", "guardrails": {"interval": "30s", "error_rate": 0.02}}
+    approver.policy = write_policy(tmp_path, [
+        {"name": "dev", "approval": "automatic", "thresholds": {"auc": ">= 0.8"}},
+        {"name": "test", "approval": "manual", "group": "ml-leads", "rollout": canary},
+    ])
+    await approver.register("fraud", 1)
+    await approver.deployed("fraud", 1, "dev")
+    test = await approver.request("fraud/1", "test")
+    await approver.vote(test.id, "lee")
+    dev, decided = await approver.published("ApprovalDecided")
+    assert dev.payload.rollout is None  # all at once, as before
+    assert decided.payload.rollout is not None and decided.payload.rollout.model_dump() == {
+        "strategy": "canary", "steps": [10.0], "bake_seconds": 600.0,
+        "guardrails": {"interval_seconds": 30.0, "rules": {"error_rate": "<= 0.02"}, "min_requests": 20, "min_labels": 20},
+    }

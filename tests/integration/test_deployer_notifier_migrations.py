@@ -12,7 +12,7 @@ from shared.db import make_engine
 from shared.migrations import prepare_database, service_metadata
 
 SERVICES = ("deployer", "notifier")
-HEADS = {"deployer": "0005_pipelines_accounts", "notifier": "0004_wedge_outbox_set_aside"}
+HEADS = {"deployer": "0007_rollouts", "notifier": "0004_wedge_outbox_set_aside"}
 
 
 @pytest.mark.parametrize("service", SERVICES)

@@ -102,7 +102,8 @@ async def record_decision(
         async with approver_ctx.runtime.uow() as uow:
             if claims is not None:
                 await links.consume(uow, claims)
-            await decide(uow, approval_id, approver.name, list(approver.groups), decision, body.comment, via=via)
+            await decide(uow, approval_id, approver.name, list(approver.groups), decision, body.comment, via=via,
+                         policy=approver_ctx.policy)
             await uow.commit()
     except Refused as refused:
         raise await refusal(approver_ctx, refused, approval_id, approver.name, via) from None

@@ -33,6 +33,7 @@ async def get_policy(approver_ctx: ApproverDep, _: CurrentPrincipal) -> list[Sta
             on_expiry=s.on_expiry if s.expires_after else None,
             escalate_to=s.escalate_to,
             supersede=s.supersede,
+            rollout=s.rollout.spec(),
         )
         for s in approver_ctx.policy.stages
     ]

@@ -16,6 +16,7 @@ from services.deployer.targets.base import (
 )
 from services.deployer.targets.ecs import EcsTarget
 from services.deployer.targets.local import LocalTarget
+from services.deployer.targets.routing import RoutedLocalTarget
 from services.deployer.targets.sagemaker import SageMakerTarget
 
 __all__ = ["DeployError", "DeploySpec", "EcsTarget", "InAccount", "LocalTarget", "ParameterStoreTarget", "SageMakerTarget", "Serving", "Target", "build_targets"]
@@ -43,7 +44,7 @@ def build_targets(settings: DeployerSettings, aws: Any, accounts: Mapping[str, A
 def _build(settings: DeployerSettings, aws: Any, kind: str, execution_role_arn: str | None = None) -> Target:
     if kind == "local":
         assert settings.local_run_dir is not None
-        return LocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
+        return RoutedLocalTarget(settings.local_run_dir, settings.local_host, settings.local_start_timeout_seconds,
                            settings.local_stop_on_exit, aws["s3"] if "s3" in aws else None,  # noqa: SIM401
                            pickle_groups=frozenset(settings.pickle_groups),
                            allow_local_artifacts=settings.allow_local_artifacts)

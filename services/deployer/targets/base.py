@@ -109,6 +109,11 @@ class Target:
     async def close(self) -> None:
         """At shutdown."""
 
+    def router(self) -> Any:
+        """What splits or mirrors a stage's traffic during a rollout (services/deployer/rollout.py), or None:
+        then a progressive rollout on this target goes live all at once, saying so."""
+        return None
+
 
 @dataclass(eq=False)
 class InAccount(Target):
