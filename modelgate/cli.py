@@ -6,7 +6,17 @@ import typer
 from rich.console import Console
 
 from modelgate import stack as stack_mod
-from modelgate.commands import catalog, decisions, deployments, dlq, events, history, principals, rollouts, webhooks
+from modelgate.commands import (
+    catalog,
+    decisions,
+    deployments,
+    dlq,
+    events,
+    history,
+    principals,
+    rollouts,
+    webhooks,
+)
 from modelgate.stack import Stack, StackError
 
 app = typer.Typer(

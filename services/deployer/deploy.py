@@ -42,7 +42,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from services.deployer import rollout as rollouts
-from services.deployer.models import DEPLOYED, DEPLOYING, FAILED, OPEN, PENDING, SUPERSEDED, Deployment, Rollout, Stage
+from services.deployer.models import (
+    DEPLOYED,
+    DEPLOYING,
+    FAILED,
+    OPEN,
+    PENDING,
+    SUPERSEDED,
+    Deployment,
+    Rollout,
+    Stage,
+)
 from services.deployer.targets.base import DeploySpec, ParameterStoreTarget, Target
 from shared.bus import Skip
 from shared.db import UnitOfWork

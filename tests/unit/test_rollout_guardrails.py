@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from services.deployer.guardrails import evaluate, psi
-from services.inference.router import Routes, Router, auc, build_router, label_metrics, percentile
+from services.inference.router import Router, Routes, auc, build_router, label_metrics, percentile
 from services.inference.settings import RouterSettings
 from shared.events import GuardrailSpec
 

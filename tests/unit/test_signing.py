@@ -10,7 +10,15 @@ from datetime import timedelta
 import pytest
 
 from shared.events import utcnow
-from shared.signing import Forged, KeyRing, Signer, Unverifiable, Verifier, private_key_from_secret, publish_public_key
+from shared.signing import (
+    Forged,
+    KeyRing,
+    Signer,
+    Unverifiable,
+    Verifier,
+    private_key_from_secret,
+    publish_public_key,
+)
 from shared.topology import signing_keys_parameter
 from tests.factories import approval_decided, model_registered
 

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
-
 revision: str = "0007_rollouts"
 down_revision: str | None = "0005_pipelines_accounts"
 branch_labels: str | Sequence[str] | None = None
