@@ -11,6 +11,10 @@ import pytest
 LOCALSTACK = os.environ.get("MODELGATE_TEST_ENDPOINT", "http://127.0.0.1:4566")
 POSTGRES_ADMIN = os.environ.get("MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# tests/ecs boots the template's task definitions in containers: only scripts/test-ecs.sh (which sets
+# MODELGATE_ECS_PROJECT and cleans up after it) collects it.
+collect_ignore = [] if os.environ.get("MODELGATE_ECS_PROJECT") else ["ecs"]
+
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
