@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit schemas lint clean
+.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit test-ecs schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -44,6 +44,9 @@ test: $(STAMP) browser  ## unit, integration (LocalStack, PostgreSQL) and end-to
 
 test-unit: $(STAMP)  ## the fast tests only (no network)
 	$(BIN)/pytest tests/unit -q
+
+test-ecs: $(STAMP)  ## the ECS task definitions booted in containers, the journey through them (installs Docker if missing)
+	bash scripts/test-ecs.sh
 
 bench: $(STAMP)  ## latency, throughput vs the emulator ceiling, footprint (docs/performance.md); ~15 min
 	bash scripts/localstack.sh install

@@ -14,3 +14,8 @@ trap cleanup EXIT
 
 mkdir -p test-artifacts
 .venv/bin/pytest tests -q -p no:cacheprovider "$@"
+
+# Under CI, the containers too: the ECS task definitions booted locally (installs Docker if missing).
+if [ "${CI:-}" = "true" ]; then
+  bash scripts/test-ecs.sh
+fi
