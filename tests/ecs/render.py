@@ -190,17 +190,17 @@ class Template:
 
     # ---- intrinsic functions ----
 
-    def _Ref(self, name: str) -> Any:  # noqa: N802
+    def _Ref(self, name: str) -> Any:
         return self.ref(name)
 
-    def _Condition(self, name: str) -> bool:  # noqa: N802
+    def _Condition(self, name: str) -> bool:
         return self.condition(name)
 
-    def _fn_GetAtt(self, value: Any) -> Any:  # noqa: N802
+    def _fn_GetAtt(self, value: Any) -> Any:
         logical_id, attribute = value if isinstance(value, list) else value.split(".", 1)
         return self.get_att(logical_id, attribute)
 
-    def _fn_Sub(self, value: Any) -> str:  # noqa: N802
+    def _fn_Sub(self, value: Any) -> str:
         text, variables = (value, {}) if isinstance(value, str) else (value[0], self.evaluate(value[1]))
 
         def replace(match: re.Match[str]) -> str:
@@ -215,32 +215,32 @@ class Template:
 
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
-    def _fn_If(self, value: list[Any]) -> Any:  # noqa: N802
+    def _fn_If(self, value: list[Any]) -> Any:
         name, when_true, when_false = value
         return self.evaluate(when_true if self.condition(name) else when_false)
 
-    def _fn_Equals(self, value: list[Any]) -> bool:  # noqa: N802
+    def _fn_Equals(self, value: list[Any]) -> bool:
         left, right = (self.evaluate(v) for v in value)
         return str(left) == str(right)
 
-    def _fn_Not(self, value: list[Any]) -> bool:  # noqa: N802
+    def _fn_Not(self, value: list[Any]) -> bool:
         return not self.evaluate(value[0])
 
-    def _fn_And(self, value: list[Any]) -> bool:  # noqa: N802
+    def _fn_And(self, value: list[Any]) -> bool:
         return all(self.evaluate(v) for v in value)
 
-    def _fn_Or(self, value: list[Any]) -> bool:  # noqa: N802
+    def _fn_Or(self, value: list[Any]) -> bool:
         return any(self.evaluate(v) for v in value)
 
-    def _fn_Join(self, value: list[Any]) -> str:  # noqa: N802
+    def _fn_Join(self, value: list[Any]) -> str:
         separator, items = value
         return str(separator).join(str(i) for i in self.evaluate(items))
 
-    def _fn_Select(self, value: list[Any]) -> Any:  # noqa: N802
+    def _fn_Select(self, value: list[Any]) -> Any:
         index, items = value
         return self.evaluate(items)[int(self.evaluate(index))]
 
-    def _fn_Split(self, value: list[Any]) -> list[str]:  # noqa: N802
+    def _fn_Split(self, value: list[Any]) -> list[str]:
         separator, text = value
         return str(self.evaluate(text)).split(separator)
 

@@ -34,13 +34,13 @@ PLACEHOLDER = "not yet written"  # AdminTokenSecret's SecretString until the app
 
 @pytest.fixture(scope="module")
 def boot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Boot]:
-    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+    if shutil.which("docker") is None or subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         pytest.fail("no Docker engine answers: run bash scripts/test-ecs.sh (it installs and starts one)")
     project = os.environ.get("MODELGATE_ECS_PROJECT") or f"mgecs{uuid.uuid4().hex[:8]}"
     booted = Boot(project=project, namespace=f"ecs{uuid.uuid4().hex[:8]}", work=tmp_path_factory.mktemp("ecs"))
     missing = [
         image for image in images()
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0
+        if subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False).returncode != 0
     ]
     if missing:
         pytest.fail(f"images {missing} are missing: build them first (docker compose build; scripts/test-ecs.sh does)")
