@@ -253,7 +253,7 @@ class Boot:
         (init,) = [c for c in self.containers if c.task == "DatabaseInitTaskDefinition"]
         self.services[init.name] = self.service_for(init, tpl)
         self.write()
-        done = self.compose("run", "--rm", "--no-deps", init.name, timeout=300, check=False)
+        done = self.compose("run", "--rm", "--no-deps", "-T", init.name, timeout=300, check=False)
         self.init_output = done.stdout
         assert done.returncode == 0, f"the database init task failed ({done.returncode}):\n{done.stdout}{done.stderr}"
         self.step("db-init task", started)
