@@ -11,6 +11,10 @@ import pytest
 LOCALSTACK = os.environ.get("MODELGATE_TEST_ENDPOINT", "http://127.0.0.1:4566")
 POSTGRES_ADMIN = os.environ.get("MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# tests/compose runs against a `docker compose up` stack: only scripts/test-compose.sh (which starts one and
+# sets MODELGATE_COMPOSE_PROJECT) collects it.
+collect_ignore = [] if os.environ.get("MODELGATE_COMPOSE_PROJECT") else ["compose"]
+
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
