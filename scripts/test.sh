@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real LocalStack, starting it first if nothing answers on its port,
-# and stopping it afterwards only if this script started it.
+# and stopping it afterwards only if this script started it; then
+# scripts/test-compose.sh: the stack in containers (Docker installed if missing), the journey through it.
+# Locally, outside CI, MODELGATE_SKIP_COMPOSE=1 leaves the compose run out (it builds images: minutes).
+# Under CI it always runs, and fails rather than skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +17,9 @@ trap cleanup EXIT
 
 mkdir -p test-artifacts
 .venv/bin/pytest tests -q -p no:cacheprovider "$@"
+
+if [ "${CI:-}" = true ] || [ "${MODELGATE_SKIP_COMPOSE:-}" != 1 ]; then
+  bash scripts/test-compose.sh
+else
+  echo "[test] MODELGATE_SKIP_COMPOSE=1: not running scripts/test-compose.sh (never skipped under CI=true)"
+fi
