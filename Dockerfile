@@ -12,8 +12,8 @@
 #
 # PYTHON_IMAGE is the base; its default is the official image. Only where no registry answers, use the local
 # stand-in scripts/images.sh builds from the Debian archive (it sets PYTHON_IMAGE for compose).
-# Behind a TLS-inspecting proxy, pip needs the proxy's CA bundle: pass it as the build secret `pip_cert`
-# (docker build --secret id=pip_cert,src="$PIP_CERT"; compose does it from $PIP_CERT).
+# Builds with the classic builder too (no BuildKit-only feature): Debian's docker.io has no buildx. Behind a
+# TLS-inspecting proxy pip needs the proxy's CA: the stand-in base trusts the host's (PIP_CERT in its ENV).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build stage: a virtualenv with modelgate installed the way the Makefile installs it --------------
@@ -25,15 +25,17 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /app
 RUN python -m venv /opt/venv
-# Same install command as `make install` (`pip install -e .`), with the image's extras instead of dev.
-# Every dependency ships manylinux wheels, so no compiler is needed here either.
+# The dependencies first, from pyproject.toml alone (the core and the image's EXTRAS), so that a change of
+# the code rebuilds only the layers below. Every dependency ships manylinux wheels: no compiler here either.
 COPY pyproject.toml README.md ./
+RUN python -c "import os, tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; extras = [e for e in os.environ['EXTRAS'].split(',') if e]; print('\n'.join(p['dependencies'] + [r for e in extras for r in p['optional-dependencies'][e]]))" >/tmp/requirements.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt
+# Then modelgate itself, as `make install` does (`pip install -e .`), with the image's extras instead of dev.
 COPY shared/ shared/
 COPY services/ services/
 COPY modelgate/ modelgate/
-RUN --mount=type=secret,id=pip_cert \
-    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
-    /opt/venv/bin/pip install --no-cache-dir -e ".[${EXTRAS}]"
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps -e ".${EXTRAS:+[$EXTRAS]}" \
+    && /opt/venv/bin/pip check
 
 # --- runtime stage: the base, the virtualenv and the source, nothing else -----------------------------
 FROM ${PYTHON_IMAGE} AS runtime

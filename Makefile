@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit test-ecs schemas lint clean
+.PHONY: help install browser bench chaos localstack localstack-stop up down demo test test-unit test-compose test-ecs images schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -41,6 +41,12 @@ browser:  ## Debian's Chromium, for the console's browser tests (Playwright driv
 test: $(STAMP) browser  ## unit, integration (LocalStack, PostgreSQL) and end-to-end tests
 	bash scripts/localstack.sh install
 	bash scripts/test.sh
+
+test-compose: $(STAMP)  ## docker compose up for real (installs Docker if missing), the journey in containers
+	bash scripts/test-compose.sh
+
+images:  ## the base images compose needs: official, or local stand-ins where no registry answers
+	bash scripts/images.sh
 
 test-unit: $(STAMP)  ## the fast tests only (no network)
 	$(BIN)/pytest tests/unit -q

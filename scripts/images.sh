@@ -18,8 +18,9 @@
 #
 # stdout: `export NAME=value` lines (also written to var/images.env, for `docker compose --env-file`);
 # progress goes to stderr. Environment: MODELGATE_DEBIAN_MIRROR (default: the mirror apt uses, else
-# http://deb.debian.org/debian); PIP_CERT (a CA bundle for pip behind a TLS-inspecting proxy, passed to
-# the builds as the secret pip_cert).
+# http://deb.debian.org/debian); PIP_CERT (the host's CA bundle, e.g. a TLS-inspecting proxy's: the
+# stand-ins trust it, so pip works in them and in the service builds on them). The builds use the classic
+# builder (DOCKER_BUILDKIT=0): Debian's docker.io has no buildx plugin.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,18 +67,26 @@ debian_image() {
     rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
         "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log "$root"/tmp/*
     find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} +
+    local changes=(--change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]')
+    if [[ -s "$(host_ca)" ]]; then
+        cp "$(host_ca)" "$root/etc/ssl/host-ca.crt"
+        changes+=(--change 'ENV PIP_CERT=/etc/ssl/host-ca.crt')
+    fi
     tar -C "$root" --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* -c . \
-        | docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' - "$tag" >/dev/null
+        | docker import "${changes[@]}" - "$tag" >/dev/null
     rm -rf "$root"
     say "$tag imported in $((SECONDS - started)) s"
 }
 
-# docker build with the host's CA bundle (if any) as the secret pip_cert: $1 tag, $2 Dockerfile, $3 context.
+# The host's CA bundle (PIP_CERT), or nothing.
+host_ca() { if [[ -n "${PIP_CERT:-}" && -s "$PIP_CERT" ]]; then echo "$PIP_CERT"; fi; }
+
+# docker build with the host's CA bundle in the context (host-ca.crt): $1 tag, $2 Dockerfile, $3 context.
 build_image() {
-    local tag="$1" dockerfile="$2" context="$3" started=$SECONDS secret=()
-    if [[ -n "${PIP_CERT:-}" && -s "$PIP_CERT" ]]; then secret=(--secret "id=pip_cert,src=$PIP_CERT"); fi
-    say "building $tag ($dockerfile; log $WORK/build.log)"
-    DOCKER_BUILDKIT=1 docker build -q "${secret[@]}" --build-arg "BASE_IMAGE=$STANDIN_TRIXIE" \
+    local tag="$1" dockerfile="$2" context="$3" started=$SECONDS
+    if [[ -n "$(host_ca)" ]]; then cp "$(host_ca)" "$context/host-ca.crt"; else : >"$context/host-ca.crt"; fi
+    say "building $tag ($dockerfile)"
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE_IMAGE=$STANDIN_TRIXIE" \
         -f "$dockerfile" -t "$tag" "$context" >"$WORK/build.log" 2>&1 \
         || { tail -n 40 "$WORK/build.log" >&2; die "building $tag failed"; }
     say "$tag built in $((SECONDS - started)) s"

@@ -7,14 +7,17 @@
 ARG BASE_IMAGE=modelgate-standin/debian:trixie
 FROM ${BASE_IMAGE}
 
+# The CA bundle of the host that builds it (scripts/images.sh copies PIP_CERT's file; empty if none): pip
+# and apt over TLS work behind the same TLS-inspecting proxy as the host.
+COPY host-ca.crt /etc/ssl/host-ca.crt
+
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv curl ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
 COPY localstack-pins.txt localstack-constraints-py313.txt /opt/localstack-pins/
-RUN --mount=type=secret,id=pip_cert \
-    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+RUN if [ -s /etc/ssl/host-ca.crt ]; then export PIP_CERT=/etc/ssl/host-ca.crt; fi; \
     python3 -m venv /opt/localstack \
     && awk '!/^#/ && NF == 2 && ($1 == "py313" || $1 == "all") { print $2 }' /opt/localstack-pins/localstack-pins.txt \
         > /opt/localstack-pins/requirements.txt \

@@ -8,6 +8,10 @@
 ARG BASE_IMAGE=modelgate-standin/debian:trixie
 FROM ${BASE_IMAGE}
 
+# The CA bundle of the host that builds it (scripts/images.sh copies PIP_CERT's file; empty if none): pip
+# and apt over TLS work behind the same TLS-inspecting proxy as the host.
+COPY host-ca.crt /etc/ssl/host-ca.crt
+
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends postgresql-17 \
