@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -243,8 +244,9 @@ class Boot:
         service = render.compose_service(container, self.resolve_secrets(container),
                                          image=local_image(container.image))
         properties = tpl.resources[container.task]["Properties"]
-        service["mem_limit"] = f"{int(tpl.evaluate(properties['Memory']))}m"  # Fargate's task size
-        service["cpus"] = int(tpl.evaluate(properties["Cpu"])) / 1024
+        service["mem_limit"] = f"{int(tpl.evaluate(properties['Memory']))}m"  # Fargate's task memory
+        if os.environ.get("MODELGATE_ECS_CPU_LIMIT") == "1":  # its CPU too (0.25 vCPU: slow on a busy machine)
+            service["cpus"] = int(tpl.evaluate(properties["Cpu"])) / 1024
         return render.escape_for_compose(service)  # a `$` in a secret stays a `$`
 
     def run_init_task(self, tpl: render.Template) -> None:
