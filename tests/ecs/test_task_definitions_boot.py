@@ -28,7 +28,10 @@ from shared.topology import SERVICES, parameter_name
 from tests.ecs.boot import Boot, images
 from tests.helpers import wait_until
 
-WAIT = 120.0
+#: The boot (LocalStack, the bus stack, PostgreSQL, five tasks) counts in the first test's time: minutes on
+#: a busy machine.
+pytestmark = pytest.mark.timeout(1200)
+WAIT = 180.0
 PLACEHOLDER = "not yet written"  # AdminTokenSecret's SecretString until the approver's first start
 
 
