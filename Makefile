@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install browser bench chaos soak localstack localstack-stop up down demo test test-unit schemas lint clean
+.PHONY: help install browser bench chaos soak localstack localstack-stop up down demo test test-unit test-compose test-ecs images schemas lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 18
@@ -42,8 +42,17 @@ test: $(STAMP) browser  ## unit, integration (LocalStack, PostgreSQL) and end-to
 	bash scripts/localstack.sh install
 	bash scripts/test.sh
 
+test-compose: $(STAMP)  ## docker compose up for real (installs Docker if missing), the journey in containers
+	bash scripts/test-compose.sh
+
+images:  ## the base images compose needs: official, or local stand-ins where no registry answers
+	bash scripts/images.sh
+
 test-unit: $(STAMP)  ## the fast tests only (no network)
 	$(BIN)/pytest tests/unit -q
+
+test-ecs: $(STAMP)  ## the ECS task definitions booted in containers, the journey through them (installs Docker if missing)
+	bash scripts/test-ecs.sh
 
 bench: $(STAMP)  ## latency, throughput vs the emulator ceiling, footprint (docs/performance.md); ~15 min
 	bash scripts/localstack.sh install

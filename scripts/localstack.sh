@@ -33,6 +33,7 @@ VENV="${LOCALSTACK_VENV:-.localstack/venv}"
 [[ "$VENV" == /* ]] || VENV="$REPO_ROOT/$VENV"
 MARKER="$VENV/.localstack-recipe"
 CONSTRAINTS_PY313="$REPO_ROOT/scripts/localstack-constraints-py313.txt"
+PINS="$REPO_ROOT/scripts/localstack-pins.txt"
 
 HOST=127.0.0.1
 PORT="${LOCALSTACK_PORT:-4566}"
@@ -106,20 +107,14 @@ choose_python() {
     esac
 }
 
-# Sets PACKAGES and PIP_CONSTRAINT_ARGS for the chosen FLAVOR.
-# pyOpenSSL 26.1.0 is the last release with X509.add_extensions, which LocalStack
-# needs to create its self-signed certificate; cbor2 6.x breaks LocalStack.
+# Sets PACKAGES and PIP_CONSTRAINT_ARGS for the chosen FLAVOR, from scripts/localstack-pins.txt (the
+# LocalStack stand-in image of scripts/images.sh installs the same).
 choose_packages() {
-    local pins=(service_identity==26.1.0 cbor2==5.6.5 pyOpenSSL==26.1.0 "cryptography<48")
+    mapfile -t PACKAGES < <(awk -v flavor="$FLAVOR" \
+        '!/^#/ && NF == 2 && ($1 == flavor || $1 == "all") { print $2 }' "$PINS")
+    [[ ${#PACKAGES[@]} -gt 1 ]] || die "no pins for $FLAVOR in $PINS"
     PIP_CONSTRAINT_ARGS=()
-    case "$FLAVOR" in
-        py313)
-            PACKAGES=("localstack-core[runtime]==2026.3.0" "${pins[@]}")
-            PIP_CONSTRAINT_ARGS=(-c "$CONSTRAINTS_PY313")
-            ;;
-        py312) PACKAGES=("localstack-core[runtime]==2026.3.0" "${pins[@]}") ;;
-        py311) PACKAGES=("localstack-core[runtime]==4.13.1" "${pins[@]}") ;;
-    esac
+    if [[ "$FLAVOR" == py313 ]]; then PIP_CONSTRAINT_ARGS=(-c "$CONSTRAINTS_PY313"); fi
 }
 
 # The recipe recorded in the venv; any difference triggers a rebuild.

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Runs the whole test suite against a real LocalStack, starting it first if nothing answers on its port,
-# and stopping it afterwards only if this script started it.
+# and stopping it afterwards only if this script started it; then
+# scripts/test-compose.sh: the stack in containers (Docker installed if missing), the journey through it, and
+# scripts/test-ecs.sh: the ECS task definitions booted in containers on the same images, the journey again.
+# Locally, outside CI, MODELGATE_SKIP_COMPOSE=1 leaves both out (they build images: minutes).
+# Under CI it always runs, and fails rather than skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,3 +18,11 @@ trap cleanup EXIT
 
 mkdir -p test-artifacts
 .venv/bin/pytest tests -q -p no:cacheprovider "$@"
+
+# The containers: the compose stack, then the template's ECS task definitions booted on the same images.
+if [ "${CI:-}" = true ] || [ "${MODELGATE_SKIP_COMPOSE:-}" != 1 ]; then
+  bash scripts/test-compose.sh
+  bash scripts/test-ecs.sh
+else
+  echo "[test] MODELGATE_SKIP_COMPOSE=1: not running scripts/test-compose.sh nor scripts/test-ecs.sh (never skipped under CI=true)"
+fi

@@ -19,8 +19,11 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import localstack_client.config
+import localstack_client.session
 import structlog
 from botocore.exceptions import ClientError
 
@@ -46,13 +49,37 @@ class Provisioned:
 
 
 def boto_client(service: str, endpoint_url: str | None = None, region: str | None = None) -> Any:
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
-    kwargs: dict[str, Any] = {"region_name": region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-    if endpoint_url:
-        kwargs["endpoint_url"] = endpoint_url
-        if not os.environ.get("AWS_ACCESS_KEY_ID"):
-            kwargs.update(aws_access_key_id="test", aws_secret_access_key="test")
-    return boto3.client(service, **kwargs)
+    """A sync client: LocalStack's through localstack-client when an endpoint is set, real AWS's otherwise.
+
+    The endpoint is `endpoint_url` or $AWS_ENDPOINT_URL: http://127.0.0.1:4566 on the host,
+    http://localstack:4566 in a container. Without either the client is plain boto3 with the default
+    credential chain (real AWS). LocalStack takes any keys: $AWS_ACCESS_KEY_ID's if set, else "test".
+    """
+    endpoint_url = (endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "").rstrip("/")
+    region = region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
+    if not endpoint_url:
+        return boto3.client(service, region_name=region)
+    keys = {
+        "aws_access_key_id": os.environ.get("AWS_ACCESS_KEY_ID") or "test",
+        "aws_secret_access_key": os.environ.get("AWS_SECRET_ACCESS_KEY") or "test",
+    }
+    host = localstack_host(endpoint_url, service)
+    if host is None:
+        # An endpoint localstack-client would not send this service's requests to (it prefers
+        # $AWS_ENDPOINT_URL over the host it is given, and builds only http://host:port): ours wins.
+        return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **keys)
+    session = localstack_client.session.Session(localstack_host=host, region_name=region, **keys)
+    return session.client(service)
+
+
+def localstack_host(endpoint_url: str, service: str) -> str | None:
+    """`host:port` for localstack-client when it resolves `service` to exactly `endpoint_url`, else None."""
+    parts = urlsplit(endpoint_url)
+    if not parts.hostname or parts.path or parts.query:
+        return None
+    host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    resolved = localstack_client.config.get_service_endpoint(service, host)
+    return host if (resolved or "").rstrip("/") in (endpoint_url, f"{parts.scheme}://{host}") else None
 
 
 def provision(

@@ -11,6 +11,15 @@ import pytest
 LOCALSTACK = os.environ.get("MODELGATE_TEST_ENDPOINT", "http://127.0.0.1:4566")
 POSTGRES_ADMIN = os.environ.get("MODELGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# tests/compose runs against a `docker compose up` stack, tests/ecs boots the template's task definitions in
+# containers: only scripts/test-compose.sh (which starts one and sets MODELGATE_COMPOSE_PROJECT) and
+# scripts/test-ecs.sh (MODELGATE_ECS_PROJECT) collect them.
+collect_ignore = [
+    directory
+    for directory, variable in (("compose", "MODELGATE_COMPOSE_PROJECT"), ("ecs", "MODELGATE_ECS_PROJECT"))
+    if not os.environ.get(variable)
+]
+
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -24,13 +24,18 @@ from tests.helpers import eventually
 GROUP = f"credit-{uuid.uuid4().hex[:6]}"
 
 
+def moto_client(service: str, url: str):  # type: ignore[no-untyped-def]
+    """A plain boto3 client for moto's server: moto is not LocalStack, so not shared.infra's localstack-client."""
+    return boto3.client(service, endpoint_url=url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+
+
 @pytest.fixture
 def moto():  # type: ignore[no-untyped-def]
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"
-    ecs = boto3.client("ecs", endpoint_url=url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+    ecs = moto_client("ecs", url)
     ecs.create_cluster(clusterName="serving")
     definition = ecs.register_task_definition(
         family=f"{GROUP}-test", containerDefinitions=[{"name": "model", "image": "modelgate-inference:1", "memory": 512}]
@@ -83,13 +88,12 @@ async def test_dev_deploys_to_a_sagemaker_endpoint_and_test_to_an_ecs_service(sy
         test = await eventually(lambda: live("test"), timeout=60, interval=0.5)
         assert test["target"] == "ecs"
 
-    kwargs = {"endpoint_url": moto, "region_name": "us-east-1", "aws_access_key_id": "t", "aws_secret_access_key": "t"}
-    sagemaker = boto3.client("sagemaker", **kwargs)
+    sagemaker = moto_client("sagemaker", moto)
     endpoint = sagemaker.describe_endpoint(EndpointName=stage_name(system.namespace, GROUP, "dev"))
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     model = sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     assert endpoint["EndpointStatus"] == "InService" and model["PrimaryContainer"]["ModelDataUrl"] == artifact
-    ecs = boto3.client("ecs", **kwargs)
+    ecs = moto_client("ecs", moto)
     service = ecs.describe_services(cluster="serving", services=[f"{GROUP}-test"])["services"][0]
     definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
     env = {e["name"]: e["value"] for e in definition["containerDefinitions"][0]["environment"]}

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -43,13 +42,8 @@ def load_bus_template_module() -> Any:
 
 
 def client(name: str, endpoint: str) -> Any:
-    return boto3.client(
-        name,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    )
+    """LocalStack's client (localstack-client, through shared.infra), in region us-east-1."""
+    return infra.boto_client(name, endpoint, region="us-east-1")
 
 
 def wait_for(cfn: Any, stack: str, *, deleted: bool = False) -> dict[str, Any] | None:

@@ -29,7 +29,12 @@ LOCALSTACK_IMAGE = "localstack/localstack:4.14.0"
 
 
 def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("LOCALSTACK_", "COMPOSE_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LOCALSTACK_", "COMPOSE_", "PYTHON_IMAGE", "POSTGRES_IMAGE", "MODELGATE_COMPOSE"))
+        and not k.endswith("_HOST_PORT")
+    }
     return subprocess.run(
         [tool("docker-compose"), "-f", str(COMPOSE_FILE), *args],
         check=False,
@@ -201,7 +206,7 @@ def test_service_container_health_ports_and_stop(service: str) -> None:
     spec = services()[service]
     port = DEFAULT_PORTS[service]
     assert spec["build"]["context"] == str(REPO_ROOT)
-    assert spec["build"]["dockerfile"] == f"services/{service}/Dockerfile"
+    assert spec["build"]["dockerfile"] == "Dockerfile"
     assert "/healthz" in " ".join(spec["healthcheck"]["test"])
     assert [(p["host_ip"], p["published"], p["target"]) for p in spec["ports"]] == [
         ("127.0.0.1", str(port), port)
@@ -210,6 +215,39 @@ def test_service_container_health_ports_and_stop(service: str) -> None:
     assert (
         grace.endswith("s") and float(grace[:-1]) >= ServiceSettings.model_fields["drain_seconds"].default + 5
     )
+
+
+@pytest.mark.parametrize("service", [*SERVICES, "provision"])
+def test_each_image_is_the_one_dockerfile_with_its_service_port_and_extras(service: str) -> None:
+    from tests.unit.test_dockerfiles import IMAGE_EXTRAS
+
+    spec = services()[service]
+    built = "registrar" if service == "provision" else service  # shared.infra runs on the registrar's image
+    args = spec["build"]["args"]
+    assert (args["SERVICE"], args["PORT"]) == (built, str(DEFAULT_PORTS[built]))
+    assert {e for e in args.get("EXTRAS", "").split(",") if e} == IMAGE_EXTRAS[built]
+    assert args["PYTHON_IMAGE"] == "python:3.11-slim-bookworm", "the official base unless PYTHON_IMAGE is set"
+    assert spec["image"] == f"modelgate/{built}:local"
+
+
+def test_every_image_name_comes_from_a_variable_whose_default_is_official() -> None:
+    env = {"PYTHON_IMAGE": "local/python:x", "LOCALSTACK_IMAGE": "local/localstack:x", "POSTGRES_IMAGE": "local/pg:x"}
+    done = compose("config", "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    chosen = json.loads(done.stdout)["services"]
+    assert chosen["localstack"]["image"] == "local/localstack:x"
+    assert chosen["postgres"]["image"] == "local/pg:x"
+    assert {chosen[s]["build"]["args"]["PYTHON_IMAGE"] for s in SERVICES} == {"local/python:x"}
+    assert services()["postgres"]["image"] == "postgres:17-bookworm"
+
+
+def test_published_ports_and_the_var_mount_can_move() -> None:
+    """scripts/test-compose.sh runs the stack beside `make up`: other host ports, another var/ directory."""
+    env = {"LOCALSTACK_HOST_PORT": "14566", "APPROVER_HOST_PORT": "18082", "MODELGATE_COMPOSE_VAR": "/tmp/mg-var"}
+    chosen = json.loads(compose("config", "--format", "json", env=env).stdout)["services"]
+    assert chosen["localstack"]["ports"][0]["published"] == "14566"
+    assert chosen["approver"]["ports"][0]["published"] == "18082"
+    assert ("/tmp/mg-var", "/app/var") in {(v["source"], v["target"]) for v in chosen["approver"]["volumes"]}
 
 
 def test_make_up_takes_its_environment_from_runenv() -> None:
@@ -261,7 +299,7 @@ def test_every_service_verifies_credentials_with_the_approver_container(service:
 def test_the_approvers_admin_token_file_lands_in_var_on_the_host() -> None:
     """The first start writes MODELGATE_ADMIN_TOKEN_FILE's default, <REPO_ROOT>/var/<ns>-admin.token; in the
     image REPO_ROOT is the WORKDIR, and only the approver mounts the host's ./var there."""
-    dockerfile = (REPO_ROOT / "services" / "approver" / "Dockerfile").read_text()
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     workdir = re.findall(r"^WORKDIR (\S+)", dockerfile, re.MULTILINE)[-1]
     approver = services()["approver"]
     assert "MODELGATE_ADMIN_TOKEN_FILE" not in approver["environment"], "the default path, under the mount"
