@@ -110,7 +110,7 @@ def test_the_journey_through_the_containers_survives_a_killed_deployer(stack, tm
     assert set(done) == {(first.version, "dev"), (first.version, "test"), (first.version, "prod"),
                          (second.version, "dev")}, done
     assert all(len(statuses) == 1 for statuses in done.values()), f"deployed more than once: {done}"
-    assert done[(first.version, "dev")] == ["Superseded"] and done[(second.version, "dev")] == ["Deployed"], done
+    assert all(statuses == ["Deployed"] for statuses in done.values()), done  # the live one is the pointer's
     assert {ana.live(group, stage).version for stage in ("test", "prod")} == {first.version}
     assert ana.live(group, "dev").version == second.version
     for client in (ana, lee, kim, sam):
