@@ -46,7 +46,8 @@ async def test_dev_automatic_then_test_by_one_approver_then_prod_by_two_distinct
         # dev: automatic on auc >= 0.8, then deployed; test is asked for with what an approver needs
         test = await eventually(lambda: pending("test"), timeout=60)
         await eventually(lambda: registrar_shows("dev", "Deployed"), timeout=30)
-        assert test["checks"] == [{"metric": "auc", "op": ">=", "threshold": 0.8, "value": 0.91, "passed": True}]
+        assert test["checks"] == [{"metric": "auc", "op": ">=", "threshold": 0.8, "value": 0.91, "passed": True,
+                                   "rule": None, "live_value": None, "live_model_version_id": None}]
         assert test["live_model_version_id"] is None and test["decide_command"] == f"modelgate approve {test['approval_id']}"
 
         # test: one approver of ml-leads; the registrant cannot approve her own version

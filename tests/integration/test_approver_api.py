@@ -55,7 +55,8 @@ async def test_an_approver_decides_over_http_and_the_list_shows_what_they_need(a
     approval_id = await pending_request(approver)
     [listed] = (await api.get("/v1/approvals", params={"status": "pending"})).json()
     assert listed["approval_id"] == approval_id and listed["stage"] == "test"
-    assert listed["checks"] == [{"metric": "auc", "op": ">=", "threshold": 0.8, "value": 0.93, "passed": True}]
+    assert listed["checks"] == [{"metric": "auc", "op": ">=", "threshold": 0.8, "value": 0.93, "passed": True,
+                                  "rule": None, "live_value": None, "live_model_version_id": None}]
     assert listed["eligible_groups"] == ["ml-leads"] and listed["registered_by"] == "ana"
     assert listed["decide_command"] == f"modelgate approve {approval_id}"
     assert listed["live_model_version_id"] is None
