@@ -19,6 +19,12 @@ from shared.events import (
     MetricCheck,
     ModelRegistered,
     ModelRegisteredPayload,
+    RolloutPromoted,
+    RolloutPromotedPayload,
+    RolloutRolledBack,
+    RolloutRolledBackPayload,
+    RolloutStepped,
+    RolloutSteppedPayload,
     utcnow,
 )
 
@@ -152,4 +158,12 @@ def sample_events() -> list[Envelope]:
         ),
         deployment_started(),
         deployment_superseded(),
+        RolloutStepped(producer="deployer", correlation_id="fraud/1", payload=RolloutSteppedPayload(
+            **ref(), deployment_id="d1", stage="dev", target="local", strategy="canary", status="Baking",
+            step=1, steps=2, share=10.0, live_model_version_id="fraud/0", at=now)),
+        RolloutPromoted(producer="deployer", correlation_id="fraud/1", payload=RolloutPromotedPayload(
+            **ref(), deployment_id="d1", stage="dev", strategy="canary", live_model_version_id="fraud/0", at=now)),
+        RolloutRolledBack(producer="deployer", correlation_id="fraud/1", payload=RolloutRolledBackPayload(
+            **ref(), deployment_id="d1", stage="dev", strategy="canary", status="RolledBack", reason="error_rate 0.2 > 0.05",
+            breached=["error_rate"], at=now)),
     ]
