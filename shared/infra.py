@@ -157,20 +157,7 @@ def _sagemaker_bridge(
 
 def allow_rule(queue_arn: str, rule_arn: str) -> str:
     """The bridge queue's policy: EventBridge may send to it, for this rule's events only."""
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "events.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-                }
-            ],
-        }
-    )
+    return _allow_only("events.amazonaws.com", queue_arn, rule_arn)
 
 
 def bridge_from_env(env: Any = None) -> tuple[bool, tuple[str, ...]]:
@@ -225,16 +212,21 @@ def _as_strings(value: Any) -> Any:
 
 
 def _allow_topic(queue_arn: str, topic_arn: str) -> str:
+    return _allow_only("sns.amazonaws.com", queue_arn, topic_arn)
+
+
+def _allow_only(service: str, queue_arn: str, source_arn: str) -> str:
+    """A queue policy: `service` may send to the queue, for messages from `source_arn` only."""
     return json.dumps(
         {
             "Version": "2012-10-17",
             "Statement": [
                 {
                     "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
+                    "Principal": {"Service": service},
                     "Action": "sqs:SendMessage",
                     "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                    "Condition": {"ArnEquals": {"aws:SourceArn": source_arn}},
                 }
             ],
         }
